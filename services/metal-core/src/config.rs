@@ -1,0 +1,365 @@
+//! The one configuration file of every binary (`--config` / `METAL_CONFIG`), with
+//! environment overrides and secrets from the environment or `.env`.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file, `NATS_URL`, then
+//! `METAL__<SECTION>__<KEY>=value` variables (e.g. `METAL__BOOT_API__LISTEN=0.0.0.0:8081`).
+//! Secrets are never in the file: it names the environment variable that holds them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::mac::Mac;
+
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// NATS server URL.
+    pub nats_url: String,
+    pub locator: LocatorConfig,
+    pub redfish: RedfishConfig,
+    pub projector: ProjectorConfig,
+    pub boot_api: BootApiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats_url: DEFAULT_NATS_URL.to_string(),
+            locator: LocatorConfig::default(),
+            redfish: RedfishConfig::default(),
+            projector: ProjectorConfig::default(),
+            boot_api: BootApiConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocatorConfig {
+    /// BMCs whose address is known up front. `address` is an IP, `host:port`, or a full
+    /// Redfish base URL such as `http://127.0.0.1:8000`.
+    #[serde(rename = "static")]
+    pub static_bmcs: Vec<StaticBmc>,
+    /// dnsmasq lease files to look BMC MACs up in, read at each lookup.
+    pub dnsmasq_leases: Vec<PathBuf>,
+    /// Scheme of the Redfish URL built from a bare IP.
+    pub redfish_scheme: String,
+    /// Port of the Redfish URL built from a bare IP (the scheme's default when unset).
+    pub redfish_port: Option<u16>,
+    /// Inputs handled at once by one locator.
+    pub concurrency: usize,
+}
+
+impl Default for LocatorConfig {
+    fn default() -> Self {
+        LocatorConfig {
+            static_bmcs: Vec::new(),
+            dnsmasq_leases: Vec::new(),
+            redfish_scheme: "https".to_string(),
+            redfish_port: None,
+            concurrency: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticBmc {
+    pub bmc_mac: Mac,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedfishConfig {
+    /// Default BMC user name.
+    pub username: String,
+    /// Environment variable holding the default BMC password.
+    pub password_env: String,
+    /// Per-BMC credentials, overriding the default.
+    pub credentials: Vec<BmcCredentials>,
+    /// Accept self-signed or otherwise unverifiable BMC certificates.
+    pub insecure_tls: bool,
+    /// Timeout of one HTTP request to a BMC, in seconds.
+    pub request_timeout_secs: u64,
+    /// Deadline of a whole scrape of one BMC, in seconds.
+    pub scrape_deadline_secs: u64,
+    /// Retries of one failed GET (5xx, timeout, connection error), with backoff.
+    pub retries: u32,
+    /// Requests in flight to one BMC at once (at most 4 by design).
+    pub per_bmc_concurrency: usize,
+    /// Scrapes in flight at once across all BMCs.
+    pub global_concurrency: usize,
+    /// Largest response body accepted from a BMC, in bytes.
+    pub max_response_bytes: u64,
+    /// Largest number of resources fetched in one scrape.
+    pub max_resources: usize,
+}
+
+impl Default for RedfishConfig {
+    fn default() -> Self {
+        RedfishConfig {
+            username: "root".to_string(),
+            password_env: "METAL_REDFISH_PASSWORD".to_string(),
+            credentials: Vec::new(),
+            insecure_tls: false,
+            request_timeout_secs: 15,
+            scrape_deadline_secs: 120,
+            retries: 2,
+            per_bmc_concurrency: 4,
+            global_concurrency: 64,
+            max_response_bytes: 16 * 1024 * 1024,
+            max_resources: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcCredentials {
+    pub bmc_mac: Mac,
+    pub username: String,
+    /// Environment variable holding this BMC's password.
+    pub password_env: String,
+}
+
+/// A secret string: its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A user name and the password from the environment.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+impl RedfishConfig {
+    /// The credentials for a BMC: its own entry, else the default. `None` when the
+    /// named password variable is unset.
+    pub fn credentials_for(&self, bmc_mac: &Mac) -> Result<Credentials, String> {
+        let (username, variable) = match self.credentials.iter().find(|c| &c.bmc_mac == bmc_mac) {
+            Some(entry) => (entry.username.clone(), entry.password_env.clone()),
+            None => (self.username.clone(), self.password_env.clone()),
+        };
+        match std::env::var(&variable) {
+            Ok(password) => Ok(Credentials {
+                username,
+                password: Secret::new(password),
+            }),
+            Err(_) => Err(format!(
+                "no password for BMC {bmc_mac}: environment variable {variable} is not set"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectorConfig {
+    /// The SQLite projection file.
+    pub database: PathBuf,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig {
+            database: PathBuf::from("var/inventory.db"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootApiConfig {
+    /// Address the Pixiecore API listens on.
+    pub listen: String,
+    /// boot-api's own SQLite projection file.
+    pub database: PathBuf,
+    /// The boot profiles file.
+    pub profiles: PathBuf,
+}
+
+impl Default for BootApiConfig {
+    fn default() -> Self {
+        BootApiConfig {
+            listen: "127.0.0.1:8081".to_string(),
+            database: PathBuf::from("var/boot-api.db"),
+            profiles: PathBuf::from("profiles/boot-profiles.toml"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("environment variable {variable} does not name a config key: {reason}")]
+    Override { variable: String, reason: String },
+    #[error("configuration is not valid")]
+    Invalid {
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("cannot read .env file")]
+    DotEnv {
+        #[source]
+        source: dotenvy::Error,
+    },
+}
+
+impl Config {
+    /// Loads `.env` (if present), the file at `path` (if given), and environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(error) if error.not_found() => {}
+            Err(source) => return Err(ConfigError::DotEnv { source }),
+        }
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Config::from_parts(&text, path, &vars)
+    }
+
+    /// Pure core of [`Config::load`]: file text plus environment variables.
+    pub fn from_parts(
+        text: &str,
+        path: Option<&Path>,
+        vars: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
+            source,
+        })?;
+        if let Some((_, url)) = vars.iter().find(|(k, _)| k == "NATS_URL") {
+            table.insert("nats_url".into(), toml::Value::String(url.clone()));
+        }
+        for (variable, value) in vars {
+            let Some(rest) = variable.strip_prefix("METAL__") else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            set_path(&mut table, &keys, parse_override(value)).map_err(|reason| ConfigError::Override {
+                variable: variable.clone(),
+                reason,
+            })?;
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|source| ConfigError::Invalid { source })
+    }
+}
+
+fn parse_override(value: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    match keys {
+        [] => Err("empty key".into()),
+        [last] if !last.is_empty() => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] if !first.is_empty() => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(inner) => set_path(inner, rest, value),
+                _ => Err(format!("{first} is not a section")),
+            }
+        }
+        _ => Err("empty key segment".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_on_one_machine() {
+        let config = Config::from_parts("", None, &[]).unwrap();
+        assert_eq!(config.nats_url, DEFAULT_NATS_URL);
+        assert_eq!(config.redfish.per_bmc_concurrency, 4);
+    }
+
+    #[test]
+    fn file_then_env_overrides() {
+        let text = r#"
+            nats_url = "nats://file:4222"
+            [locator]
+            static = [{ bmc_mac = "AA-BB-CC-DD-EE-01", address = "http://127.0.0.1:8000" }]
+            [boot_api]
+            listen = "127.0.0.1:1"
+        "#;
+        let vars = vec![
+            ("NATS_URL".to_string(), "nats://env:4222".to_string()),
+            ("METAL__BOOT_API__LISTEN".to_string(), "0.0.0.0:8081".to_string()),
+            ("METAL__REDFISH__RETRIES".to_string(), "5".to_string()),
+        ];
+        let config = Config::from_parts(text, None, &vars).unwrap();
+        assert_eq!(config.nats_url, "nats://env:4222");
+        assert_eq!(config.boot_api.listen, "0.0.0.0:8081");
+        assert_eq!(config.redfish.retries, 5);
+        assert_eq!(config.locator.static_bmcs[0].bmc_mac.to_string(), "aa:bb:cc:dd:ee:01");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(Config::from_parts("nats_ulr = \"x\"", None, &[]).is_err());
+        let vars = vec![("METAL__NOPE".to_string(), "1".to_string())];
+        assert!(Config::from_parts("", None, &vars).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret = Secret::new("hunter2".into());
+        assert_eq!(format!("{secret:?} {secret}"), "Secret(***) ***");
+    }
+}

@@ -1,0 +1,198 @@
+//! The common event envelope and decoding of stream messages into it.
+//!
+//! Every event on `machine.>` is an [`Envelope`] except `machine.onboard.requested`,
+//! which is the public entry point and arrives raw (a bare MAC or a small JSON object,
+//! exactly what `nats pub` sends). [`decode`] turns either into an envelope, so that
+//! every consumer sees the same value for the same stream message.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::events::{OnboardRejected, OnboardRequested};
+use crate::ids::{derived_event_id, raw_request_event_id, MachineId};
+use crate::intake::{parse_onboard_request, ParsedRequest};
+use crate::mac::Mac;
+use crate::subjects;
+
+/// One event as stored on the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub machine_id: Option<MachineId>,
+    pub bmc_mac: Option<Mac>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("event data of type {event_type} could not be encoded")]
+    Encode {
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("payload on {subject} is not a valid event envelope")]
+    Decode {
+        subject: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("payload on {subject} has type {event_type}, which does not match its subject")]
+    SubjectMismatch { subject: String, event_type: String },
+    #[error("data of {event_type} event does not have the expected shape")]
+    Data {
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Envelope {
+    /// Builds the event that answers `cause`, with the deterministic id derived from
+    /// the cause and the output type (also its `Nats-Msg-Id`).
+    pub fn answering<D: Serialize>(
+        cause: &Envelope,
+        event_type: &str,
+        data: &D,
+        now: OffsetDateTime,
+    ) -> Result<Envelope, EnvelopeError> {
+        Ok(Envelope {
+            event_id: derived_event_id(cause.event_id, event_type),
+            event_type: event_type.to_string(),
+            machine_id: cause.machine_id,
+            bmc_mac: cause.bmc_mac,
+            time: now,
+            correlation_id: cause.correlation_id,
+            causation_id: Some(cause.event_id),
+            data: serde_json::to_value(data).map_err(|source| EnvelopeError::Encode {
+                event_type: event_type.to_string(),
+                source,
+            })?,
+        })
+    }
+
+    /// Reads `data` as the typed payload of this event type.
+    pub fn data_as<D: for<'de> Deserialize<'de>>(&self) -> Result<D, EnvelopeError> {
+        serde_json::from_value(self.data.clone()).map_err(|source| EnvelopeError::Data {
+            event_type: self.event_type.clone(),
+            source,
+        })
+    }
+
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        // Serialising a struct of strings, uuids and a JSON value cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Where a message sits in the stream; raw requests derive their identity from it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamPosition<'a> {
+    pub stream: &'a str,
+    pub sequence: u64,
+    pub published: OffsetDateTime,
+}
+
+/// What a stream message means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A well-formed envelope (for `onboard.requested`, one synthesised from the raw request).
+    Event(Envelope),
+    /// An onboarding request that must be answered with `machine.onboard.rejected`.
+    /// `rejection` is that answer, ready to publish.
+    RejectedRequest {
+        request_event_id: Uuid,
+        rejection: Envelope,
+    },
+    /// A message on some other subject that is not an envelope. Kept in the log, never fatal.
+    Malformed { subject: String, reason: String },
+}
+
+/// Decodes one stream message. Pure: the same message always decodes the same way.
+pub fn decode(
+    subject: &str,
+    msg_id_header: Option<&str>,
+    payload: &[u8],
+    position: StreamPosition<'_>,
+) -> Decoded {
+    if subject == subjects::ONBOARD_REQUESTED {
+        return decode_onboard_request(msg_id_header, payload, position);
+    }
+    match serde_json::from_slice::<Envelope>(payload) {
+        Ok(envelope) if envelope.event_type == subject => Decoded::Event(envelope),
+        Ok(envelope) => Decoded::Malformed {
+            subject: subject.to_string(),
+            reason: EnvelopeError::SubjectMismatch {
+                subject: subject.to_string(),
+                event_type: envelope.event_type,
+            }
+            .to_string(),
+        },
+        Err(source) => Decoded::Malformed {
+            subject: subject.to_string(),
+            reason: crate::error_chain(&EnvelopeError::Decode {
+                subject: subject.to_string(),
+                source,
+            }),
+        },
+    }
+}
+
+fn decode_onboard_request(
+    msg_id_header: Option<&str>,
+    payload: &[u8],
+    position: StreamPosition<'_>,
+) -> Decoded {
+    let header_id = msg_id_header.and_then(|text| Uuid::parse_str(text.trim()).ok());
+    let fallback_id = header_id.unwrap_or_else(|| raw_request_event_id(position.stream, position.sequence));
+    match parse_onboard_request(payload) {
+        ParsedRequest::Valid(request) => {
+            let event_id = request.request_id.unwrap_or(fallback_id);
+            let data = OnboardRequested {
+                bmc_mac: request.bmc_mac,
+                requested_by: request.requested_by,
+                stream_sequence: position.sequence,
+            };
+            Decoded::Event(Envelope {
+                event_id,
+                event_type: subjects::ONBOARD_REQUESTED.to_string(),
+                machine_id: Some(MachineId::from_bmc_mac(&request.bmc_mac)),
+                bmc_mac: Some(request.bmc_mac),
+                time: position.published,
+                correlation_id: event_id,
+                causation_id: None,
+                data: serde_json::to_value(&data).unwrap_or_default(),
+            })
+        }
+        ParsedRequest::Invalid(rejection) => {
+            let request_event_id = rejection.request_id.unwrap_or(fallback_id);
+            let data = OnboardRejected {
+                reason: rejection.reason,
+                payload_bytes: payload.len() as u64,
+                payload_excerpt: rejection.excerpt,
+                stream_sequence: position.sequence,
+            };
+            Decoded::RejectedRequest {
+                request_event_id,
+                rejection: Envelope {
+                    event_id: derived_event_id(request_event_id, subjects::ONBOARD_REJECTED),
+                    event_type: subjects::ONBOARD_REJECTED.to_string(),
+                    machine_id: None,
+                    bmc_mac: None,
+                    time: position.published,
+                    correlation_id: request_event_id,
+                    causation_id: Some(request_event_id),
+                    data: serde_json::to_value(&data).unwrap_or_default(),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! JetStream plumbing: the stream and consumer configs from nats/, ensured idempotently;
+//! publish-and-wait with a deterministic `Nats-Msg-Id`; reading the stream from a sequence.
+
+use std::time::Duration;
+
+use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use time::OffsetDateTime;
+
+use crate::envelope::{decode, Decoded, Envelope, StreamPosition};
+use crate::subjects;
+
+/// The stream config, the very file `nats stream add --config` takes.
+pub const STREAM_CONFIG_JSON: &str = include_str!("../../../nats/stream-MACHINES.json");
+pub const LOCATOR_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/locator.json");
+pub const SCRAPER_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/redfish-scraper.json");
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JetStreamError {
+    #[error("config file nats/{file} is not valid")]
+    Config {
+        file: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("could not ensure stream {name}")]
+    EnsureStream {
+        name: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("could not ensure consumer {name}")]
+    EnsureConsumer {
+        name: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("could not publish {event_type} {event_id}")]
+    Publish {
+        event_type: String,
+        event_id: uuid::Uuid,
+        #[source]
+        source: BoxError,
+    },
+    #[error("could not read stream {name}")]
+    Read {
+        name: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+pub fn stream_config() -> Result<stream::Config, JetStreamError> {
+    serde_json::from_str(STREAM_CONFIG_JSON).map_err(|source| JetStreamError::Config {
+        file: "stream-MACHINES.json",
+        source,
+    })
+}
+
+/// The durable consumers defined in nats/consumers/.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurableConsumer {
+    Locator,
+    RedfishScraper,
+}
+
+impl DurableConsumer {
+    pub fn config(self) -> Result<consumer::pull::Config, JetStreamError> {
+        let (file, text) = match self {
+            DurableConsumer::Locator => ("consumers/locator.json", LOCATOR_CONSUMER_JSON),
+            DurableConsumer::RedfishScraper => ("consumers/redfish-scraper.json", SCRAPER_CONSUMER_JSON),
+        };
+        serde_json::from_str(text).map_err(|source| JetStreamError::Config { file, source })
+    }
+}
+
+/// Creates the MACHINES stream, or updates it where it differs from nats/. Safe to
+/// call from every replica at every start.
+pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, JetStreamError> {
+    let wanted = stream_config()?;
+    let name = wanted.name.clone();
+    let wrap = |source: BoxError| JetStreamError::EnsureStream {
+        name: name.clone(),
+        source,
+    };
+    let mut stream = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    let info = stream.info().await.map_err(|e| wrap(Box::new(e)))?;
+    if !stream_config_matches(&info.config, &wanted) {
+        tracing::info!(stream = %name, "stream config differs from nats/, updating");
+        js.update_stream(wanted).await.map_err(|e| wrap(Box::new(e)))?;
+        stream = js.get_stream(&name).await.map_err(|e| wrap(Box::new(e)))?;
+    }
+    Ok(stream)
+}
+
+fn stream_config_matches(have: &stream::Config, want: &stream::Config) -> bool {
+    have.subjects == want.subjects
+        && have.retention == want.retention
+        && have.storage == want.storage
+        && have.max_age == want.max_age
+        && have.duplicate_window == want.duplicate_window
+        && have.num_replicas.max(1) == want.num_replicas.max(1)
+        && have.discard == want.discard
+        && have.allow_direct == want.allow_direct
+        && have.deny_delete == want.deny_delete
+        && have.deny_purge == want.deny_purge
+}
+
+/// Creates the durable consumer, or updates it where it differs from nats/.
+pub async fn ensure_consumer(
+    stream: &stream::Stream,
+    which: DurableConsumer,
+) -> Result<consumer::Consumer<consumer::pull::Config>, JetStreamError> {
+    let wanted = which.config()?;
+    let name = wanted.durable_name.clone().unwrap_or_default();
+    let wrap = |source: BoxError| JetStreamError::EnsureConsumer {
+        name: name.clone(),
+        source,
+    };
+    let consumer = stream
+        .get_or_create_consumer(&name, wanted.clone())
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    let have = &consumer.cached_info().config;
+    let same = have.filter_subject == wanted.filter_subject
+        && have.ack_wait == wanted.ack_wait
+        && have.max_deliver == wanted.max_deliver
+        && have.max_ack_pending == wanted.max_ack_pending
+        && have.deliver_policy == wanted.deliver_policy;
+    if same {
+        return Ok(consumer);
+    }
+    tracing::info!(consumer = %name, "consumer config differs from nats/, updating");
+    stream
+        .update_consumer(wanted)
+        .await
+        .map_err(|e| wrap(Box::new(e)))
+}
+
+/// Publishes an event with its id as `Nats-Msg-Id` and waits for the PubAck, so the
+/// caller may ack its input afterwards. Returns the stored sequence and whether the
+/// server recognised it as a duplicate.
+pub async fn publish_event(
+    js: &jetstream::Context,
+    event: &Envelope,
+) -> Result<jetstream::publish::PublishAck, JetStreamError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_MESSAGE_ID, event.event_id.to_string().as_str());
+    let wrap = |source: BoxError| JetStreamError::Publish {
+        event_type: event.event_type.clone(),
+        event_id: event.event_id,
+        source,
+    };
+    let ack_future = js
+        .publish_with_headers(event.event_type.clone(), headers, Bytes::from(event.to_json_bytes()))
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    ack_future.await.map_err(|e| wrap(Box::new(e)))
+}
+
+/// One stored message, with what decoding needs.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub sequence: u64,
+    pub subject: String,
+    pub msg_id: Option<String>,
+    pub payload: Bytes,
+    pub published: OffsetDateTime,
+}
+
+impl StoredMessage {
+    pub fn from_jetstream(message: &jetstream::Message) -> Result<StoredMessage, BoxError> {
+        let info = message.info()?;
+        Ok(StoredMessage {
+            sequence: info.stream_sequence,
+            subject: message.subject.to_string(),
+            msg_id: message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(NATS_MESSAGE_ID))
+                .map(|v| v.as_str().to_string()),
+            payload: message.payload.clone(),
+            published: info.published,
+        })
+    }
+
+    pub fn decode(&self) -> Decoded {
+        decode(
+            &self.subject,
+            self.msg_id.as_deref(),
+            &self.payload,
+            StreamPosition {
+                stream: subjects::STREAM,
+                sequence: self.sequence,
+                published: self.published,
+            },
+        )
+    }
+}
+
+/// Reads the stream in order from `start_sequence` (1 for everything) and keeps following
+/// it. Ordered consumers are ephemeral and recreated by the client on gaps and restarts.
+pub async fn follow_stream(
+    stream: &stream::Stream,
+    start_sequence: u64,
+) -> Result<impl Stream<Item = Result<StoredMessage, JetStreamError>>, JetStreamError> {
+    let wrap = |source: BoxError| JetStreamError::Read {
+        name: subjects::STREAM.to_string(),
+        source,
+    };
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start_sequence.max(1),
+            },
+            filter_subject: subjects::ALL_EVENTS.to_string(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    let messages = consumer.messages().await.map_err(|e| wrap(Box::new(e)))?;
+    Ok(messages.map(move |item| {
+        let message = item.map_err(|e| JetStreamError::Read {
+            name: subjects::STREAM.to_string(),
+            source: Box::new(e),
+        })?;
+        StoredMessage::from_jetstream(&message).map_err(|source| JetStreamError::Read {
+            name: subjects::STREAM.to_string(),
+            source,
+        })
+    }))
+}
+
+/// The last sequence currently in the stream (0 when empty).
+pub async fn last_sequence(stream: &mut stream::Stream) -> Result<u64, JetStreamError> {
+    let info = stream.info().await.map_err(|e| JetStreamError::Read {
+        name: subjects::STREAM.to_string(),
+        source: Box::new(e),
+    })?;
+    Ok(info.state.last_sequence)
+}
+
+/// Connects to NATS with the options every binary uses: a name, unbounded reconnects.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+}

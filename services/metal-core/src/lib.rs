@@ -1,0 +1,68 @@
+//! Shared library of the metal control plane.
+//!
+//! # Layout
+//! - [`mac`]: the `Mac` newtype; every MAC is parsed once at the edge.
+//! - [`ids`]: machine ids (UUID v5 of the BMC MAC) and deterministic event ids.
+//! - [`subjects`]: stream subjects (= event types) and query-service subjects.
+//! - [`envelope`]: the event envelope and [`envelope::decode`] of any stream message.
+//! - [`intake`]: parsing of raw onboarding requests into a request or a rejection.
+//! - [`events`]: the `data` of each event type.
+//! - [`inventory`]: the normalised hardware inventory and its summary.
+//! - [`jetstream`]: stream/consumer configs from nats/, publish-and-wait, stream reading.
+//! - [`responder`]: the consumer loop shared by locator and redfish-scraper.
+//! - [`config`]: the one TOML config file of every binary, with env overrides.
+//! - [`query`]: request and reply types of the inventory query service.
+//!
+//! This crate knows nothing about HTTP, SQLite or Redfish.
+//! Errors are `thiserror` enums per boundary; "bad input" is a value, never an error.
+
+pub mod config;
+pub mod envelope;
+pub mod events;
+pub mod ids;
+pub mod intake;
+pub mod inventory;
+pub mod jetstream;
+pub mod mac;
+pub mod query;
+pub mod responder;
+pub mod subjects;
+
+pub use envelope::{Decoded, Envelope};
+pub use ids::MachineId;
+pub use mac::Mac;
+
+/// Formats an error with its whole `source()` chain on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    out
+}
+
+/// Resolves when the process gets ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+

@@ -1,0 +1,148 @@
+//! The inventory query API (a NATS micro service run by inventory-projector), shared by
+//! the projector that answers and metal-cli that asks. Subjects are in [`crate::subjects`].
+//!
+//! Requests and replies are JSON. An error reply carries the micro-service headers
+//! `Nats-Service-Error-Code` (404 unknown machine, 400 bad request, 500 internal) and
+//! `Nats-Service-Error` (the message).
+//!
+//! `metal.inventory.export` streams: the projector publishes the canonical export to the
+//! request's reply subject in chunks of at most [`EXPORT_CHUNK_BYTES`], then one empty
+//! message with the headers [`EXPORT_DIGEST_HEADER`] and [`EXPORT_SEQUENCE_HEADER`].
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::inventory::{Inventory, InventorySummary};
+use crate::mac::Mac;
+use crate::MachineId;
+
+pub const EXPORT_CHUNK_BYTES: usize = 256 * 1024;
+pub const EXPORT_DIGEST_HEADER: &str = "Metal-Export-Digest";
+pub const EXPORT_SEQUENCE_HEADER: &str = "Metal-Export-Sequence";
+
+/// Request of `metal.inventory.machine` and `metal.inventory.history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineRef {
+    /// A BMC MAC (any notation), a host NIC MAC, or a machine id.
+    pub machine: String,
+}
+
+/// Where a machine is in its life. Failed states carry a reason in `state_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineState {
+    Requested,
+    Located,
+    Inventoried,
+    LocateFailed,
+    ScrapeFailed,
+}
+
+impl MachineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineState::Requested => "requested",
+            MachineState::Located => "located",
+            MachineState::Inventoried => "inventoried",
+            MachineState::LocateFailed => "locate_failed",
+            MachineState::ScrapeFailed => "scrape_failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MachineState> {
+        [
+            MachineState::Requested,
+            MachineState::Located,
+            MachineState::Inventoried,
+            MachineState::LocateFailed,
+            MachineState::ScrapeFailed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    pub fn is_failed(self) -> bool {
+        matches!(self, MachineState::LocateFailed | MachineState::ScrapeFailed)
+    }
+}
+
+/// One row of `metal.inventory.machines`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineRow {
+    pub machine_id: MachineId,
+    pub bmc_mac: Mac,
+    pub bmc_ip: Option<String>,
+    pub redfish_url: Option<String>,
+    pub state: MachineState,
+    pub state_reason: Option<String>,
+    /// The onboarding request this state belongs to.
+    pub correlation_id: Uuid,
+    /// From the inventory, when there is one.
+    pub system_model: Option<String>,
+    pub cpu_count: u64,
+    pub memory_mib: u64,
+    pub host_nic_count: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineList {
+    pub machines: Vec<MachineRow>,
+    pub last_sequence: u64,
+}
+
+/// Reply of `metal.inventory.machine`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineDetail {
+    pub machine: MachineRow,
+    pub summary: Option<InventorySummary>,
+    pub inventory: Option<Inventory>,
+    pub last_sequence: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub sequence: u64,
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    /// One line for people: the reason of a failure, the IP found, the CPU count.
+    pub summary: String,
+}
+
+/// Reply of `metal.inventory.history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub machine_id: MachineId,
+    pub events: Vec<TimelineEntry>,
+}
+
+/// Reply of `metal.inventory.replay`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayReport {
+    /// Events the fresh projection applied, from sequence 1.
+    pub events_applied: u64,
+    /// The sequence both projections had reached when compared and swapped.
+    pub last_sequence: u64,
+    pub old_digest: String,
+    pub new_digest: String,
+    pub identical: bool,
+    pub seconds: f64,
+}
+
+/// Reply of `metal.inventory.status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub last_sequence: u64,
+    pub machines: u64,
+    pub database: String,
+}
