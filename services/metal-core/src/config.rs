@@ -280,9 +280,11 @@ impl Config {
                 continue;
             };
             let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
-            set_path(&mut table, &keys, parse_override(value)).map_err(|reason| ConfigError::Override {
-                variable: variable.clone(),
-                reason,
+            set_path(&mut table, &keys, parse_override(value)).map_err(|reason| {
+                ConfigError::Override {
+                    variable: variable.clone(),
+                    reason,
+                }
             })?;
         }
         toml::Value::Table(table)
@@ -340,14 +342,20 @@ mod tests {
         "#;
         let vars = vec![
             ("NATS_URL".to_string(), "nats://env:4222".to_string()),
-            ("METAL__BOOT_API__LISTEN".to_string(), "0.0.0.0:8081".to_string()),
+            (
+                "METAL__BOOT_API__LISTEN".to_string(),
+                "0.0.0.0:8081".to_string(),
+            ),
             ("METAL__REDFISH__RETRIES".to_string(), "5".to_string()),
         ];
         let config = Config::from_parts(text, None, &vars).unwrap();
         assert_eq!(config.nats_url, "nats://env:4222");
         assert_eq!(config.boot_api.listen, "0.0.0.0:8081");
         assert_eq!(config.redfish.retries, 5);
-        assert_eq!(config.locator.static_bmcs[0].bmc_mac.to_string(), "aa:bb:cc:dd:ee:01");
+        assert_eq!(
+            config.locator.static_bmcs[0].bmc_mac.to_string(),
+            "aa:bb:cc:dd:ee:01"
+        );
     }
 
     #[test]

@@ -152,7 +152,8 @@ fn decode_onboard_request(
     position: StreamPosition<'_>,
 ) -> Decoded {
     let header_id = msg_id_header.and_then(|text| Uuid::parse_str(text.trim()).ok());
-    let fallback_id = header_id.unwrap_or_else(|| raw_request_event_id(position.stream, position.sequence));
+    let fallback_id =
+        header_id.unwrap_or_else(|| raw_request_event_id(position.stream, position.sequence));
     match parse_onboard_request(payload) {
         ParsedRequest::Valid(request) => {
             let event_id = request.request_id.unwrap_or(fallback_id);

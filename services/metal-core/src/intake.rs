@@ -64,7 +64,10 @@ pub fn parse_onboard_request(payload: &[u8]) -> ParsedRequest {
         Ok(text) => text.trim(),
         Err(error) => {
             return reject(
-                format!("payload is not valid UTF-8 (at byte {})", error.valid_up_to()),
+                format!(
+                    "payload is not valid UTF-8 (at byte {})",
+                    error.valid_up_to()
+                ),
                 None,
             )
         }
@@ -100,7 +103,9 @@ pub fn parse_onboard_request(payload: &[u8]) -> ParsedRequest {
     let mac_text = if text.starts_with('"') {
         match serde_json::from_str::<String>(text) {
             Ok(inner) => inner,
-            Err(error) => return reject(format!("payload is not a valid JSON string: {error}"), None),
+            Err(error) => {
+                return reject(format!("payload is not a valid JSON string: {error}"), None)
+            }
         }
     } else {
         text.to_string()
@@ -119,7 +124,11 @@ pub fn parse_onboard_request(payload: &[u8]) -> ParsedRequest {
 pub fn excerpt(payload: &[u8]) -> String {
     let head = &payload[..payload.len().min(EXCERPT_CHARS * 4)];
     let lossy = String::from_utf8_lossy(head);
-    let mut out: String = lossy.chars().take(EXCERPT_CHARS).flat_map(char::escape_default).collect();
+    let mut out: String = lossy
+        .chars()
+        .take(EXCERPT_CHARS)
+        .flat_map(char::escape_default)
+        .collect();
     if lossy.chars().count() > EXCERPT_CHARS || head.len() < payload.len() {
         out.push('…');
     }
@@ -136,7 +145,11 @@ mod tests {
                 assert_eq!(Some(request.bmc_mac.to_string().as_str()), expect_valid_mac)
             }
             ParsedRequest::Invalid(rejection) => {
-                assert!(expect_valid_mac.is_none(), "unexpected rejection: {}", rejection.reason);
+                assert!(
+                    expect_valid_mac.is_none(),
+                    "unexpected rejection: {}",
+                    rejection.reason
+                );
                 assert!(
                     rejection.reason.contains(reason_contains),
                     "reason {:?} lacks {reason_contains:?}",
@@ -156,7 +169,11 @@ mod tests {
         check(b"aabbccddeeff", mac, "");
         check(b"\"aabbccddeeff\"", mac, "");
         check(br#"{"bmc_mac":"aabbccddeeff"}"#, mac, "");
-        check(br#"{"mac":"AA:BB:CC:DD:EE:FF","requested_by":"ops"}"#, mac, "");
+        check(
+            br#"{"mac":"AA:BB:CC:DD:EE:FF","requested_by":"ops"}"#,
+            mac,
+            "",
+        );
         check(b"", None, "empty");
         check(b"   \n", None, "empty");
         check(b"aa:bb:cc:dd:ee", None, "not a MAC");

@@ -147,7 +147,10 @@ impl Processor {
         .to_ascii_lowercase();
         if text.contains("intel") || text.contains("xeon") {
             CpuVendor::Intel
-        } else if text.contains("amd") || text.contains("advanced micro devices") || text.contains("epyc") {
+        } else if text.contains("amd")
+            || text.contains("advanced micro devices")
+            || text.contains("epyc")
+        {
             CpuVendor::Amd
         } else {
             CpuVendor::Other
@@ -189,7 +192,11 @@ impl Inventory {
 
     /// The vendor of the present CPUs, when they agree.
     pub fn cpu_vendor(&self) -> Option<CpuVendor> {
-        let mut vendors = self.systems.iter().flat_map(|s| s.cpus()).map(Processor::vendor);
+        let mut vendors = self
+            .systems
+            .iter()
+            .flat_map(|s| s.cpus())
+            .map(Processor::vendor);
         let first = vendors.next()?;
         vendors.all(|v| v == first).then_some(first)
     }
@@ -247,7 +254,8 @@ pub struct DriveSummary {
 
 impl InventorySummary {
     pub fn of(inventory: &Inventory) -> InventorySummary {
-        let mut systems: Vec<SystemSummary> = inventory.systems.iter().map(SystemSummary::of).collect();
+        let mut systems: Vec<SystemSummary> =
+            inventory.systems.iter().map(SystemSummary::of).collect();
         systems.sort_by(|a, b| a.id.cmp(&b.id));
         InventorySummary {
             systems,

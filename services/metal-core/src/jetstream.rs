@@ -15,7 +15,8 @@ use crate::subjects;
 /// The stream config, the very file `nats stream add --config` takes.
 pub const STREAM_CONFIG_JSON: &str = include_str!("../../../nats/stream-MACHINES.json");
 pub const LOCATOR_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/locator.json");
-pub const SCRAPER_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/redfish-scraper.json");
+pub const SCRAPER_CONSUMER_JSON: &str =
+    include_str!("../../../nats/consumers/redfish-scraper.json");
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -72,7 +73,9 @@ impl DurableConsumer {
     pub fn config(self) -> Result<consumer::pull::Config, JetStreamError> {
         let (file, text) = match self {
             DurableConsumer::Locator => ("consumers/locator.json", LOCATOR_CONSUMER_JSON),
-            DurableConsumer::RedfishScraper => ("consumers/redfish-scraper.json", SCRAPER_CONSUMER_JSON),
+            DurableConsumer::RedfishScraper => {
+                ("consumers/redfish-scraper.json", SCRAPER_CONSUMER_JSON)
+            }
         };
         serde_json::from_str(text).map_err(|source| JetStreamError::Config { file, source })
     }
@@ -94,7 +97,9 @@ pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, Je
     let info = stream.info().await.map_err(|e| wrap(Box::new(e)))?;
     if !stream_config_matches(&info.config, &wanted) {
         tracing::info!(stream = %name, "stream config differs from nats/, updating");
-        js.update_stream(wanted).await.map_err(|e| wrap(Box::new(e)))?;
+        js.update_stream(wanted)
+            .await
+            .map_err(|e| wrap(Box::new(e)))?;
         stream = js.get_stream(&name).await.map_err(|e| wrap(Box::new(e)))?;
     }
     Ok(stream)
@@ -159,7 +164,11 @@ pub async fn publish_event(
         source,
     };
     let ack_future = js
-        .publish_with_headers(event.event_type.clone(), headers, Bytes::from(event.to_json_bytes()))
+        .publish_with_headers(
+            event.event_type.clone(),
+            headers,
+            Bytes::from(event.to_json_bytes()),
+        )
         .await
         .map_err(|e| wrap(Box::new(e)))?;
     ack_future.await.map_err(|e| wrap(Box::new(e)))
@@ -248,7 +257,10 @@ pub async fn last_sequence(stream: &mut stream::Stream) -> Result<u64, JetStream
 }
 
 /// Connects to NATS with the options every binary uses: a name, unbounded reconnects.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+pub async fn connect(
+    url: &str,
+    name: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()

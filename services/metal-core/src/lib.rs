@@ -65,4 +65,3 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
 }
-

@@ -133,7 +133,9 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expected: Result<&str, ()>) {
-        let got = Mac::parse_device(input).map(|m| m.to_string()).map_err(|_| ());
+        let got = Mac::parse_device(input)
+            .map(|m| m.to_string())
+            .map_err(|_| ());
         assert_eq!(got.as_deref().map_err(|_| ()), expected, "input {input:?}");
     }
 

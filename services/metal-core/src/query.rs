@@ -64,7 +64,10 @@ impl MachineState {
     }
 
     pub fn is_failed(self) -> bool {
-        matches!(self, MachineState::LocateFailed | MachineState::ScrapeFailed)
+        matches!(
+            self,
+            MachineState::LocateFailed | MachineState::ScrapeFailed
+        )
     }
 }
 

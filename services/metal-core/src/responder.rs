@@ -116,11 +116,15 @@ async fn process<H: Handler>(
         Outcome::Publish(events) => {
             for event in &events {
                 match publish_event(js, event).await {
-                    Ok(ack) => tracing::debug!(event_type = %event.event_type, sequence = ack.sequence, duplicate = ack.duplicate, "published"),
+                    Ok(ack) => {
+                        tracing::debug!(event_type = %event.event_type, sequence = ack.sequence, duplicate = ack.duplicate, "published")
+                    }
                     Err(error) => {
                         // Not acked: the input comes back and the same ids dedupe what did land.
                         tracing::warn!(error = %crate::error_chain(&error), "publish failed; input will be redelivered");
-                        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                        let _ = message
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                            .await;
                         return;
                     }
                 }

