@@ -1,1 +1,61 @@
-//! redfish-scraper
+//! redfish-scraper: logs into a located BMC and reads its hardware inventory over Redfish.
+//!
+//! # Layout
+//! - [`source`]: the [`source::RedfishSource`] trait ("GET this Redfish path"), and a
+//!   source that reads a recorded mockup folder from disk, so the walk runs without a network.
+//! - [`walk`]: the inventory walk from the service root, following `@odata.id` links as
+//!   written, into a [`metal_core::inventory::Inventory`].
+//! - [`http`]: the reqwest client for one BMC: session auth with basic-auth fallback,
+//!   timeouts, retries with backoff, a response-size cap and a per-BMC request cap.
+//! - [`error`]: [`RedfishError`], which says which [`metal_core::events::ScrapeFailureKind`]
+//!   a failure is and whether trying again later could help.
+//! - [`handler`]: the responder: `machine.bmc.located` in, `machine.hardware.scraped` or
+//!   `machine.scrape.failed` out; its decisions are pure functions of (input, result, time).
+//! - [`run`]: ensures the stream and durable consumer, then runs the shared consumer loop.
+//!
+//! Only this crate talks to BMCs. Passwords live in [`metal_core::config::Secret`] and never
+//! reach an error, a log line or an event.
+//!
+//! Tests: `cargo test -p redfish-scraper` (mockup folders from `METAL_REDFISH_MOCKUPS`, else
+//! `../shared/redfish-mockups`).
+
+pub mod error;
+pub mod handler;
+pub mod http;
+pub mod source;
+pub mod walk;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use metal_core::jetstream::{ensure_consumer, ensure_stream, DurableConsumer, JetStreamError};
+
+pub use error::RedfishError;
+pub use handler::ScrapeHandler;
+pub use source::RedfishSource;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot set up JetStream")]
+    JetStream(#[source] JetStreamError),
+}
+
+/// Runs the scraper until `shutdown` resolves: ensures the `MACHINES` stream and the
+/// `redfish-scraper` durable consumer from nats/, then answers every `machine.bmc.located`.
+pub async fn run(
+    config: metal_core::config::Config,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let js = async_nats::jetstream::new(client);
+    let stream = ensure_stream(&js).await.map_err(RunError::JetStream)?;
+    let consumer = ensure_consumer(&stream, DurableConsumer::RedfishScraper)
+        .await
+        .map_err(RunError::JetStream)?;
+    let concurrency = config.redfish.global_concurrency.max(1);
+    let handler = Arc::new(ScrapeHandler::new(config.redfish));
+    tracing::info!(concurrency, "redfish-scraper consuming machine.bmc.located");
+    metal_core::responder::run(js, consumer, handler, concurrency, shutdown).await;
+    tracing::info!("redfish-scraper stopped");
+    Ok(())
+}

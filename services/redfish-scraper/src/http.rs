@@ -1,0 +1,512 @@
+//! The HTTP client for one BMC: Redfish session auth (basic auth where sessions are not
+//! offered), a per-request timeout, retries with exponential backoff on 5xx, timeouts and
+//! connection errors, a response-size cap read as a stream, same-host redirects only, and a
+//! cap on requests in flight to the BMC. [`scrape`] adds the per-scrape deadline and logout.
+
+use std::time::Duration;
+
+use metal_core::config::{Credentials, RedfishConfig, Secret};
+use metal_core::inventory::Inventory;
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::error::RedfishError;
+use crate::source::RedfishSource;
+use crate::walk::{walk, WalkLimits, SERVICE_ROOT};
+
+/// The standard session collection, used when the service root does not link one.
+pub const SESSIONS_PATH: &str = "/redfish/v1/SessionService/Sessions";
+
+/// Hard upper bound of requests in flight to one BMC, whatever the config says.
+pub const MAX_PER_BMC_CONCURRENCY: usize = 4;
+
+/// How one scrape talks to a BMC.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub request_timeout: Duration,
+    pub scrape_deadline: Duration,
+    /// Retries of one request after a 5xx, a timeout or a connection error.
+    pub retries: u32,
+    /// Delay before the first retry; doubled for each further one (at most 10 s).
+    pub backoff: Duration,
+    pub max_response_bytes: u64,
+    pub per_bmc_concurrency: usize,
+    pub max_resources: usize,
+    pub insecure_tls: bool,
+    pub max_redirects: usize,
+}
+
+impl HttpSettings {
+    pub fn from_config(config: &RedfishConfig) -> HttpSettings {
+        HttpSettings {
+            request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
+            scrape_deadline: Duration::from_secs(config.scrape_deadline_secs.max(1)),
+            retries: config.retries,
+            backoff: Duration::from_millis(500),
+            max_response_bytes: config.max_response_bytes,
+            per_bmc_concurrency: config.per_bmc_concurrency,
+            max_resources: config.max_resources,
+            insecure_tls: config.insecure_tls,
+            max_redirects: 3,
+        }
+    }
+
+    fn concurrency(&self) -> usize {
+        self.per_bmc_concurrency.clamp(1, MAX_PER_BMC_CONCURRENCY)
+    }
+}
+
+/// Logs in, walks the inventory and logs out, all within the scrape deadline (the
+/// logout gets one request timeout of its own, so a session is not left behind).
+pub async fn scrape(
+    base_url: &str,
+    credentials: &Credentials,
+    settings: &HttpSettings,
+) -> Result<Inventory, RedfishError> {
+    let started = Instant::now();
+    let deadline_error = || RedfishError::Deadline {
+        deadline_ms: settings.scrape_deadline.as_millis(),
+    };
+    let client = tokio::time::timeout(
+        settings.scrape_deadline,
+        BmcClient::login(base_url, credentials, settings.clone()),
+    )
+    .await
+    .map_err(|_| deadline_error())??;
+    let remaining = settings.scrape_deadline.saturating_sub(started.elapsed());
+    let limits = WalkLimits {
+        max_resources: settings.max_resources,
+        concurrency: settings.concurrency(),
+    };
+    let result = match tokio::time::timeout(remaining, walk(&client, limits)).await {
+        Ok(result) => result,
+        Err(_) => Err(deadline_error()),
+    };
+    client.logout().await;
+    result
+}
+
+/// How requests are authenticated.
+enum Auth {
+    None,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    Session {
+        token: Secret,
+        location: Option<Url>,
+    },
+}
+
+/// A client for one BMC. Implements [`RedfishSource`].
+pub struct BmcClient {
+    http: reqwest::Client,
+    base: Url,
+    settings: HttpSettings,
+    auth: Auth,
+    permits: Semaphore,
+}
+
+/// A response whose body was read (2xx only) within the size cap.
+struct Reply {
+    url: Url,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl BmcClient {
+    /// A client without credentials yet; [`BmcClient::login`] is the usual way in.
+    pub fn new(base_url: &str, settings: HttpSettings) -> Result<BmcClient, RedfishError> {
+        let mut base = Url::parse(base_url).map_err(|error| RedfishError::Protocol {
+            url: base_url
+                .split('@')
+                .next_back()
+                .unwrap_or_default()
+                .to_string(),
+            reason: format!("not a valid Redfish base URL: {error}"),
+        })?;
+        // Credentials never travel in the URL (and so never into an error message).
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
+        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+            return Err(RedfishError::Protocol {
+                url: base.to_string(),
+                reason: "Redfish base URL must be http(s)://host[:port]".to_string(),
+            });
+        }
+        let max_redirects = settings.max_redirects;
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+            let Some(first) = attempt.previous().first() else {
+                return attempt.follow();
+            };
+            let same_host = attempt.url().host_str() == first.host_str()
+                && attempt.url().port_or_known_default() == first.port_or_known_default();
+            if attempt.previous().len() > max_redirects {
+                attempt.error(format!("more than {max_redirects} redirects"))
+            } else if !same_host {
+                attempt.error("redirect to another host refused")
+            } else {
+                attempt.follow()
+            }
+        });
+        let http = reqwest::Client::builder()
+            .redirect(redirect)
+            .danger_accept_invalid_certs(settings.insecure_tls)
+            .connect_timeout(settings.request_timeout)
+            .user_agent(concat!("metal-redfish-scraper/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| RedfishError::Client {
+                source: Box::new(source),
+            })?;
+        let permits = Semaphore::new(settings.concurrency());
+        Ok(BmcClient {
+            http,
+            base,
+            settings,
+            auth: Auth::None,
+            permits,
+        })
+    }
+
+    /// Opens a Redfish session (the service root's `Links.Sessions`, else the standard
+    /// path); falls back to basic auth when the service offers no sessions.
+    pub async fn login(
+        base_url: &str,
+        credentials: &Credentials,
+        settings: HttpSettings,
+    ) -> Result<BmcClient, RedfishError> {
+        let mut client = BmcClient::new(base_url, settings)?;
+        // The service root is readable without credentials on a conforming service.
+        let sessions_path = match client.get_json(SERVICE_ROOT).await {
+            Ok(Some(root)) => root
+                .get("Links")
+                .and_then(|links| links.get("Sessions"))
+                .and_then(|s| s.get("@odata.id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| {
+                    root.get("SessionService")
+                        .map(|_| SESSIONS_PATH.to_string())
+                }),
+            Ok(None) => {
+                return Err(RedfishError::Protocol {
+                    url: client.base.to_string(),
+                    reason: "no Redfish service root".to_string(),
+                })
+            }
+            Err(RedfishError::Auth { .. }) => Some(SESSIONS_PATH.to_string()),
+            Err(error) => return Err(error),
+        };
+        if let Some(path) = sessions_path {
+            if let Some(session) = client.create_session(&path, credentials).await? {
+                client.auth = session;
+                tracing::debug!(bmc = %client.base, "redfish session opened");
+                return Ok(client);
+            }
+        }
+        tracing::debug!(bmc = %client.base, "no redfish sessions offered, using basic auth");
+        client.auth = Auth::Basic {
+            username: credentials.username.clone(),
+            password: credentials.password.clone(),
+        };
+        Ok(client)
+    }
+
+    /// `"session"`, `"basic"` or `"none"`.
+    pub fn auth_method(&self) -> &'static str {
+        match self.auth {
+            Auth::None => "none",
+            Auth::Basic { .. } => "basic",
+            Auth::Session { .. } => "session",
+        }
+    }
+
+    /// Deletes the session, if there is one. Best effort: one try, bounded by the request timeout.
+    pub async fn logout(self) {
+        let Auth::Session {
+            location: Some(location),
+            ..
+        } = &self.auth
+        else {
+            return;
+        };
+        let request = self.authorise(self.http.request(Method::DELETE, location.clone()));
+        match tokio::time::timeout(self.settings.request_timeout, request.send()).await {
+            Ok(Ok(response)) => {
+                tracing::debug!(bmc = %self.base, status = %response.status(), "redfish session closed")
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(bmc = %self.base, error = %metal_core::error_chain(&error), "session logout failed")
+            }
+            Err(_) => tracing::debug!(bmc = %self.base, "session logout timed out"),
+        }
+    }
+
+    async fn create_session(
+        &self,
+        path: &str,
+        credentials: &Credentials,
+    ) -> Result<Option<Auth>, RedfishError> {
+        let url = self.url_for(path)?;
+        let body = serde_json::json!({
+            "UserName": credentials.username,
+            "Password": credentials.password.expose(),
+        });
+        let reply = self
+            .send_with_retries(&url, || {
+                self.http.request(Method::POST, url.clone()).json(&body)
+            })
+            .await?;
+        match reply.status {
+            status if status.is_success() => {
+                let Some(token) = reply
+                    .headers
+                    .get("x-auth-token")
+                    .and_then(|v| v.to_str().ok())
+                else {
+                    return Ok(None);
+                };
+                let location = reply
+                    .headers
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| {
+                        serde_json::from_slice::<Value>(&reply.body)
+                            .ok()
+                            .and_then(|b| {
+                                b.get("@odata.id")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string)
+                            })
+                    })
+                    .and_then(|l| reply.url.join(&l).ok())
+                    .filter(|l| self.same_host(l));
+                Ok(Some(Auth::Session {
+                    token: Secret::new(token.to_string()),
+                    location,
+                }))
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RedfishError::Auth {
+                url: url.to_string(),
+                status: reply.status.as_u16(),
+            }),
+            status if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED => {
+                Err(RedfishError::ServerError {
+                    url: url.to_string(),
+                    status: status.as_u16(),
+                })
+            }
+            // 404, 405, 501 and friends: this service does not offer sessions here.
+            _ => Ok(None),
+        }
+    }
+
+    /// GETs a resource as JSON: `None` for 404 (and 405/410/501), errors otherwise.
+    pub async fn get_json(&self, path: &str) -> Result<Option<Value>, RedfishError> {
+        let url = self.url_for(path)?;
+        let reply = self
+            .send_with_retries(&url, || {
+                self.authorise(self.http.request(Method::GET, url.clone()))
+            })
+            .await?;
+        let status = reply.status;
+        let url_text = || reply.url.to_string();
+        if status.is_success() {
+            return serde_json::from_slice(&reply.body)
+                .map(Some)
+                .map_err(|source| RedfishError::InvalidJson {
+                    url: url_text(),
+                    source,
+                });
+        }
+        match status {
+            StatusCode::NOT_FOUND
+            | StatusCode::GONE
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::NOT_IMPLEMENTED => Ok(None),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RedfishError::Auth {
+                url: url_text(),
+                status: status.as_u16(),
+            }),
+            status if status.is_server_error() => Err(RedfishError::ServerError {
+                url: url_text(),
+                status: status.as_u16(),
+            }),
+            status => Err(RedfishError::Protocol {
+                url: url_text(),
+                reason: format!("unexpected HTTP {status}"),
+            }),
+        }
+    }
+
+    fn authorise(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Auth::None => request,
+            Auth::Basic { username, password } => {
+                request.basic_auth(username, Some(password.expose()))
+            }
+            Auth::Session { token, .. } => match HeaderValue::from_str(token.expose()) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    request.header("X-Auth-Token", value)
+                }
+                Err(_) => request,
+            },
+        }
+    }
+
+    fn same_host(&self, url: &Url) -> bool {
+        url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+    }
+
+    /// Resolves an `@odata.id` as written against the BMC; links to other hosts are refused.
+    fn url_for(&self, path: &str) -> Result<Url, RedfishError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|error| RedfishError::Protocol {
+                url: self.base.to_string(),
+                reason: format!("link {path:?} is not a valid path: {error}"),
+            })?;
+        if !self.same_host(&url) {
+            return Err(RedfishError::Protocol {
+                url: url.to_string(),
+                reason: "link points to another host".to_string(),
+            });
+        }
+        Ok(url)
+    }
+
+    /// Sends a request, retrying 5xx answers, timeouts and connection errors with backoff.
+    async fn send_with_retries(
+        &self,
+        url: &Url,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Reply, RedfishError> {
+        let mut attempt: u32 = 0;
+        loop {
+            let result = self.send_once(url, make()).await;
+            let retryable = match &result {
+                Ok(reply) => {
+                    reply.status.is_server_error() && reply.status != StatusCode::NOT_IMPLEMENTED
+                }
+                Err(error) => error.is_transient(),
+            };
+            if !retryable || attempt >= self.settings.retries {
+                return result;
+            }
+            let delay = self
+                .settings
+                .backoff
+                .saturating_mul(1u32 << attempt.min(10))
+                .min(Duration::from_secs(10));
+            tracing::debug!(url = %url, attempt, ?delay, "retrying redfish request");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One request within the request timeout, holding one of the BMC's permits.
+    async fn send_once(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Reply, RedfishError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| RedfishError::Protocol {
+                url: url.to_string(),
+                reason: "client is shutting down".to_string(),
+            })?;
+        match tokio::time::timeout(self.settings.request_timeout, self.exchange(url, request)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(RedfishError::Timeout {
+                url: url.to_string(),
+            }),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Reply, RedfishError> {
+        let mut response = request
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|error| classify(url, error))?;
+        let status = response.status();
+        let final_url = response.url().clone();
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        if status.is_success() {
+            let limit = self.settings.max_response_bytes;
+            let too_large = || RedfishError::TooLarge {
+                url: final_url.to_string(),
+                limit,
+            };
+            if response
+                .content_length()
+                .is_some_and(|length| length > limit)
+            {
+                return Err(too_large());
+            }
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|error| classify(url, error))?
+            {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+        Ok(Reply {
+            url: final_url,
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn classify(url: &Url, error: reqwest::Error) -> RedfishError {
+    let url = url.to_string();
+    if error.is_timeout() {
+        RedfishError::Timeout { url }
+    } else if error.is_redirect() {
+        RedfishError::Protocol {
+            url,
+            reason: format!("redirect refused: {}", metal_core::error_chain(&error)),
+        }
+    } else if error.is_builder() {
+        RedfishError::Protocol {
+            url,
+            reason: format!("cannot build request: {}", metal_core::error_chain(&error)),
+        }
+    } else {
+        RedfishError::Unreachable {
+            url,
+            source: Box::new(error),
+        }
+    }
+}
+
+impl RedfishSource for BmcClient {
+    async fn get(&self, path: &str) -> Result<Option<Value>, RedfishError> {
+        self.get_json(path).await
+    }
+}
