@@ -7,7 +7,7 @@ use clap::Parser;
 /// `machine.locate.failed`, or `machine.onboard.rejected` for a malformed request),
 /// looking BMC MACs up in the static map and dnsmasq lease files of the config.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The TOML config file shared by every binary (see docs/configuration.md).
     #[arg(long, env = "METAL_CONFIG")]

@@ -1,1 +1,11 @@
-//! metal-cli
+//! metal-cli: the operator's view of the control plane, over NATS only.
+//!
+//! # Layout
+//! - [`client`]: talking to NATS: publishing onboarding requests, following their events,
+//!   asking the inventory query service (run by inventory-projector).
+//! - [`render`]: pure formatting of query replies and events for people.
+//! - [`commands`]: one function per subcommand, returning the process exit code.
+
+pub mod client;
+pub mod commands;
+pub mod render;

@@ -1,0 +1,166 @@
+//! NATS side of metal-cli: requests to the inventory query service and the stream.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use metal_core::query::{EXPORT_DIGEST_HEADER, EXPORT_SEQUENCE_HEADER};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("no inventory-projector is answering on {subject} (is it running and connected to this NATS server?)")]
+    NoResponders { subject: String },
+    #[error("the inventory-projector did not answer {subject} within {timeout:?}")]
+    Timeout { subject: String, timeout: Duration },
+    #[error("request to {subject} failed")]
+    Request {
+        subject: String,
+        #[source]
+        source: async_nats::RequestError,
+    },
+    #[error("{message}")]
+    Service { code: u16, message: String },
+    #[error("reply from {subject} is not what metal-cli expects")]
+    Reply {
+        subject: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("JetStream")]
+    JetStream(#[from] metal_core::jetstream::JetStreamError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Connects without retrying: an operator wants to hear at once that NATS is not there.
+pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
+    async_nats::ConnectOptions::new()
+        .name("metal-cli")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|source| CliError::Connect {
+            url: url.to_string(),
+            source,
+        })
+}
+
+/// One request/reply to the query service, with micro-service errors made plain.
+pub async fn query<Q: Serialize, R: DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: &str,
+    request: &Q,
+    timeout: Duration,
+) -> Result<R, CliError> {
+    let payload = serde_json::to_vec(request).map_err(|source| CliError::Reply {
+        subject: subject.to_string(),
+        source,
+    })?;
+    let reply = tokio::time::timeout(timeout, client.request(subject.to_string(), payload.into()))
+        .await
+        .map_err(|_| CliError::Timeout {
+            subject: subject.to_string(),
+            timeout,
+        })?
+        .map_err(|source| match source.kind() {
+            async_nats::RequestErrorKind::NoResponders => CliError::NoResponders {
+                subject: subject.to_string(),
+            },
+            async_nats::RequestErrorKind::TimedOut => CliError::Timeout {
+                subject: subject.to_string(),
+                timeout,
+            },
+            _ => CliError::Request {
+                subject: subject.to_string(),
+                source,
+            },
+        })?;
+    if let Some(headers) = &reply.headers {
+        if let Some(code) = headers.get("Nats-Service-Error-Code") {
+            let message = headers
+                .get("Nats-Service-Error")
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_else(|| "the inventory service reported an error".into());
+            return Err(CliError::Service {
+                code: code.as_str().parse().unwrap_or(500),
+                message,
+            });
+        }
+    }
+    serde_json::from_slice(&reply.payload).map_err(|source| CliError::Reply {
+        subject: subject.to_string(),
+        source,
+    })
+}
+
+/// The canonical export, reassembled from its chunks, with its digest and sequence.
+pub struct Export {
+    pub bytes: Vec<u8>,
+    pub digest: String,
+    pub sequence: u64,
+}
+
+pub async fn export(client: &async_nats::Client, timeout: Duration) -> Result<Export, CliError> {
+    use futures::StreamExt;
+    let subject = metal_core::subjects::QUERY_EXPORT;
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| CliError::Other(format!("cannot subscribe to the export inbox: {e}")))?;
+    client
+        .publish_with_reply(subject, inbox, "{}".into())
+        .await
+        .map_err(|e| CliError::Other(format!("cannot send the export request: {e}")))?;
+    let mut bytes = Vec::new();
+    loop {
+        let message = match tokio::time::timeout(timeout, replies.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Err(CliError::Other("export subscription closed".into())),
+            Err(_) if bytes.is_empty() => return Err(CliError::NoResponders { subject: subject.into() }),
+            Err(_) => {
+                return Err(CliError::Timeout {
+                    subject: subject.into(),
+                    timeout,
+                })
+            }
+        };
+        if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            return Err(CliError::NoResponders { subject: subject.into() });
+        }
+        if let Some(headers) = &message.headers {
+            if let Some(code) = headers.get("Nats-Service-Error-Code") {
+                return Err(CliError::Service {
+                    code: code.as_str().parse().unwrap_or(500),
+                    message: headers
+                        .get("Nats-Service-Error")
+                        .map(|v| v.as_str().to_string())
+                        .unwrap_or_default(),
+                });
+            }
+            if let Some(digest) = headers.get(EXPORT_DIGEST_HEADER) {
+                let sequence = headers
+                    .get(EXPORT_SEQUENCE_HEADER)
+                    .and_then(|v| v.as_str().parse().ok())
+                    .unwrap_or(0);
+                return Ok(Export {
+                    bytes,
+                    digest: digest.as_str().to_string(),
+                    sequence,
+                });
+            }
+        }
+        bytes.extend_from_slice(&message.payload);
+    }
+}
+
+pub fn jetstream(client: &async_nats::Client) -> jetstream::Context {
+    jetstream::new(client.clone())
+}

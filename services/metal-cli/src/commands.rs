@@ -1,0 +1,220 @@
+//! One function per subcommand. Each prints to stdout (results) and stderr (progress,
+//! errors) and returns the process exit code: 0 success, 1 failure, 2 bad usage.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use futures::StreamExt;
+use metal_core::query::{History, MachineDetail, MachineList, MachineRef, MachineState, ReplayReport};
+use metal_core::{subjects, Decoded, MachineId, Mac};
+use uuid::Uuid;
+
+use crate::client::{self, CliError};
+use crate::render;
+
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct OnboardOptions {
+    pub no_wait: bool,
+    pub json: bool,
+    pub timeout: Duration,
+    pub requested_by: Option<String>,
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => println!("{text}"),
+        Err(error) => eprintln!("metal-cli: cannot encode JSON: {error}"),
+    }
+}
+
+/// Publishes an onboarding request and, unless `no_wait`, follows it until the
+/// machine is inventoried (exit 0) or the request failed (exit 1).
+pub async fn onboard(client: &async_nats::Client, mac_text: &str, options: OnboardOptions) -> Result<ExitCode, CliError> {
+    let mac = match Mac::parse_device(mac_text) {
+        Ok(mac) => mac,
+        Err(error) => {
+            eprintln!("metal-cli: cannot onboard {mac_text:?}: {error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let machine_id = MachineId::from_bmc_mac(&mac);
+    let request_id = Uuid::new_v4();
+    let request = serde_json::json!({
+        "bmc_mac": mac.to_string(),
+        "request_id": request_id,
+        "requested_by": options.requested_by,
+    });
+    let js = client::jetstream(client);
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_MESSAGE_ID, request_id.to_string().as_str());
+    let ack = js
+        .publish_with_headers(subjects::ONBOARD_REQUESTED, headers, request.to_string().into())
+        .await
+        .map_err(|e| CliError::Other(format!("cannot publish the onboarding request: {e}")))?
+        .await
+        .map_err(|e| {
+            CliError::Other(format!(
+                "the onboarding request was not stored ({e}); is the MACHINES stream there? \
+                 The services create it at start-up, or: nats stream add --config nats/stream-MACHINES.json"
+            ))
+        })?;
+    if options.json {
+        print_json(&serde_json::json!({
+            "request_id": request_id, "machine_id": machine_id, "bmc_mac": mac, "sequence": ack.sequence
+        }));
+    } else {
+        eprintln!("onboarding {mac} as machine {machine_id} (request {request_id})");
+    }
+    if options.no_wait {
+        if !options.json {
+            println!("{request_id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match tokio::time::timeout(options.timeout, follow(client, &js, ack.sequence, request_id, machine_id, options.json)).await {
+        Ok(result) => result,
+        Err(_) => {
+            eprintln!(
+                "metal-cli: {mac} was not inventoried within {:?}; `metal-cli history {mac}` shows how far it got",
+                options.timeout
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn follow(
+    client: &async_nats::Client,
+    js: &async_nats::jetstream::Context,
+    from_sequence: u64,
+    request_id: Uuid,
+    machine_id: MachineId,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let stream = js
+        .get_stream(subjects::STREAM)
+        .await
+        .map_err(|e| CliError::Other(format!("cannot open the MACHINES stream: {e}")))?;
+    let messages = metal_core::jetstream::follow_stream(&stream, from_sequence).await?;
+    let mut messages = std::pin::pin!(messages);
+    while let Some(item) = messages.next().await {
+        let message = item?;
+        let event = match message.decode() {
+            Decoded::Event(event) if event.correlation_id == request_id => event,
+            _ => continue,
+        };
+        if event.event_type == subjects::ONBOARD_REQUESTED {
+            continue;
+        }
+        if json {
+            print_json(&event);
+        } else {
+            eprintln!("{}", render::progress(&event));
+        }
+        match event.event_type.as_str() {
+            subjects::HARDWARE_SCRAPED => break,
+            subjects::LOCATE_FAILED | subjects::SCRAPE_FAILED | subjects::ONBOARD_REJECTED => return Ok(ExitCode::FAILURE),
+            _ => {}
+        }
+    }
+    // The scrape is in the log; success means the projection has folded it in.
+    let reference = MachineRef {
+        machine: machine_id.to_string(),
+    };
+    loop {
+        match client::query::<_, MachineDetail>(client, subjects::QUERY_MACHINE, &reference, QUERY_TIMEOUT).await {
+            Ok(detail) if detail.machine.correlation_id == request_id && detail.machine.state == MachineState::Inventoried => {
+                if json {
+                    print_json(&detail);
+                } else {
+                    eprintln!("inventoried");
+                    println!("{}", render::machine_detail(&detail));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(detail) if detail.machine.correlation_id == request_id && detail.machine.state.is_failed() => {
+                eprintln!(
+                    "metal-cli: {}: {}",
+                    detail.machine.state.as_str(),
+                    detail.machine.state_reason.unwrap_or_default()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(_) | Err(CliError::Service { code: 404, .. }) => {}
+            Err(error) => return Err(error),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn machines(client: &async_nats::Client, json: bool) -> Result<ExitCode, CliError> {
+    let list: MachineList = client::query(client, subjects::QUERY_MACHINES, &serde_json::json!({}), QUERY_TIMEOUT).await?;
+    if json {
+        print_json(&list);
+    } else {
+        println!("{}", render::machine_table(&list));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reference(text: &str) -> MachineRef {
+    MachineRef {
+        machine: text.trim().to_string(),
+    }
+}
+
+pub async fn show(client: &async_nats::Client, machine: &str, json: bool) -> Result<ExitCode, CliError> {
+    let detail: MachineDetail = client::query(client, subjects::QUERY_MACHINE, &reference(machine), QUERY_TIMEOUT).await?;
+    if json {
+        print_json(&detail);
+    } else {
+        println!("{}", render::machine_detail(&detail));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn history(client: &async_nats::Client, machine: &str, json: bool) -> Result<ExitCode, CliError> {
+    let history: History = client::query(client, subjects::QUERY_HISTORY, &reference(machine), QUERY_TIMEOUT).await?;
+    if json {
+        print_json(&history);
+    } else {
+        println!("{}", render::history(&history));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn replay(client: &async_nats::Client, json: bool, timeout: Duration) -> Result<ExitCode, CliError> {
+    let report: ReplayReport = client::query(client, subjects::QUERY_REPLAY, &serde_json::json!({}), timeout).await?;
+    if json {
+        print_json(&report);
+    } else {
+        println!("{}", render::replay(&report));
+    }
+    Ok(if report.identical { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub async fn export(client: &async_nats::Client, output: Option<&Path>) -> Result<ExitCode, CliError> {
+    let export = client::export(client, Duration::from_secs(30)).await?;
+    match output {
+        Some(path) => std::fs::write(path, &export.bytes)
+            .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&export.bytes)
+                .and_then(|_| stdout.flush())
+                .map_err(|e| CliError::Other(format!("cannot write the export: {e}")))?;
+        }
+    }
+    eprintln!(
+        "export: {} bytes at stream sequence {}, {}",
+        export.bytes.len(),
+        export.sequence,
+        export.digest
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,138 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use metal_cli::commands::{self, OnboardOptions};
+
+/// metal-cli: onboard bare-metal servers by their BMC's MAC address and look at the
+/// inventory. Talks to NATS only: requests go on the MACHINES stream, queries to the
+/// inventory-projector's query service.
+#[derive(Parser, Debug)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = metal_core::config::DEFAULT_NATS_URL, global = true)]
+    nats_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Onboard a server by its BMC's MAC address (aa:bb:cc:dd:ee:ff, AA-BB-..., aabb.ccdd.eeff
+    /// or aabbccddeeff) and follow it until it is inventoried. Exit code 0 only on success.
+    Onboard {
+        /// The BMC's MAC address.
+        mac: String,
+        /// Publish the request and return at once, printing the request id.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print JSON lines (the request, each event, the final machine) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Who asked, recorded in the request.
+        #[arg(long, env = "USER")]
+        requested_by: Option<String>,
+    },
+    /// List every machine in the inventory.
+    Machines {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one machine's inventory, by BMC MAC, host NIC MAC or machine id.
+    Show {
+        machine: String,
+        /// Print JSON (with the full normalised inventory) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one machine's event timeline, by BMC MAC, host NIC MAC or machine id.
+    History {
+        machine: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the projection from stream sequence 1 into a new file and swap it in
+    /// atomically while the projector keeps serving; exit 1 if it differs from the old one.
+    Replay {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Write the canonical export of the projection (JSON lines, sorted): two projections of
+    /// the same log export byte-identical files.
+    Export {
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Command::Onboard { mac, .. } = &cli.command {
+        // Bad input is reported before anything touches the network.
+        if let Err(error) = metal_core::Mac::parse_device(mac) {
+            eprintln!("metal-cli: cannot onboard {mac:?}: {error}");
+            return ExitCode::from(2);
+        }
+    }
+    let client = match metal_cli::client::connect(&cli.nats_url).await {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("metal-cli: {}", metal_core::error_chain(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Onboard {
+            mac,
+            no_wait,
+            json,
+            timeout,
+            requested_by,
+        } => {
+            commands::onboard(
+                &client,
+                &mac,
+                OnboardOptions {
+                    no_wait,
+                    json,
+                    timeout: Duration::from_secs(timeout),
+                    requested_by,
+                },
+            )
+            .await
+        }
+        Command::Machines { json } => commands::machines(&client, json).await,
+        Command::Show { machine, json } => commands::show(&client, &machine, json).await,
+        Command::History { machine, json } => commands::history(&client, &machine, json).await,
+        Command::Replay { json, timeout } => commands::replay(&client, json, Duration::from_secs(timeout)).await,
+        Command::Export { output } => commands::export(&client, output.as_deref()).await,
+    };
+    let _ = client.flush().await;
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("metal-cli: {}", metal_core::error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Pure formatting of query replies and events for people. No I/O.
+
+use std::fmt::Write as _;
+
+use metal_core::inventory::InventorySummary;
+use metal_core::query::{History, MachineDetail, MachineList, MachineRow, ReplayReport};
+use metal_core::{subjects, Envelope};
+
+pub fn mib(value: u64) -> String {
+    if value >= 1024 && value % 1024 == 0 {
+        format!("{} GiB", value / 1024)
+    } else {
+        format!("{value} MiB")
+    }
+}
+
+fn bytes(value: u64) -> String {
+    const GB: f64 = 1e9;
+    if value as f64 >= 1e12 {
+        format!("{:.2} TB", value as f64 / 1e12)
+    } else {
+        format!("{:.1} GB", value as f64 / GB)
+    }
+}
+
+fn or_dash(value: Option<&str>) -> &str {
+    value.filter(|v| !v.is_empty()).unwrap_or("-")
+}
+
+pub fn machine_table(list: &MachineList) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<36}  {:<17}  {:<13}  {:<28}  {:<5}  {:>9}  {:>4}  MODEL",
+        "MACHINE ID", "BMC MAC", "STATE", "REDFISH URL", "CPUS", "MEMORY", "NICS"
+    );
+    for row in &list.machines {
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<17}  {:<13}  {:<28}  {:<5}  {:>9}  {:>4}  {}",
+            row.machine_id.to_string(),
+            row.bmc_mac.to_string(),
+            row.state.as_str(),
+            or_dash(row.redfish_url.as_deref()),
+            row.cpu_count,
+            mib(row.memory_mib),
+            row.host_nic_count,
+            or_dash(row.system_model.as_deref()),
+        );
+    }
+    let _ = write!(
+        out,
+        "{} machine(s), projection at stream sequence {}",
+        list.machines.len(),
+        list.last_sequence
+    );
+    out
+}
+
+fn header(out: &mut String, row: &MachineRow) {
+    let _ = writeln!(out, "machine    {}", row.machine_id);
+    let _ = writeln!(
+        out,
+        "bmc        {}  {}  ip {}",
+        row.bmc_mac,
+        or_dash(row.redfish_url.as_deref()),
+        or_dash(row.bmc_ip.as_deref())
+    );
+    let _ = write!(out, "state      {}", row.state.as_str());
+    if let Some(reason) = &row.state_reason {
+        let _ = write!(out, ": {reason}");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "request    {}", row.correlation_id);
+}
+
+fn summary_lines(out: &mut String, summary: &InventorySummary) {
+    for system in &summary.systems {
+        let _ = writeln!(
+            out,
+            "system     {} {}  id {}  serial {}  uuid {}  bios {}",
+            or_dash(system.manufacturer.as_deref()),
+            or_dash(system.model.as_deref()),
+            system.id,
+            or_dash(system.serial.as_deref()),
+            or_dash(system.uuid.as_deref()),
+            or_dash(system.bios_version.as_deref()),
+        );
+        let models = if system.processors.models.is_empty() {
+            String::new()
+        } else {
+            let mut unique = system.processors.models.clone();
+            unique.dedup();
+            format!(" × {}", unique.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "cpus       {}{models} ({} cores)",
+            system.processors.count, system.processors.total_cores
+        );
+        let _ = writeln!(
+            out,
+            "memory     {} DIMMs, {}",
+            system.memory.dimm_count,
+            mib(system.memory.total_mib)
+        );
+        let macs: Vec<String> = system.host_nic_macs.iter().map(|m| m.to_string()).collect();
+        let _ = writeln!(out, "host nics  {}", if macs.is_empty() { "-".into() } else { macs.join(", ") });
+        if system.drives.is_empty() {
+            let _ = writeln!(out, "drives     -");
+        }
+        for drive in &system.drives {
+            let _ = writeln!(
+                out,
+                "drive      {}  {}  {}",
+                or_dash(drive.model.as_deref()),
+                or_dash(drive.serial.as_deref()),
+                drive.capacity_bytes.map(bytes).unwrap_or_else(|| "-".into())
+            );
+        }
+        if system.simple_storage_devices > 0 {
+            let _ = writeln!(out, "storage    {} simple storage devices", system.simple_storage_devices);
+        }
+    }
+    let macs: Vec<String> = summary.bmc_macs.iter().map(|m| m.to_string()).collect();
+    let _ = writeln!(out, "bmc nics   {}", if macs.is_empty() { "-".into() } else { macs.join(", ") });
+    let _ = write!(out, "firmware   {} entries", summary.firmware_count);
+}
+
+pub fn machine_detail(detail: &MachineDetail) -> String {
+    let mut out = String::new();
+    header(&mut out, &detail.machine);
+    match &detail.summary {
+        Some(summary) => summary_lines(&mut out, summary),
+        None => {
+            let _ = write!(out, "inventory  none yet");
+        }
+    }
+    out
+}
+
+pub fn history(history: &History) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "machine {}", history.machine_id);
+    let _ = writeln!(out, "{:>7}  {:<25}  {:<26}  WHAT", "SEQ", "TIME", "EVENT");
+    for entry in &history.events {
+        let time = entry
+            .time
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:>7}  {:<25}  {:<26}  {}",
+            entry.sequence, time, entry.event_type, entry.summary
+        );
+    }
+    let _ = write!(out, "{} event(s)", history.events.len());
+    out
+}
+
+pub fn replay(report: &ReplayReport) -> String {
+    format!(
+        "replayed {} events from sequence 1 in {:.2} s into a fresh projection and swapped it in at sequence {}\nold digest {}\nnew digest {}\n{}",
+        report.events_applied,
+        report.seconds,
+        report.last_sequence,
+        report.old_digest,
+        report.new_digest,
+        if report.identical {
+            "identical: the rebuilt projection equals the one it replaced"
+        } else {
+            "DIFFERENT: the rebuilt projection does not equal the one it replaced"
+        }
+    )
+}
+
+/// One progress line of `onboard` for an event of the request being followed.
+pub fn progress(event: &Envelope) -> String {
+    let text = |key: &str| event.data.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    match event.event_type.as_str() {
+        subjects::ONBOARD_REQUESTED => "requested".to_string(),
+        subjects::BMC_LOCATED => format!("located    BMC at {} (from {})", text("redfish_url"), text("source")),
+        subjects::LOCATE_FAILED => format!("failed     could not locate the BMC: {}", text("reason")),
+        subjects::HARDWARE_SCRAPED => {
+            let systems = event.data["inventory"]["systems"].as_array().map(Vec::len).unwrap_or(0);
+            format!("scraped    Redfish inventory of {systems} system(s) from {}", text("redfish_url"))
+        }
+        subjects::SCRAPE_FAILED => format!("failed     Redfish scrape ({}): {}", text("kind"), text("reason")),
+        subjects::ONBOARD_REJECTED => format!("rejected   {}", text("reason")),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(mib(98304), "96 GiB");
+        assert_eq!(mib(1000), "1000 MiB");
+        assert_eq!(mib(0), "0 MiB");
+    }
+}

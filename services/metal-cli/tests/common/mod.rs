@@ -1,0 +1,207 @@
+//! The whole system in one test process: a real nats-server, every responder running
+//! in-process through its library `run`, and metal-cli run as the real binary.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use metal_core::config::{Config, StaticBmc};
+use metal_core::query::{MachineDetail, MachineState};
+use metal_core::Mac;
+use test_harness::nats::NatsServer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub struct System {
+    pub nats: NatsServer,
+    pub client: async_nats::Client,
+    pub config: Config,
+    pub boot_url: String,
+    pub dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+impl System {
+    pub async fn start(static_bmcs: Vec<(Mac, String)>) -> System {
+        let nats = NatsServer::start();
+        let client = nats.connect().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.nats_url = nats.url();
+        config.locator.static_bmcs = static_bmcs
+            .into_iter()
+            .map(|(bmc_mac, address)| StaticBmc { bmc_mac, address })
+            .collect();
+        config.redfish.password_env = "METAL_E2E_BMC_PASSWORD".into();
+        config.redfish.request_timeout_secs = 10;
+        config.redfish.retries = 1;
+        std::env::set_var("METAL_E2E_BMC_PASSWORD", "e2e-secret-value");
+        config.projector.database = dir.path().join("inventory.db");
+        config.boot_api.database = dir.path().join("boot-api.db");
+        config.boot_api.profiles = test_harness::paths::workspace_root().join("profiles/boot-profiles.toml");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let boot_url = format!("http://{}", listener.local_addr().unwrap());
+        config.boot_api.listen = listener.local_addr().unwrap().to_string();
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        {
+            let (config, client, shutdown) = (config.clone(), nats.connect().await, stopped(&stop_rx));
+            tasks.push(tokio::spawn(async move {
+                locator::run(&config, client, shutdown).await.expect("locator");
+            }));
+        }
+        {
+            let (config, client, shutdown) = (config.clone(), nats.connect().await, stopped(&stop_rx));
+            tasks.push(tokio::spawn(async move {
+                redfish_scraper::run(config, client, shutdown).await.expect("redfish-scraper");
+            }));
+        }
+        {
+            let (config, client, shutdown) = (config.clone(), nats.connect().await, stopped(&stop_rx));
+            tasks.push(tokio::spawn(async move {
+                inventory_projector::run(&config, client, shutdown).await.expect("inventory-projector");
+            }));
+        }
+        {
+            let (config, client, shutdown) = (config.clone(), nats.connect().await, stopped(&stop_rx));
+            tasks.push(tokio::spawn(async move {
+                boot_api::run(&config.boot_api, client, listener, shutdown).await.expect("boot-api");
+            }));
+        }
+        System {
+            nats,
+            client,
+            config,
+            boot_url,
+            dir,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Runs the real metal-cli binary against this system's NATS.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_metal-cli"))
+            .args(args)
+            .env("NATS_URL", self.nats.url())
+            .env_remove("METAL_CONFIG")
+            .output()
+            .expect("run metal-cli");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !printed.contains("e2e-secret-value"),
+            "metal-cli printed a BMC password: {printed}"
+        );
+        output
+    }
+
+    pub async fn cli_async(&self, args: &[&str]) -> Output {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let url = self.nats.url();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_metal-cli"))
+                .args(&args)
+                .env("NATS_URL", url)
+                .env_remove("METAL_CONFIG")
+                .output()
+                .expect("run metal-cli")
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Polls `metal-cli show --json` until the machine is inventoried (or fails the test).
+    pub async fn wait_inventoried(&self, machine: &str, timeout: Duration) -> MachineDetail {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let output = self.cli_async(&["show", machine, "--json"]).await;
+            if output.status.success() {
+                let detail: MachineDetail = serde_json::from_slice(&output.stdout).unwrap();
+                if detail.machine.state == MachineState::Inventoried {
+                    return detail;
+                }
+                assert!(
+                    !detail.machine.state.is_failed(),
+                    "{machine} failed: {:?}",
+                    detail.machine.state_reason
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{machine} not inventoried within {timeout:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// GET on boot-api, polled until it answers `want` (its projection follows the stream).
+    pub async fn boot(&self, mac: &str, want: u16) -> serde_json::Value {
+        let url = format!("{}/v1/boot/{mac}", self.boot_url);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = http_get(&url).await;
+            if status == want {
+                return serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "GET {url} answered {status} {body}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("service stops on shutdown")
+                .expect("service task");
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET over loopback, returning status and body.
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: Go-http-client/1.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
