@@ -13,7 +13,17 @@ use test_harness::sushy::{SushyDrive, SushyEmulator, SushySystem};
 
 const ONBOARD_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn sushy_system(name: &str, uuid: &str, vendor: &str, model: &str, sockets: u32, cores: u32, gib: u32, macs: &[&str], drives: &[(&str, u64)]) -> SushySystem {
+fn sushy_system(
+    name: &str,
+    uuid: &str,
+    vendor: &str,
+    model: &str,
+    sockets: u32,
+    cores: u32,
+    gib: u32,
+    macs: &[&str],
+    drives: &[(&str, u64)],
+) -> SushySystem {
     SushySystem {
         name: name.into(),
         uuid: uuid.into(),
@@ -61,18 +71,32 @@ async fn onboards_sushy_emulated_servers_and_boots_their_host_nics() {
     )]);
     let intel_bmc = Mac::parse_device("02:4d:00:00:10:01").unwrap();
     let amd_bmc = Mac::parse_device("02:4d:00:00:20:01").unwrap();
-    let system = System::start(vec![(intel_bmc, intel.base_url()), (amd_bmc, amd.base_url())]).await;
+    let system = System::start(vec![
+        (intel_bmc, intel.base_url()),
+        (amd_bmc, amd.base_url()),
+    ])
+    .await;
 
     // One by metal-cli, in a notation people type.
-    let output = system.cli_async(&["onboard", "02-4D-00-00-10-01", "--timeout", "120"]).await;
+    let output = system
+        .cli_async(&["onboard", "02-4D-00-00-10-01", "--timeout", "120"])
+        .await;
     assert!(
         output.status.success(),
         "metal-cli onboard failed: {}{}",
         stdout(&output),
         stderr(&output)
     );
-    assert!(stderr(&output).contains("located"), "progress shown: {}", stderr(&output));
-    assert!(stdout(&output).contains("Skylake-Server"), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("located"),
+        "progress shown: {}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("Skylake-Server"),
+        "{}",
+        stdout(&output)
+    );
 
     // One by a raw core publish of a bare MAC, exactly what `nats pub` sends.
     system
@@ -82,32 +106,73 @@ async fn onboards_sushy_emulated_servers_and_boots_their_host_nics() {
         .unwrap();
     system.client.flush().await.unwrap();
 
-    let intel_detail = system.wait_inventoried("02:4d:00:00:10:01", ONBOARD_TIMEOUT).await;
-    let amd_detail = system.wait_inventoried(&amd_bmc.to_string(), ONBOARD_TIMEOUT).await;
+    let intel_detail = system
+        .wait_inventoried("02:4d:00:00:10:01", ONBOARD_TIMEOUT)
+        .await;
+    let amd_detail = system
+        .wait_inventoried(&amd_bmc.to_string(), ONBOARD_TIMEOUT)
+        .await;
 
-    let check = |detail: &MachineDetail, model: &str, count: u64, cores: u64, gib: f64, macs: &[&str], drive_sizes: &[u64]| {
+    let check = |detail: &MachineDetail,
+                 model: &str,
+                 count: u64,
+                 cores: u64,
+                 gib: f64,
+                 macs: &[&str],
+                 drive_sizes: &[u64]| {
         let inventory = detail.inventory.as_ref().expect("inventory");
         let summary = detail.summary.as_ref().expect("summary");
         let system = &summary.systems[0];
         assert_eq!(system.processors.count, count, "cpu count");
-        assert!(system.processors.models.iter().all(|m| m == model), "{:?}", system.processors.models);
+        assert!(
+            system.processors.models.iter().all(|m| m == model),
+            "{:?}",
+            system.processors.models
+        );
         assert_eq!(system.processors.total_cores, cores);
         assert_eq!(inventory.systems[0].memory_summary_gib, Some(gib));
-        assert_eq!(detail.machine.memory_mib, (gib as u64) * 1024, "memory in the machine row");
+        assert_eq!(
+            detail.machine.memory_mib,
+            (gib as u64) * 1024,
+            "memory in the machine row"
+        );
         let got: Vec<String> = system.host_nic_macs.iter().map(|m| m.to_string()).collect();
         assert_eq!(got, macs);
-        let mut sizes: Vec<u64> = system.drives.iter().filter_map(|d| d.capacity_bytes).collect();
+        let mut sizes: Vec<u64> = system
+            .drives
+            .iter()
+            .filter_map(|d| d.capacity_bytes)
+            .collect();
         sizes.sort();
         assert_eq!(sizes, drive_sizes);
     };
     // sushy renders one Processor per vCPU, each with the domain's cores per socket.
-    check(&intel_detail, "Skylake-Server", 16, 16 * 8, 64.0, &["52:54:00:aa:10:01", "52:54:00:aa:10:02"], &[480_103_981_056, 960_197_124_096]);
-    check(&amd_detail, "EPYC-Rome", 16, 16 * 16, 128.0, &["52:54:00:aa:20:01"], &[1_920_383_410_176]);
+    check(
+        &intel_detail,
+        "Skylake-Server",
+        16,
+        16 * 8,
+        64.0,
+        &["52:54:00:aa:10:01", "52:54:00:aa:10:02"],
+        &[480_103_981_056, 960_197_124_096],
+    );
+    check(
+        &amd_detail,
+        "EPYC-Rome",
+        16,
+        16 * 16,
+        128.0,
+        &["52:54:00:aa:20:01"],
+        &[1_920_383_410_176],
+    );
 
     // Pixiecore asks with the host NIC: raw colons, percent-encoded, upper case.
     let spec = system.boot("52:54:00:aa:10:02", 200).await;
     assert!(spec["message"].as_str().unwrap().contains("G1"), "{spec}");
-    assert!(spec["kernel"].as_str().unwrap().starts_with("http"), "{spec}");
+    assert!(
+        spec["kernel"].as_str().unwrap().starts_with("http"),
+        "{spec}"
+    );
     assert!(spec["initrd"].is_array(), "{spec}");
     assert!(spec["cmdline"].is_string(), "{spec}");
     let spec = system.boot("52%3A54%3A00%3AAA%3A20%3A01", 200).await;
@@ -120,12 +185,22 @@ async fn onboards_sushy_emulated_servers_and_boots_their_host_nics() {
     let events = test_harness::stream::read_events(&system.client).await;
     let log = serde_json::to_string(&events).unwrap();
     assert!(!log.contains("e2e-secret-value"));
-    assert!(events.iter().any(|e| e.event_type == subjects::HARDWARE_SCRAPED));
+    assert!(events
+        .iter()
+        .any(|e| e.event_type == subjects::HARDWARE_SCRAPED));
 
     let history = system.cli_async(&["history", "52:54:00:aa:10:01"]).await;
     assert!(history.status.success(), "{}", stderr(&history));
-    for event_type in [subjects::ONBOARD_REQUESTED, subjects::BMC_LOCATED, subjects::HARDWARE_SCRAPED] {
-        assert!(stdout(&history).contains(event_type), "{}", stdout(&history));
+    for event_type in [
+        subjects::ONBOARD_REQUESTED,
+        subjects::BMC_LOCATED,
+        subjects::HARDWARE_SCRAPED,
+    ] {
+        assert!(
+            stdout(&history).contains(event_type),
+            "{}",
+            stdout(&history)
+        );
     }
     system.stop().await;
 }
@@ -138,7 +213,12 @@ async fn every_recorded_mockup_onboards_to_its_expected_inventory_and_replays_id
     let mut bmcs = Vec::new();
     for (index, folder) in folders.iter().enumerate() {
         let server = serve_mockup(folder).await;
-        let mac = Mac::parse_device(&format!("02:4d:00:01:{:02x}:{:02x}", index / 256, index % 256)).unwrap();
+        let mac = Mac::parse_device(&format!(
+            "02:4d:00:01:{:02x}:{:02x}",
+            index / 256,
+            index % 256
+        ))
+        .unwrap();
         bmcs.push((mac, server.base_url()));
         servers.push(server);
     }
@@ -150,46 +230,84 @@ async fn every_recorded_mockup_onboards_to_its_expected_inventory_and_replays_id
         onboarding.push(system.cli_async(&["onboard", &mac.to_string(), "--timeout", "120"]));
     }
     for ((mac, _), output) in bmcs.iter().zip(futures::future::join_all(onboarding).await) {
-        assert!(output.status.success(), "onboard {mac}: {}{}", stdout(&output), stderr(&output));
+        assert!(
+            output.status.success(),
+            "onboard {mac}: {}{}",
+            stdout(&output),
+            stderr(&output)
+        );
     }
 
     for ((mac, _), folder) in bmcs.iter().zip(&folders) {
-        let output = system.cli_async(&["show", &mac.to_string(), "--json"]).await;
+        let output = system
+            .cli_async(&["show", &mac.to_string(), "--json"])
+            .await;
         assert!(output.status.success(), "{}", stderr(&output));
         let detail: MachineDetail = serde_json::from_slice(&output.stdout).unwrap();
         let mut expected: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(folder.join("expected.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(folder.join("expected.json")).unwrap())
+                .unwrap();
         expected.as_object_mut().unwrap().remove("notes");
         let got = serde_json::to_value(detail.summary.expect("summary")).unwrap();
-        assert_eq!(got, expected, "{} differs from its expected.json", folder.display());
+        assert_eq!(
+            got,
+            expected,
+            "{} differs from its expected.json",
+            folder.display()
+        );
     }
 
     let table = system.cli_async(&["machines"]).await;
     assert!(table.status.success());
-    assert_eq!(stdout(&table).matches("inventoried").count(), folders.len(), "{}", stdout(&table));
+    assert_eq!(
+        stdout(&table).matches("inventoried").count(),
+        folders.len(),
+        "{}",
+        stdout(&table)
+    );
 
     // Replay: two projections of the same log export byte-identical files.
     let before = system.path("before.jsonl");
-    let output = system.cli_async(&["export", "-o", before.to_str().unwrap()]).await;
+    let output = system
+        .cli_async(&["export", "-o", before.to_str().unwrap()])
+        .await;
     assert!(output.status.success(), "{}", stderr(&output));
     let output = system.cli_async(&["replay", "--json"]).await;
-    assert!(output.status.success(), "replay: {}{}", stdout(&output), stderr(&output));
+    assert!(
+        output.status.success(),
+        "replay: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     let report: metal_core::query::ReplayReport = serde_json::from_slice(&output.stdout).unwrap();
     assert!(report.identical, "{report:?}");
-    assert!(report.events_applied >= 3 * folders.len() as u64, "{report:?}");
+    assert!(
+        report.events_applied >= 3 * folders.len() as u64,
+        "{report:?}"
+    );
     let after = system.path("after.jsonl");
-    let output = system.cli_async(&["export", "-o", after.to_str().unwrap()]).await;
+    let output = system
+        .cli_async(&["export", "-o", after.to_str().unwrap()])
+        .await;
     assert!(output.status.success(), "{}", stderr(&output));
     let before_bytes = std::fs::read(&before).unwrap();
     assert!(!before_bytes.is_empty());
-    assert_eq!(before_bytes, std::fs::read(&after).unwrap(), "export changed across replay");
+    assert_eq!(
+        before_bytes,
+        std::fs::read(&after).unwrap(),
+        "export changed across replay"
+    );
 
     // And a third projection, built here from the stream alone, exports the same bytes.
     let mut fresh = metal_projection::Projection::open(&system.path("fresh.db")).unwrap();
     for message in test_harness::stream::read_all(&system.client).await {
         fresh.apply(&message).unwrap();
     }
-    assert_eq!(fresh.canonical_export().unwrap(), before_bytes, "an independent projection differs");
+    assert_eq!(
+        fresh.canonical_export().unwrap(),
+        before_bytes,
+        "an independent projection differs"
+    );
 
     // Every event in the log matches its schema.
     let events = test_harness::stream::read_events(&system.client).await;

@@ -8,16 +8,24 @@ use metal_core::subjects;
 use test_harness::paths::workspace_root;
 
 fn read(relative: &str) -> String {
-    std::fs::read_to_string(workspace_root().join(relative)).unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
+    std::fs::read_to_string(workspace_root().join(relative))
+        .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
 }
 
 #[test]
 fn every_event_subject_is_documented_and_has_a_schema() {
     let catalog = read("docs/events.md");
     for subject in subjects::EVENT_SUBJECTS {
-        assert!(catalog.contains(subject), "docs/events.md does not mention {subject}");
+        assert!(
+            catalog.contains(subject),
+            "docs/events.md does not mention {subject}"
+        );
         let schema = workspace_root().join(format!("schemas/events/{subject}.schema.json"));
-        assert!(schema.is_file(), "no schema for {subject} at {}", schema.display());
+        assert!(
+            schema.is_file(),
+            "no schema for {subject} at {}",
+            schema.display()
+        );
     }
     for subject in [
         subjects::QUERY_MACHINES,
@@ -27,8 +35,14 @@ fn every_event_subject_is_documented_and_has_a_schema() {
         subjects::QUERY_REPLAY,
         subjects::QUERY_STATUS,
     ] {
-        assert!(catalog.contains(subject), "docs/events.md does not mention {subject}");
-        assert!(!subject.starts_with("machine."), "{subject} would be captured by the stream");
+        assert!(
+            catalog.contains(subject),
+            "docs/events.md does not mention {subject}"
+        );
+        assert!(
+            !subject.starts_with("machine."),
+            "{subject} would be captured by the stream"
+        );
     }
 }
 
@@ -37,7 +51,10 @@ fn architecture_doc_names_every_crate() {
     let map = read("docs/ARCHITECTURE.md");
     for entry in std::fs::read_dir(workspace_root().join("services")).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
-        assert!(map.contains(&format!("services/{name}")), "docs/ARCHITECTURE.md has no section for services/{name}");
+        assert!(
+            map.contains(&format!("services/{name}")),
+            "docs/ARCHITECTURE.md has no section for services/{name}"
+        );
     }
 }
 
@@ -48,7 +65,11 @@ fn nats_files_are_what_the_services_load() {
     assert_eq!(stream.subjects, vec![subjects::ALL_EVENTS.to_string()]);
     assert_eq!(stream.retention, RetentionPolicy::Limits);
     assert_eq!(stream.storage, StorageType::File);
-    assert_eq!(stream.max_age, Duration::ZERO, "the system of record keeps events forever");
+    assert_eq!(
+        stream.max_age,
+        Duration::ZERO,
+        "the system of record keeps events forever"
+    );
     assert_eq!(stream.duplicate_window, Duration::from_secs(7 * 24 * 3600));
     let locator = DurableConsumer::Locator.config().unwrap();
     assert_eq!(locator.durable_name.as_deref(), Some("locator"));
@@ -84,7 +105,10 @@ fn example_config_parses() {
         "listen",
         "profiles",
     ] {
-        assert!(doc.contains(&format!("`{key}`")), "docs/configuration.md does not document {key}");
+        assert!(
+            doc.contains(&format!("`{key}`")),
+            "docs/configuration.md does not document {key}"
+        );
     }
 }
 

@@ -48,7 +48,8 @@ impl System {
         std::env::set_var("METAL_E2E_BMC_PASSWORD", "e2e-secret-value");
         config.projector.database = dir.path().join("inventory.db");
         config.boot_api.database = dir.path().join("boot-api.db");
-        config.boot_api.profiles = test_harness::paths::workspace_root().join("profiles/boot-profiles.toml");
+        config.boot_api.profiles =
+            test_harness::paths::workspace_root().join("profiles/boot-profiles.toml");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let boot_url = format!("http://{}", listener.local_addr().unwrap());
         config.boot_api.listen = listener.local_addr().unwrap().to_string();
@@ -56,27 +57,39 @@ impl System {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         {
-            let (config, client, shutdown) = (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) =
+                (config.clone(), nats.connect().await, stopped(&stop_rx));
             tasks.push(tokio::spawn(async move {
-                locator::run(&config, client, shutdown).await.expect("locator");
+                locator::run(&config, client, shutdown)
+                    .await
+                    .expect("locator");
             }));
         }
         {
-            let (config, client, shutdown) = (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) =
+                (config.clone(), nats.connect().await, stopped(&stop_rx));
             tasks.push(tokio::spawn(async move {
-                redfish_scraper::run(config, client, shutdown).await.expect("redfish-scraper");
+                redfish_scraper::run(config, client, shutdown)
+                    .await
+                    .expect("redfish-scraper");
             }));
         }
         {
-            let (config, client, shutdown) = (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) =
+                (config.clone(), nats.connect().await, stopped(&stop_rx));
             tasks.push(tokio::spawn(async move {
-                inventory_projector::run(&config, client, shutdown).await.expect("inventory-projector");
+                inventory_projector::run(&config, client, shutdown)
+                    .await
+                    .expect("inventory-projector");
             }));
         }
         {
-            let (config, client, shutdown) = (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) =
+                (config.clone(), nats.connect().await, stopped(&stop_rx));
             tasks.push(tokio::spawn(async move {
-                boot_api::run(&config.boot_api, client, listener, shutdown).await.expect("boot-api");
+                boot_api::run(&config.boot_api, client, listener, shutdown)
+                    .await
+                    .expect("boot-api");
             }));
         }
         System {
@@ -194,7 +207,10 @@ pub async fn http_get(url: &str) -> (u16, String) {
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response).to_string();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
