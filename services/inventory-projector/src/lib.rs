@@ -1,1 +1,102 @@
-//! inventory-projector
+//! inventory-projector: folds every `machine.>` event into the SQLite inventory and answers
+//! the inventory query service over NATS.
+//!
+//! # Layout
+//! - [`run`]: ensure the stream, open the projection, follow the stream, serve queries.
+//! - [`answer`]: pure answers of the read queries (machines, machine, history, status).
+//! - [`service`]: the NATS micro service, including the streamed export.
+//! - [`replay`]: rebuild from sequence 1, compare digests, swap atomically; `rebuild` for
+//!   tests and benchmarks.
+//!
+//! The projection itself (schema, apply, export) lives in metal-projection, shared with
+//! boot-api. Run the tests with `cargo test -p inventory-projector`.
+
+pub mod answer;
+pub mod replay;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use metal_core::config::ProjectorConfig;
+use metal_core::jetstream::{ensure_stream, JetStreamError};
+use metal_projection::follow::{follow, FollowError};
+use metal_projection::{LiveProjection, Projection, ProjectionError};
+
+pub use replay::{rebuild, ReplayError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("cannot set up the stream")]
+    Stream(#[source] JetStreamError),
+    #[error("cannot open the projection")]
+    Projection(#[source] ProjectionError),
+    #[error("following the stream failed")]
+    Follow(#[source] FollowError),
+    #[error("query service failed: {0}")]
+    Service(String),
+}
+
+/// Runs the projector until `shutdown` resolves: follows the stream into the projection at
+/// `config.database` and answers the query service. Restarts continue from the stored sequence.
+pub async fn run(
+    config: &ProjectorConfig,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProjectorError> {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = ensure_stream(&js).await.map_err(ProjectorError::Stream)?;
+    let database = config.database.clone();
+    let projection = {
+        let database = database.clone();
+        tokio::task::spawn_blocking(move || Projection::open(&database))
+            .await
+            .map_err(|e| ProjectorError::Follow(FollowError::Task(e)))?
+            .map_err(ProjectorError::Projection)?
+    };
+    let live = LiveProjection::new(projection).map_err(ProjectorError::Projection)?;
+    tracing::info!(
+        database = %database.display(),
+        last_sequence = *live.subscribe().borrow(),
+        "projection opened"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        stop_tx.send_replace(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let follower = {
+        let live = live.clone();
+        let stream = stream.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { follow(&stream, &live, stop).await })
+    };
+    let context = service::QueryContext {
+        client,
+        stream,
+        live,
+        database,
+        replay_lock: Arc::new(tokio::sync::Mutex::new(())),
+    };
+    let served = service::serve(context, stopped(stop_rx.clone()))
+        .await
+        .map_err(|error| ProjectorError::Service(error.to_string()));
+    if served.is_err() {
+        // Do not keep following without a query service; let the process restart whole.
+        follower.abort();
+    }
+    let followed = match follower.await {
+        Ok(result) => result.map_err(ProjectorError::Follow),
+        Err(error) if error.is_cancelled() => Ok(()),
+        Err(error) => Err(ProjectorError::Follow(FollowError::Task(error))),
+    };
+    served.and(followed)
+}
+
+#[cfg(test)]
+mod tests;

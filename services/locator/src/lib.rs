@@ -36,10 +36,7 @@ impl Locator {
 impl Handler for Locator {
     async fn handle(&self, input: Input) -> Outcome {
         let now = time::OffsetDateTime::now_utc();
-        let lookup = match decide::requested_mac(&input.decoded) {
-            Some(mac) => Some(self.sources.lookup(&mac)),
-            None => None,
-        };
+        let lookup = decide::requested_mac(&input.decoded).map(|mac| self.sources.lookup(&mac));
         decide::decide(&input, lookup, now)
     }
 }

@@ -124,7 +124,11 @@ pub async fn export(client: &async_nats::Client, timeout: Duration) -> Result<Ex
         let message = match tokio::time::timeout(timeout, replies.next()).await {
             Ok(Some(message)) => message,
             Ok(None) => return Err(CliError::Other("export subscription closed".into())),
-            Err(_) if bytes.is_empty() => return Err(CliError::NoResponders { subject: subject.into() }),
+            Err(_) if bytes.is_empty() => {
+                return Err(CliError::NoResponders {
+                    subject: subject.into(),
+                })
+            }
             Err(_) => {
                 return Err(CliError::Timeout {
                     subject: subject.into(),
@@ -133,7 +137,9 @@ pub async fn export(client: &async_nats::Client, timeout: Duration) -> Result<Ex
             }
         };
         if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-            return Err(CliError::NoResponders { subject: subject.into() });
+            return Err(CliError::NoResponders {
+                subject: subject.into(),
+            });
         }
         if let Some(headers) = &message.headers {
             if let Some(code) = headers.get("Nats-Service-Error-Code") {

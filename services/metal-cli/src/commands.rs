@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use futures::StreamExt;
-use metal_core::query::{History, MachineDetail, MachineList, MachineRef, MachineState, ReplayReport};
-use metal_core::{subjects, Decoded, MachineId, Mac};
+use metal_core::query::{
+    History, MachineDetail, MachineList, MachineRef, MachineState, ReplayReport,
+};
+use metal_core::{subjects, Decoded, Mac, MachineId};
 use uuid::Uuid;
 
 use crate::client::{self, CliError};
@@ -33,7 +35,11 @@ fn print_json<T: serde::Serialize>(value: &T) {
 
 /// Publishes an onboarding request and, unless `no_wait`, follows it until the
 /// machine is inventoried (exit 0) or the request failed (exit 1).
-pub async fn onboard(client: &async_nats::Client, mac_text: &str, options: OnboardOptions) -> Result<ExitCode, CliError> {
+pub async fn onboard(
+    client: &async_nats::Client,
+    mac_text: &str,
+    options: OnboardOptions,
+) -> Result<ExitCode, CliError> {
     let mac = match Mac::parse_device(mac_text) {
         Ok(mac) => mac,
         Err(error) => {
@@ -75,7 +81,19 @@ pub async fn onboard(client: &async_nats::Client, mac_text: &str, options: Onboa
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match tokio::time::timeout(options.timeout, follow(client, &js, ack.sequence, request_id, machine_id, options.json)).await {
+    match tokio::time::timeout(
+        options.timeout,
+        follow(
+            client,
+            &js,
+            ack.sequence,
+            request_id,
+            machine_id,
+            options.json,
+        ),
+    )
+    .await
+    {
         Ok(result) => result,
         Err(_) => {
             eprintln!(
@@ -117,7 +135,9 @@ async fn follow(
         }
         match event.event_type.as_str() {
             subjects::HARDWARE_SCRAPED => break,
-            subjects::LOCATE_FAILED | subjects::SCRAPE_FAILED | subjects::ONBOARD_REJECTED => return Ok(ExitCode::FAILURE),
+            subjects::LOCATE_FAILED | subjects::SCRAPE_FAILED | subjects::ONBOARD_REJECTED => {
+                return Ok(ExitCode::FAILURE)
+            }
             _ => {}
         }
     }
@@ -126,8 +146,18 @@ async fn follow(
         machine: machine_id.to_string(),
     };
     loop {
-        match client::query::<_, MachineDetail>(client, subjects::QUERY_MACHINE, &reference, QUERY_TIMEOUT).await {
-            Ok(detail) if detail.machine.correlation_id == request_id && detail.machine.state == MachineState::Inventoried => {
+        match client::query::<_, MachineDetail>(
+            client,
+            subjects::QUERY_MACHINE,
+            &reference,
+            QUERY_TIMEOUT,
+        )
+        .await
+        {
+            Ok(detail)
+                if detail.machine.correlation_id == request_id
+                    && detail.machine.state == MachineState::Inventoried =>
+            {
                 if json {
                     print_json(&detail);
                 } else {
@@ -136,7 +166,10 @@ async fn follow(
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            Ok(detail) if detail.machine.correlation_id == request_id && detail.machine.state.is_failed() => {
+            Ok(detail)
+                if detail.machine.correlation_id == request_id
+                    && detail.machine.state.is_failed() =>
+            {
                 eprintln!(
                     "metal-cli: {}: {}",
                     detail.machine.state.as_str(),
@@ -152,7 +185,13 @@ async fn follow(
 }
 
 pub async fn machines(client: &async_nats::Client, json: bool) -> Result<ExitCode, CliError> {
-    let list: MachineList = client::query(client, subjects::QUERY_MACHINES, &serde_json::json!({}), QUERY_TIMEOUT).await?;
+    let list: MachineList = client::query(
+        client,
+        subjects::QUERY_MACHINES,
+        &serde_json::json!({}),
+        QUERY_TIMEOUT,
+    )
+    .await?;
     if json {
         print_json(&list);
     } else {
@@ -167,8 +206,18 @@ fn reference(text: &str) -> MachineRef {
     }
 }
 
-pub async fn show(client: &async_nats::Client, machine: &str, json: bool) -> Result<ExitCode, CliError> {
-    let detail: MachineDetail = client::query(client, subjects::QUERY_MACHINE, &reference(machine), QUERY_TIMEOUT).await?;
+pub async fn show(
+    client: &async_nats::Client,
+    machine: &str,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let detail: MachineDetail = client::query(
+        client,
+        subjects::QUERY_MACHINE,
+        &reference(machine),
+        QUERY_TIMEOUT,
+    )
+    .await?;
     if json {
         print_json(&detail);
     } else {
@@ -177,8 +226,18 @@ pub async fn show(client: &async_nats::Client, machine: &str, json: bool) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn history(client: &async_nats::Client, machine: &str, json: bool) -> Result<ExitCode, CliError> {
-    let history: History = client::query(client, subjects::QUERY_HISTORY, &reference(machine), QUERY_TIMEOUT).await?;
+pub async fn history(
+    client: &async_nats::Client,
+    machine: &str,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let history: History = client::query(
+        client,
+        subjects::QUERY_HISTORY,
+        &reference(machine),
+        QUERY_TIMEOUT,
+    )
+    .await?;
     if json {
         print_json(&history);
     } else {
@@ -187,17 +246,34 @@ pub async fn history(client: &async_nats::Client, machine: &str, json: bool) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn replay(client: &async_nats::Client, json: bool, timeout: Duration) -> Result<ExitCode, CliError> {
-    let report: ReplayReport = client::query(client, subjects::QUERY_REPLAY, &serde_json::json!({}), timeout).await?;
+pub async fn replay(
+    client: &async_nats::Client,
+    json: bool,
+    timeout: Duration,
+) -> Result<ExitCode, CliError> {
+    let report: ReplayReport = client::query(
+        client,
+        subjects::QUERY_REPLAY,
+        &serde_json::json!({}),
+        timeout,
+    )
+    .await?;
     if json {
         print_json(&report);
     } else {
         println!("{}", render::replay(&report));
     }
-    Ok(if report.identical { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.identical {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-pub async fn export(client: &async_nats::Client, output: Option<&Path>) -> Result<ExitCode, CliError> {
+pub async fn export(
+    client: &async_nats::Client,
+    output: Option<&Path>,
+) -> Result<ExitCode, CliError> {
     let export = client::export(client, Duration::from_secs(30)).await?;
     match output {
         Some(path) => std::fs::write(path, &export.bytes)

@@ -124,7 +124,9 @@ async fn main() -> ExitCode {
         Command::Machines { json } => commands::machines(&client, json).await,
         Command::Show { machine, json } => commands::show(&client, &machine, json).await,
         Command::History { machine, json } => commands::history(&client, &machine, json).await,
-        Command::Replay { json, timeout } => commands::replay(&client, json, Duration::from_secs(timeout)).await,
+        Command::Replay { json, timeout } => {
+            commands::replay(&client, json, Duration::from_secs(timeout)).await
+        }
         Command::Export { output } => commands::export(&client, output.as_deref()).await,
     };
     let _ = client.flush().await;

@@ -7,7 +7,7 @@ use metal_core::query::{History, MachineDetail, MachineList, MachineRow, ReplayR
 use metal_core::{subjects, Envelope};
 
 pub fn mib(value: u64) -> String {
-    if value >= 1024 && value % 1024 == 0 {
+    if value >= 1024 && value.is_multiple_of(1024) {
         format!("{} GiB", value / 1024)
     } else {
         format!("{value} MiB")
@@ -105,7 +105,15 @@ fn summary_lines(out: &mut String, summary: &InventorySummary) {
             mib(system.memory.total_mib)
         );
         let macs: Vec<String> = system.host_nic_macs.iter().map(|m| m.to_string()).collect();
-        let _ = writeln!(out, "host nics  {}", if macs.is_empty() { "-".into() } else { macs.join(", ") });
+        let _ = writeln!(
+            out,
+            "host nics  {}",
+            if macs.is_empty() {
+                "-".into()
+            } else {
+                macs.join(", ")
+            }
+        );
         if system.drives.is_empty() {
             let _ = writeln!(out, "drives     -");
         }
@@ -115,15 +123,30 @@ fn summary_lines(out: &mut String, summary: &InventorySummary) {
                 "drive      {}  {}  {}",
                 or_dash(drive.model.as_deref()),
                 or_dash(drive.serial.as_deref()),
-                drive.capacity_bytes.map(bytes).unwrap_or_else(|| "-".into())
+                drive
+                    .capacity_bytes
+                    .map(bytes)
+                    .unwrap_or_else(|| "-".into())
             );
         }
         if system.simple_storage_devices > 0 {
-            let _ = writeln!(out, "storage    {} simple storage devices", system.simple_storage_devices);
+            let _ = writeln!(
+                out,
+                "storage    {} simple storage devices",
+                system.simple_storage_devices
+            );
         }
     }
     let macs: Vec<String> = summary.bmc_macs.iter().map(|m| m.to_string()).collect();
-    let _ = writeln!(out, "bmc nics   {}", if macs.is_empty() { "-".into() } else { macs.join(", ") });
+    let _ = writeln!(
+        out,
+        "bmc nics   {}",
+        if macs.is_empty() {
+            "-".into()
+        } else {
+            macs.join(", ")
+        }
+    );
     let _ = write!(out, "firmware   {} entries", summary.firmware_count);
 }
 
@@ -176,16 +199,39 @@ pub fn replay(report: &ReplayReport) -> String {
 
 /// One progress line of `onboard` for an event of the request being followed.
 pub fn progress(event: &Envelope) -> String {
-    let text = |key: &str| event.data.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let text = |key: &str| {
+        event
+            .data
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     match event.event_type.as_str() {
         subjects::ONBOARD_REQUESTED => "requested".to_string(),
-        subjects::BMC_LOCATED => format!("located    BMC at {} (from {})", text("redfish_url"), text("source")),
-        subjects::LOCATE_FAILED => format!("failed     could not locate the BMC: {}", text("reason")),
-        subjects::HARDWARE_SCRAPED => {
-            let systems = event.data["inventory"]["systems"].as_array().map(Vec::len).unwrap_or(0);
-            format!("scraped    Redfish inventory of {systems} system(s) from {}", text("redfish_url"))
+        subjects::BMC_LOCATED => format!(
+            "located    BMC at {} (from {})",
+            text("redfish_url"),
+            text("source")
+        ),
+        subjects::LOCATE_FAILED => {
+            format!("failed     could not locate the BMC: {}", text("reason"))
         }
-        subjects::SCRAPE_FAILED => format!("failed     Redfish scrape ({}): {}", text("kind"), text("reason")),
+        subjects::HARDWARE_SCRAPED => {
+            let systems = event.data["inventory"]["systems"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            format!(
+                "scraped    Redfish inventory of {systems} system(s) from {}",
+                text("redfish_url")
+            )
+        }
+        subjects::SCRAPE_FAILED => format!(
+            "failed     Redfish scrape ({}): {}",
+            text("kind"),
+            text("reason")
+        ),
         subjects::ONBOARD_REJECTED => format!("rejected   {}", text("reason")),
         other => other.to_string(),
     }

@@ -13,62 +13,43 @@ use test_harness::sushy::{SushyDrive, SushyEmulator, SushySystem};
 
 const ONBOARD_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn sushy_system(
-    name: &str,
-    uuid: &str,
-    vendor: &str,
-    model: &str,
-    sockets: u32,
-    cores: u32,
-    gib: u32,
-    macs: &[&str],
-    drives: &[(&str, u64)],
-) -> SushySystem {
-    SushySystem {
-        name: name.into(),
-        uuid: uuid.into(),
-        cpu_vendor: vendor.into(),
-        cpu_model: model.into(),
-        sockets,
-        cores,
-        threads: 1,
-        memory_gib: gib,
-        nic_macs: macs.iter().map(|m| m.to_string()).collect(),
-        drives: drives
-            .iter()
-            .map(|(id, bytes)| SushyDrive {
-                id: id.to_string(),
-                capacity_bytes: *bytes,
-                protocol: "SATA".into(),
-            })
-            .collect(),
-    }
+fn drives(drives: &[(&str, u64)]) -> Vec<SushyDrive> {
+    drives
+        .iter()
+        .map(|(id, bytes)| SushyDrive {
+            id: id.to_string(),
+            capacity_bytes: *bytes,
+            protocol: "SATA".into(),
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn onboards_sushy_emulated_servers_and_boots_their_host_nics() {
-    let intel = SushyEmulator::start(&[sushy_system(
-        "rack1-intel",
-        "8f0e4f3a-3c1e-4b9a-9d55-1d2f7a6b0c01",
-        "Intel",
-        "Skylake-Server",
-        2,
-        8,
-        64,
-        &["52:54:00:aa:10:01", "52:54:00:aa:10:02"],
-        &[("disk0", 480_103_981_056), ("disk1", 960_197_124_096)],
-    )]);
-    let amd = SushyEmulator::start(&[sushy_system(
-        "rack1-amd",
-        "8f0e4f3a-3c1e-4b9a-9d55-1d2f7a6b0c02",
-        "AMD",
-        "EPYC-Rome",
-        1,
-        16,
-        128,
-        &["52:54:00:aa:20:01"],
-        &[("nvme0", 1_920_383_410_176)],
-    )]);
+    let intel = SushyEmulator::start(&[SushySystem {
+        name: "rack1-intel".into(),
+        uuid: "8f0e4f3a-3c1e-4b9a-9d55-1d2f7a6b0c01".into(),
+        cpu_vendor: "Intel".into(),
+        cpu_model: "Skylake-Server".into(),
+        sockets: 2,
+        cores: 8,
+        threads: 1,
+        memory_gib: 64,
+        nic_macs: vec!["52:54:00:aa:10:01".into(), "52:54:00:aa:10:02".into()],
+        drives: drives(&[("disk0", 480_103_981_056), ("disk1", 960_197_124_096)]),
+    }]);
+    let amd = SushyEmulator::start(&[SushySystem {
+        name: "rack1-amd".into(),
+        uuid: "8f0e4f3a-3c1e-4b9a-9d55-1d2f7a6b0c02".into(),
+        cpu_vendor: "AMD".into(),
+        cpu_model: "EPYC-Rome".into(),
+        sockets: 1,
+        cores: 16,
+        threads: 1,
+        memory_gib: 128,
+        nic_macs: vec!["52:54:00:aa:20:01".into()],
+        drives: drives(&[("nvme0", 1_920_383_410_176)]),
+    }]);
     let intel_bmc = Mac::parse_device("02:4d:00:00:10:01").unwrap();
     let amd_bmc = Mac::parse_device("02:4d:00:00:20:01").unwrap();
     let system = System::start(vec![

@@ -175,6 +175,22 @@ impl SystemInventory {
     pub fn cpus(&self) -> impl Iterator<Item = &Processor> {
         self.processors.iter().filter(|p| p.is_present_cpu())
     }
+
+    /// Installed memory: the DIMMs' sum, or `MemorySummary` when the service lists no DIMMs.
+    pub fn memory_mib(&self) -> u64 {
+        let dimms: u64 = self
+            .memory
+            .iter()
+            .filter(|m| m.is_installed())
+            .filter_map(|m| m.capacity_mib)
+            .sum();
+        match self.memory_summary_gib {
+            Some(gib) if dimms == 0 && gib.is_finite() && gib > 0.0 => {
+                (gib * 1024.0).round() as u64
+            }
+            _ => dimms,
+        }
+    }
 }
 
 impl Inventory {
@@ -188,6 +204,10 @@ impl Inventory {
 
     pub fn host_nic_macs(&self) -> Vec<Mac> {
         unique_sorted(self.systems.iter().flat_map(|s| s.host_nic_macs()))
+    }
+
+    pub fn memory_mib(&self) -> u64 {
+        self.systems.iter().map(SystemInventory::memory_mib).sum()
     }
 
     /// The vendor of the present CPUs, when they agree.
@@ -309,5 +329,26 @@ impl SystemSummary {
                 .filter(|d| d.state.as_deref() != Some("Absent"))
                 .count() as u64,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_falls_back_to_the_summary_only_without_dimms() {
+        let mut system = SystemInventory {
+            memory_summary_gib: Some(64.0),
+            ..SystemInventory::default()
+        };
+        assert_eq!(system.memory_mib(), 65536);
+        system.memory.push(MemoryModule {
+            id: "DIMM1".into(),
+            state: Some("Enabled".into()),
+            capacity_mib: Some(32768),
+            device_locator: None,
+        });
+        assert_eq!(system.memory_mib(), 32768);
     }
 }

@@ -1,1 +1,175 @@
-//! metal-projection
+//! The SQLite projection of the `MACHINES` stream, shared by inventory-projector and boot-api.
+//!
+//! # Layout
+//! - [`schema`]: the tables and their migration (`PRAGMA user_version`).
+//! - [`apply`]: folding stream messages into the tables, one transaction per message or batch,
+//!   together with the stream sequence.
+//! - [`read`]: queries answering with the [`metal_core::query`] types, and boot facts.
+//! - [`export`]: the canonical export (JSON Lines of every table) and its digest.
+//! - [`fixtures`]: hand-made stream messages for tests here, in boot-api and in the harness.
+//! - [`follow`]: the async loop that follows the stream into a [`LiveProjection`]; the only
+//!   module that knows NATS.
+//!
+//! This is the only crate that opens SQLite. Apply is pure with respect to the outside world:
+//! every time it stores comes from an event or the stream, never from the clock, so two
+//! projections of the same log are byte-identical in their export.
+//! Bad input is never an error: it is recorded (or skipped) and the sequence advances.
+//! Run the tests with `cargo test -p metal-projection`.
+
+pub mod apply;
+pub mod export;
+pub mod fixtures;
+pub mod follow;
+pub mod read;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+pub use apply::Applied;
+pub use follow::{FollowError, LiveProjection};
+pub use read::BootFacts;
+
+/// Everything that can go wrong with the projection itself (never with its input).
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("cannot open projection database {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create directory {path} for the projection database")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "projection database schema version {found} is newer than this binary knows ({known})"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("projection database error while {context}")]
+    Sqlite {
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("projection database holds a value that cannot be read: {0}")]
+    Corrupt(String),
+    #[error("{0:?} is neither a machine id nor a MAC address")]
+    BadReference(String),
+    #[error("cannot replace projection file {path}")]
+    Replace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Wraps a rusqlite error with what we were doing.
+pub(crate) fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> ProjectionError {
+    move |source| ProjectionError::Sqlite { context, source }
+}
+
+/// One projection database (a file, or in memory for tests).
+#[derive(Debug)]
+pub struct Projection {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+impl Projection {
+    /// Opens (creating if needed) the projection at `path`, in WAL mode, and migrates it.
+    pub fn open(path: &Path) -> Result<Projection, ProjectionError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| ProjectionError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_error = |source| ProjectionError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_error)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+            .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_error)?;
+        let mut projection = Projection {
+            conn,
+            path: Some(path.to_path_buf()),
+        };
+        schema::migrate(&mut projection.conn)?;
+        Ok(projection)
+    }
+
+    /// A projection in memory, for tests and benchmarks.
+    pub fn open_in_memory() -> Result<Projection, ProjectionError> {
+        let conn = Connection::open_in_memory().map_err(|source| ProjectionError::Open {
+            path: PathBuf::from(":memory:"),
+            source,
+        })?;
+        let mut projection = Projection { conn, path: None };
+        schema::migrate(&mut projection.conn)?;
+        Ok(projection)
+    }
+
+    /// The file this projection lives in (`None` in memory).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The last stream sequence applied (0 for a fresh projection).
+    pub fn last_sequence(&self) -> Result<u64, ProjectionError> {
+        schema::last_sequence(&self.conn)
+    }
+
+    /// Checkpoints the WAL and closes the connection, so the file stands alone
+    /// (no `-wal`/`-shm` left behind) and may be renamed.
+    pub fn close(self) -> Result<(), ProjectionError> {
+        if self.path.is_some() {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(sql("checkpointing before close"))?;
+        }
+        self.conn
+            .close()
+            .map_err(|(_, source)| ProjectionError::Sqlite {
+                context: "closing",
+                source,
+            })
+    }
+}
+
+/// Moves the closed projection file `from` over `to` atomically (rename) and removes any
+/// stale `-wal`/`-shm` files of both names. Both files must be closed.
+pub fn replace_file(from: &Path, to: &Path) -> Result<(), ProjectionError> {
+    for path in [from, to] {
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            match std::fs::remove_file(PathBuf::from(side)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ProjectionError::Replace {
+                        path: to.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+    std::fs::rename(from, to).map_err(|source| ProjectionError::Replace {
+        path: to.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

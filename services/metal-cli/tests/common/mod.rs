@@ -36,8 +36,10 @@ impl System {
         let nats = NatsServer::start();
         let client = nats.connect().await;
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.nats_url = nats.url();
+        let mut config = Config {
+            nats_url: nats.url(),
+            ..Config::default()
+        };
         config.locator.static_bmcs = static_bmcs
             .into_iter()
             .map(|(bmc_mac, address)| StaticBmc { bmc_mac, address })
@@ -78,7 +80,7 @@ impl System {
             let (config, client, shutdown) =
                 (config.clone(), nats.connect().await, stopped(&stop_rx));
             tasks.push(tokio::spawn(async move {
-                inventory_projector::run(&config, client, shutdown)
+                inventory_projector::run(&config.projector, client, shutdown)
                     .await
                     .expect("inventory-projector");
             }));
@@ -123,19 +125,22 @@ impl System {
         output
     }
 
-    pub async fn cli_async(&self, args: &[&str]) -> Output {
+    /// Runs metal-cli off the async runtime; the arguments are copied, so calls can overlap.
+    pub fn cli_async(
+        &self,
+        args: &[&str],
+    ) -> impl std::future::Future<Output = Output> + Send + 'static {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let url = self.nats.url();
-        tokio::task::spawn_blocking(move || {
+        let run = tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_metal-cli"))
                 .args(&args)
                 .env("NATS_URL", url)
                 .env_remove("METAL_CONFIG")
                 .output()
                 .expect("run metal-cli")
-        })
-        .await
-        .unwrap()
+        });
+        async move { run.await.unwrap() }
     }
 
     /// Polls `metal-cli show --json` until the machine is inventoried (or fails the test).

@@ -1,0 +1,204 @@
+//! replay-bench: how fast replay rebuilds the projection, as a ratio of how fast the same
+//! stream can merely be read by a JetStream ordered consumer, both measured in this run.
+//!
+//! It starts its own nats-server (test harness), fills the stream with realistic
+//! onboardings (raw request, `bmc.located`, `hardware.scraped` carrying the DMTF mockup's
+//! inventory with per-machine MACs), then alternates raw reads and replays.
+
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use futures::StreamExt;
+use metal_core::events::{BmcLocated, HardwareScraped};
+use metal_core::inventory::Inventory;
+use metal_core::jetstream::{ensure_stream, follow_stream, last_sequence};
+use metal_core::{subjects, Envelope, Mac, MachineId};
+
+/// Replay benchmark: replay events/s ÷ raw JetStream ordered-read events/s, same stream, same run.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Events to put on the stream (three per onboarded machine).
+    #[arg(long, default_value_t = 100_002)]
+    events: u64,
+    /// Rounds of (raw read, replay); the best of each is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+}
+
+fn machine_inventory(template: &Inventory, index: u64) -> Inventory {
+    let mut inventory = template.clone();
+    let bytes = index.to_be_bytes();
+    for (nic_index, nic) in inventory
+        .systems
+        .iter_mut()
+        .flat_map(|s| s.ethernet_interfaces.iter_mut())
+        .enumerate()
+    {
+        nic.mac = Some(Mac::from_bytes([
+            0x02,
+            0x10 + nic_index as u8,
+            bytes[4],
+            bytes[5],
+            bytes[6],
+            bytes[7],
+        ]));
+    }
+    for system in &mut inventory.systems {
+        system.serial = Some(format!("BENCH{index:08}"));
+    }
+    inventory
+}
+
+async fn fill(
+    js: &async_nats::jetstream::Context,
+    machines: u64,
+    template: &Inventory,
+) -> anyhow::Result<()> {
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let now = time::OffsetDateTime::now_utc();
+    for index in 0..machines {
+        let bytes = index.to_be_bytes();
+        let bmc = Mac::from_bytes([0x02, 0x4d, bytes[4], bytes[5], bytes[6], bytes[7]]);
+        let request_id = uuid::Uuid::from_u64_pair(0x6265_6e63_6800_0000, index);
+        let request = Envelope {
+            event_id: request_id,
+            event_type: subjects::ONBOARD_REQUESTED.into(),
+            machine_id: Some(MachineId::from_bmc_mac(&bmc)),
+            bmc_mac: Some(bmc),
+            time: now,
+            correlation_id: request_id,
+            causation_id: None,
+            data: serde_json::Value::Null,
+        };
+        let located = Envelope::answering(
+            &request,
+            subjects::BMC_LOCATED,
+            &BmcLocated {
+                bmc_ip: Some("127.0.0.1".into()),
+                redfish_url: "http://127.0.0.1:8000".into(),
+                source: "static".into(),
+            },
+            now,
+        )?;
+        let scraped = Envelope::answering(
+            &located,
+            subjects::HARDWARE_SCRAPED,
+            &HardwareScraped {
+                redfish_url: "http://127.0.0.1:8000".into(),
+                inventory: machine_inventory(template, index),
+            },
+            now,
+        )?;
+        let raw =
+            serde_json::json!({"bmc_mac": bmc.to_string(), "request_id": request_id}).to_string();
+        let messages: [(String, Bytes); 3] = [
+            (subjects::ONBOARD_REQUESTED.into(), Bytes::from(raw)),
+            (
+                located.event_type.clone(),
+                Bytes::from(located.to_json_bytes()),
+            ),
+            (
+                scraped.event_type.clone(),
+                Bytes::from(scraped.to_json_bytes()),
+            ),
+        ];
+        for (subject, payload) in messages {
+            in_flight.push(js.publish(subject, payload).await?.into_future());
+            if in_flight.len() >= 512 {
+                if let Some(ack) = in_flight.next().await {
+                    ack?;
+                }
+            }
+        }
+    }
+    while let Some(ack) = in_flight.next().await {
+        ack?;
+    }
+    Ok(())
+}
+
+async fn raw_read(
+    stream: &async_nats::jetstream::stream::Stream,
+    last: u64,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let messages = follow_stream(stream, 1).await?;
+    let mut messages = std::pin::pin!(messages);
+    let mut count = 0u64;
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        count += 1;
+        if message.sequence >= last {
+            break;
+        }
+    }
+    anyhow::ensure!(count == last, "read {count} of {last} messages");
+    Ok(started.elapsed())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let machines = args.events.div_ceil(3);
+    let mockup = test_harness::paths::redfish_mockups_dir().join("dmtf-public-rackmount1");
+    let template = redfish_scraper::walk::walk(
+        &redfish_scraper::source::MockupDirSource::new(&mockup),
+        redfish_scraper::walk::WalkLimits::default(),
+    )
+    .await
+    .with_context(|| format!("walking {}", mockup.display()))?;
+
+    let server = test_harness::nats::NatsServer::start();
+    let client = server.connect().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = ensure_stream(&js).await?;
+    eprintln!(
+        "filling the stream with {machines} onboardings ({} events)",
+        machines * 3
+    );
+    let started = Instant::now();
+    fill(&js, machines, &template).await?;
+    let last = last_sequence(&mut stream).await?;
+    let info = stream.info().await?;
+    eprintln!(
+        "stored {last} events, {} MB, in {:.1} s",
+        info.state.bytes / 1_000_000,
+        started.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir()?;
+    let mut best_raw = Duration::MAX;
+    let mut best_replay = Duration::MAX;
+    for round in 1..=args.rounds {
+        let raw = raw_read(&stream, last).await?;
+        let path = dir.path().join(format!("replay-{round}.db"));
+        let started = Instant::now();
+        let (projection, applied) =
+            inventory_projector::replay::rebuild(&stream, &path, last).await?;
+        let replay = started.elapsed();
+        anyhow::ensure!(applied == last, "replay applied {applied} of {last}");
+        anyhow::ensure!(projection.last_sequence()? == last, "replay stopped early");
+        eprintln!(
+            "round {round}: raw read {:.0} events/s, replay {:.0} events/s",
+            last as f64 / raw.as_secs_f64(),
+            last as f64 / replay.as_secs_f64()
+        );
+        best_raw = best_raw.min(raw);
+        best_replay = best_replay.min(replay);
+    }
+    let raw_rate = last as f64 / best_raw.as_secs_f64();
+    let replay_rate = last as f64 / best_replay.as_secs_f64();
+    println!(
+        "| events | raw ordered read (events/s) | replay into SQLite (events/s) | replay ÷ raw |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| {last} | {raw_rate:.0} | {replay_rate:.0} | {:.3} |",
+        replay_rate / raw_rate
+    );
+    Ok(())
+}

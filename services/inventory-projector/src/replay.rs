@@ -1,0 +1,232 @@
+//! Replay: rebuild a fresh projection file from sequence 1 while the live one keeps
+//! applying and answering, then pause the live one, bring both to the same sequence,
+//! compare canonical export digests and swap the fresh file in atomically.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::stream::Stream;
+use futures::StreamExt;
+use metal_core::jetstream::{follow_stream, last_sequence, JetStreamError, StoredMessage};
+use metal_core::query::ReplayReport;
+use metal_projection::follow::{FollowError, MAX_BATCH};
+use metal_projection::{
+    export, replace_file, Applied, LiveProjection, Projection, ProjectionError,
+};
+
+/// Longest the live projection stays paused while the fresh one catches up to it.
+const SYNC_DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("replay projection failed")]
+    Projection(#[source] ProjectionError),
+    #[error("reading the stream for replay failed")]
+    Stream(#[source] JetStreamError),
+    #[error("replay task failed")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("live projection failed during replay")]
+    Live(#[source] FollowError),
+    #[error("the stream ended before sequence {wanted} (replay reached {reached})")]
+    StreamEnded { wanted: u64, reached: u64 },
+    #[error("replay could not catch up with the live projection within {0:?}")]
+    Deadline(Duration),
+}
+
+/// Where the fresh projection is built: next to the live file, under a temporary name.
+pub fn fresh_path(live_path: &Path) -> PathBuf {
+    let mut name = live_path.as_os_str().to_owned();
+    name.push(".replay");
+    PathBuf::from(name)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ProjectionError> + Send + 'static,
+) -> Result<T, ReplayError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ReplayError::Task)?
+        .map_err(ReplayError::Projection)
+}
+
+/// Applies the stream to `projection` from its last sequence + 1 up to and including
+/// `until`, in batches, with a separate ordered read. Returns the projection and how many
+/// messages it applied.
+pub async fn catch_up(
+    stream: &Stream,
+    mut projection: Projection,
+    until: u64,
+) -> Result<(Projection, u64), ReplayError> {
+    let mut applied = 0u64;
+    let mut reached = projection
+        .last_sequence()
+        .map_err(ReplayError::Projection)?;
+    if reached >= until {
+        return Ok((projection, 0));
+    }
+    let messages = follow_stream(stream, reached + 1)
+        .await
+        .map_err(ReplayError::Stream)?;
+    let mut chunks = Box::pin(messages.ready_chunks(MAX_BATCH));
+    while reached < until {
+        let Some(chunk) = chunks.next().await else {
+            return Err(ReplayError::StreamEnded {
+                wanted: until,
+                reached,
+            });
+        };
+        let batch: Vec<StoredMessage> = chunk
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ReplayError::Stream)?
+            .into_iter()
+            .filter(|m| m.sequence <= until)
+            .collect();
+        if batch.is_empty() {
+            // Everything in this chunk is past `until`: there is a gap in the stream.
+            return Ok((projection, applied));
+        }
+        let (back, counted, last) = blocking(move || {
+            let results = projection.apply_batch(&batch)?;
+            let counted = results
+                .iter()
+                .filter(|r| **r != Applied::AlreadyApplied)
+                .count() as u64;
+            let last = projection.last_sequence()?;
+            Ok((projection, counted, last))
+        })
+        .await?;
+        projection = back;
+        applied += counted;
+        reached = last;
+    }
+    Ok((projection, applied))
+}
+
+/// Builds a projection at `path` from sequence 1 up to `until` (use the stream's last
+/// sequence for "everything"). Any old file at `path` is removed first.
+pub async fn rebuild(
+    stream: &Stream,
+    path: &Path,
+    until: u64,
+) -> Result<(Projection, u64), ReplayError> {
+    let path = path.to_path_buf();
+    let fresh = blocking(move || {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::remove_file(PathBuf::from(name)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ProjectionError::Replace {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Projection::open(&path)
+    })
+    .await?;
+    catch_up(stream, fresh, until).await
+}
+
+/// Rebuilds the live projection at `live_path` from the stream and swaps it in.
+pub async fn replay(
+    stream: &Stream,
+    live: &LiveProjection,
+    live_path: &Path,
+) -> Result<ReplayReport, ReplayError> {
+    let started = Instant::now();
+    let tail = last_sequence(&mut stream.clone())
+        .await
+        .map_err(ReplayError::Stream)?;
+    let fresh_path = fresh_path(live_path);
+    tracing::info!(tail, fresh = %fresh_path.display(), "replay started");
+    let (mut fresh, mut events_applied) = rebuild(stream, &fresh_path, tail).await?;
+
+    let deadline = Instant::now() + SYNC_DEADLINE;
+    let mut progress = live.subscribe();
+    loop {
+        let paused = live.pause().await;
+        let live_sequence = live
+            .with(|projection| projection.last_sequence())
+            .await
+            .map_err(ReplayError::Live)?
+            .map_err(ReplayError::Projection)?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let caught_up = tokio::time::timeout(remaining, catch_up(stream, fresh, live_sequence))
+            .await
+            .map_err(|_| ReplayError::Deadline(SYNC_DEADLINE))??;
+        fresh = caught_up.0;
+        events_applied += caught_up.1;
+        let fresh_sequence = fresh.last_sequence().map_err(ReplayError::Projection)?;
+        if fresh_sequence > live_sequence {
+            // The live projection is behind the fresh one: let it follow, then try again.
+            drop(paused);
+            let waited =
+                tokio::time::timeout(remaining, progress.wait_for(|s| *s >= fresh_sequence)).await;
+            if waited.is_err() {
+                return Err(ReplayError::Deadline(SYNC_DEADLINE));
+            }
+            continue;
+        }
+        let report = swap(live, fresh, &fresh_path, live_path).await?;
+        drop(paused);
+        let report = ReplayReport {
+            events_applied,
+            seconds: started.elapsed().as_secs_f64(),
+            ..report
+        };
+        if report.identical {
+            tracing::info!(last_sequence = report.last_sequence, digest = %report.new_digest, "replay identical, swapped");
+        } else {
+            tracing::warn!(
+                last_sequence = report.last_sequence,
+                old_digest = %report.old_digest,
+                new_digest = %report.new_digest,
+                "replay differs from the live projection; the rebuilt one replaced it"
+            );
+        }
+        return Ok(report);
+    }
+}
+
+/// Compares digests and renames the fresh file over the live one, with the live
+/// connection closed; reopens the live projection either way.
+async fn swap(
+    live: &LiveProjection,
+    fresh: Projection,
+    fresh_path: &Path,
+    live_path: &Path,
+) -> Result<ReplayReport, ReplayError> {
+    let fresh_path = fresh_path.to_path_buf();
+    let live_path = live_path.to_path_buf();
+    let result = live
+        .with(move |projection| -> Result<ReplayReport, ProjectionError> {
+            let last_sequence = projection.last_sequence()?;
+            let old_digest = export::digest(&projection.canonical_export()?);
+            let new_digest = export::digest(&fresh.canonical_export()?);
+            fresh.close()?;
+            let old = std::mem::replace(projection, Projection::open_in_memory()?);
+            let closed = old.close();
+            let replaced = closed.and_then(|()| replace_file(&fresh_path, &live_path));
+            // Reopen whatever file is at the live path now, so the service keeps working.
+            *projection = Projection::open(&live_path)?;
+            replaced?;
+            Ok(ReplayReport {
+                events_applied: 0,
+                last_sequence,
+                identical: old_digest == new_digest,
+                old_digest,
+                new_digest,
+                seconds: 0.0,
+            })
+        })
+        .await
+        .map_err(ReplayError::Live)?
+        .map_err(ReplayError::Projection)?;
+    live.announce(result.last_sequence);
+    Ok(result)
+}

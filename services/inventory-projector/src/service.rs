@@ -1,0 +1,167 @@
+//! The query service (NATS micro, `metal-inventory`): one endpoint per query subject, each
+//! request handled in its own task, SQLite work on the blocking pool.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_nats::jetstream::stream::Stream;
+use async_nats::service::{Request, ServiceExt};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::StreamExt;
+use metal_core::query::{EXPORT_CHUNK_BYTES, EXPORT_DIGEST_HEADER, EXPORT_SEQUENCE_HEADER};
+use metal_core::subjects;
+use metal_projection::{export, LiveProjection};
+
+use crate::answer::{answer, QueryError};
+use crate::replay::replay;
+
+/// What request handlers share.
+#[derive(Debug, Clone)]
+pub struct QueryContext {
+    pub client: async_nats::Client,
+    pub stream: Stream,
+    pub live: LiveProjection,
+    pub database: PathBuf,
+    /// One replay at a time; a second request waits for the first.
+    pub replay_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The endpoints: (name, subject).
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("machines", subjects::QUERY_MACHINES),
+    ("machine", subjects::QUERY_MACHINE),
+    ("history", subjects::QUERY_HISTORY),
+    ("export", subjects::QUERY_EXPORT),
+    ("replay", subjects::QUERY_REPLAY),
+    ("status", subjects::QUERY_STATUS),
+];
+
+/// Serves the query service until `stop` resolves.
+pub async fn serve(
+    context: QueryContext,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), async_nats::Error> {
+    let service = context
+        .client
+        .service_builder()
+        .description("metal inventory projection queries")
+        .start(subjects::QUERY_SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        .await?;
+    let mut endpoints = Vec::new();
+    for (name, subject) in ENDPOINTS {
+        let endpoint = service.endpoint_builder().name(name).add(*subject).await?;
+        endpoints.push(endpoint.map(move |request| (*subject, request)));
+    }
+    let mut requests = futures::stream::select_all(endpoints);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            next = requests.next() => {
+                let Some((subject, request)) = next else { break };
+                tokio::spawn(handle(context.clone(), subject, request));
+            }
+        }
+    }
+    service.stop().await?;
+    Ok(())
+}
+
+async fn handle(context: QueryContext, subject: &'static str, request: Request) {
+    let result = match subject {
+        subjects::QUERY_EXPORT => return send_export(&context, &request).await,
+        subjects::QUERY_REPLAY => run_replay(&context).await,
+        _ => {
+            let payload = request.message.payload.clone();
+            context
+                .live
+                .with(move |projection| answer(projection, subject, &payload))
+                .await
+                .unwrap_or_else(|error| Err(QueryError::internal(&error)))
+        }
+    };
+    respond(&request, subject, result.map(Bytes::from)).await;
+}
+
+async fn respond(request: &Request, subject: &str, result: Result<Bytes, QueryError>) {
+    if let Err(error) = &result {
+        if error.code >= 500 {
+            tracing::error!(subject, error = %error.message, "query failed");
+        } else {
+            tracing::debug!(subject, code = error.code, error = %error.message, "query refused");
+        }
+    }
+    if let Err(error) = request.respond(result.map_err(Into::into)).await {
+        tracing::warn!(subject, error = %metal_core::error_chain(&error), "cannot send reply");
+    }
+}
+
+async fn run_replay(context: &QueryContext) -> Result<Vec<u8>, QueryError> {
+    let _one_at_a_time = context.replay_lock.lock().await;
+    let report = replay(&context.stream, &context.live, &context.database)
+        .await
+        .map_err(|error| QueryError::internal(&error))?;
+    serde_json::to_vec(&report).map_err(|error| QueryError::internal(&error))
+}
+
+/// Streams the canonical export to the reply subject in chunks, then an empty message with
+/// the digest and sequence headers.
+async fn send_export(context: &QueryContext, request: &Request) {
+    let exported = context
+        .live
+        .with(
+            |projection| -> Result<(Vec<u8>, u64), metal_projection::ProjectionError> {
+                Ok((projection.canonical_export()?, projection.last_sequence()?))
+            },
+        )
+        .await;
+    let (bytes, sequence) = match exported {
+        Ok(Ok(done)) => done,
+        Ok(Err(error)) => {
+            return respond(
+                request,
+                subjects::QUERY_EXPORT,
+                Err(QueryError::internal(&error)),
+            )
+            .await
+        }
+        Err(error) => {
+            return respond(
+                request,
+                subjects::QUERY_EXPORT,
+                Err(QueryError::internal(&error)),
+            )
+            .await
+        }
+    };
+    let Some(reply) = request.message.reply.clone() else {
+        return;
+    };
+    let digest = export::digest(&bytes);
+    let bytes = Bytes::from(bytes);
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let end = (offset + EXPORT_CHUNK_BYTES).min(bytes.len());
+        if let Err(error) = context
+            .client
+            .publish(reply.clone(), bytes.slice(offset..end))
+            .await
+        {
+            tracing::warn!(error = %metal_core::error_chain(&error), "cannot send export chunk");
+            return;
+        }
+        offset = end;
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(EXPORT_DIGEST_HEADER, digest.as_str());
+    headers.insert(EXPORT_SEQUENCE_HEADER, sequence.to_string().as_str());
+    if let Err(error) = context
+        .client
+        .publish_with_headers(reply, headers, Bytes::new())
+        .await
+    {
+        tracing::warn!(error = %metal_core::error_chain(&error), "cannot send export trailer");
+    }
+    let _ = context.client.flush().await;
+}

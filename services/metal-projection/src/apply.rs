@@ -1,0 +1,564 @@
+//! Folding stream messages into the tables. Each message (or batch) is one transaction that
+//! also stores its stream sequence; replays of the same sequence or event id change nothing.
+//!
+//! Input is never an error here: malformed messages, unknown types, bad `data` and stale
+//! answers are recorded in the timeline (or skipped) and the sequence advances.
+
+use metal_core::events::{
+    BmcLocated, HardwareScraped, LocateFailed, OnboardRejected, OnboardRequested, ScrapeFailed,
+    ScrapeFailureKind,
+};
+use metal_core::ids::raw_request_event_id;
+use metal_core::inventory::{CpuVendor, Inventory, InventorySummary};
+use metal_core::jetstream::StoredMessage;
+use metal_core::{subjects, Decoded, Envelope, MachineId};
+use rusqlite::{params, OptionalExtension, Transaction};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+use uuid::Uuid;
+
+use crate::{schema, sql, Projection, ProjectionError};
+
+/// What applying one stream message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The sequence was applied before; nothing changed.
+    AlreadyApplied,
+    /// The event id was already applied at an earlier sequence; only the sequence advanced.
+    DuplicateEvent,
+    /// Only the sequence advanced (a raw request the locator answers with a rejection event).
+    SequenceOnly,
+    /// A timeline row without a state change: a rejection, a stale or unknown event,
+    /// bad `data`, a malformed message.
+    Recorded,
+    /// A machine's state or facts changed.
+    Changed(MachineId),
+}
+
+impl Projection {
+    /// Applies one stream message in its own transaction.
+    pub fn apply(&mut self, message: &StoredMessage) -> Result<Applied, ProjectionError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql("starting transaction"))?;
+        let applied = apply_message(&tx, message)?;
+        tx.commit().map_err(sql("committing"))?;
+        Ok(applied)
+    }
+
+    /// Applies many messages in one transaction; the result equals applying them one by one.
+    pub fn apply_batch(
+        &mut self,
+        messages: &[StoredMessage],
+    ) -> Result<Vec<Applied>, ProjectionError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql("starting transaction"))?;
+        let mut out = Vec::with_capacity(messages.len());
+        for message in messages {
+            out.push(apply_message(&tx, message)?);
+        }
+        tx.commit().map_err(sql("committing"))?;
+        Ok(out)
+    }
+}
+
+fn apply_message(
+    tx: &Transaction<'_>,
+    message: &StoredMessage,
+) -> Result<Applied, ProjectionError> {
+    if message.sequence <= schema::last_sequence(tx)? {
+        return Ok(Applied::AlreadyApplied);
+    }
+    let applied = match message.decode() {
+        Decoded::Event(envelope) => apply_event(tx, message.sequence, &envelope)?,
+        Decoded::RejectedRequest { .. } => Applied::SequenceOnly,
+        Decoded::Malformed { subject, reason } => {
+            let id = raw_request_event_id(subjects::STREAM, message.sequence);
+            insert_timeline(
+                tx,
+                &TimelineRow {
+                    sequence: message.sequence,
+                    event_id: id,
+                    machine_id: None,
+                    event_type: &subject,
+                    time: message.published,
+                    correlation_id: id,
+                    causation_id: None,
+                    applied: false,
+                    summary: format!("malformed message: {reason}"),
+                },
+            )?;
+            Applied::Recorded
+        }
+    };
+    tx.execute(
+        "UPDATE meta SET last_sequence = ?1 WHERE id = 1",
+        params![message.sequence as i64],
+    )
+    .map_err(sql("storing last sequence"))?;
+    Ok(applied)
+}
+
+/// The effect of one event on the machine tables, and its timeline line.
+struct Effect {
+    applied: Applied,
+    summary: String,
+}
+
+impl Effect {
+    fn recorded(summary: String) -> Effect {
+        Effect {
+            applied: Applied::Recorded,
+            summary,
+        }
+    }
+}
+
+fn apply_event(
+    tx: &Transaction<'_>,
+    sequence: u64,
+    envelope: &Envelope,
+) -> Result<Applied, ProjectionError> {
+    let seen: Option<i64> = tx
+        .query_row(
+            "SELECT sequence FROM events WHERE event_id = ?1",
+            params![envelope.event_id.to_string()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sql("looking up event id"))?;
+    if seen.is_some() {
+        return Ok(Applied::DuplicateEvent);
+    }
+    let mut machine_id = envelope.machine_id;
+    let effect = match envelope.event_type.as_str() {
+        subjects::ONBOARD_REQUESTED => match envelope.data_as::<OnboardRequested>() {
+            Ok(data) => {
+                let id = MachineId::from_bmc_mac(&data.bmc_mac);
+                machine_id = Some(id);
+                on_requested(tx, id, envelope, &data)?
+            }
+            Err(error) => bad_data(&error),
+        },
+        subjects::ONBOARD_REJECTED => match envelope.data_as::<OnboardRejected>() {
+            Ok(data) => Effect::recorded(format!("rejected: {}", data.reason)),
+            Err(error) => bad_data(&error),
+        },
+        subjects::BMC_LOCATED => match envelope.data_as::<BmcLocated>() {
+            Ok(data) => on_located(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::LOCATE_FAILED => match envelope.data_as::<LocateFailed>() {
+            Ok(data) => on_locate_failed(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::HARDWARE_SCRAPED => match envelope.data_as::<HardwareScraped>() {
+            Ok(data) => on_scraped(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::SCRAPE_FAILED => match envelope.data_as::<ScrapeFailed>() {
+            Ok(data) => on_scrape_failed(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        other => Effect::recorded(format!("{other}: no effect on the projection")),
+    };
+    insert_timeline(
+        tx,
+        &TimelineRow {
+            sequence,
+            event_id: envelope.event_id,
+            machine_id,
+            event_type: &envelope.event_type,
+            time: envelope.time,
+            correlation_id: envelope.correlation_id,
+            causation_id: envelope.causation_id,
+            applied: matches!(effect.applied, Applied::Changed(_)),
+            summary: effect.summary,
+        },
+    )?;
+    Ok(effect.applied)
+}
+
+fn bad_data(error: &metal_core::envelope::EnvelopeError) -> Effect {
+    Effect::recorded(format!("ignored: {}", metal_core::error_chain(error)))
+}
+
+/// Times are stored as RFC 3339 in UTC, so equal instants are equal text.
+pub(crate) fn format_time(time: OffsetDateTime) -> String {
+    let utc = time.to_offset(UtcOffset::UTC);
+    utc.format(&Rfc3339)
+        .unwrap_or_else(|_| utc.unix_timestamp().to_string())
+}
+
+fn on_requested(
+    tx: &Transaction<'_>,
+    machine_id: MachineId,
+    envelope: &Envelope,
+    data: &OnboardRequested,
+) -> Result<Effect, ProjectionError> {
+    let time = format_time(envelope.time);
+    tx.execute(
+        "INSERT INTO machines (machine_id, bmc_mac, state, correlation_id, created_at, updated_at)
+         VALUES (?1, ?2, 'requested', ?3, ?4, ?4)
+         ON CONFLICT (machine_id) DO UPDATE SET
+             state = 'requested', state_reason = NULL,
+             correlation_id = excluded.correlation_id, updated_at = excluded.updated_at",
+        params![
+            machine_id.to_string(),
+            data.bmc_mac.to_string(),
+            envelope.correlation_id.to_string(),
+            time
+        ],
+    )
+    .map_err(sql("recording onboarding request"))?;
+    let by = data
+        .requested_by
+        .as_deref()
+        .map(|who| format!(" by {who}"))
+        .unwrap_or_default();
+    Ok(Effect {
+        applied: Applied::Changed(machine_id),
+        summary: format!("onboarding of BMC {} requested{by}", data.bmc_mac),
+    })
+}
+
+/// Whether `envelope` answers the machine's current request. Returns the reason to ignore it
+/// otherwise.
+fn current_machine(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+) -> Result<Result<MachineId, String>, ProjectionError> {
+    let Some(machine_id) = envelope.machine_id else {
+        return Ok(Err("event names no machine".to_string()));
+    };
+    let current: Option<String> = tx
+        .query_row(
+            "SELECT correlation_id FROM machines WHERE machine_id = ?1",
+            params![machine_id.to_string()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sql("reading machine"))?;
+    Ok(match current {
+        None => Err(format!("machine {machine_id} was never onboarded")),
+        Some(current) if current != envelope.correlation_id.to_string() => Err(format!(
+            "stale: answers request {}, current request is {current}",
+            envelope.correlation_id
+        )),
+        Some(_) => Ok(machine_id),
+    })
+}
+
+fn on_located(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    data: &BmcLocated,
+) -> Result<Effect, ProjectionError> {
+    let line = format!(
+        "BMC at {} ({}) via {}",
+        data.bmc_ip.as_deref().unwrap_or("unknown IP"),
+        data.redfish_url,
+        data.source
+    );
+    let machine_id = match current_machine(tx, envelope)? {
+        Ok(id) => id,
+        Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
+    };
+    tx.execute(
+        "UPDATE machines SET state = 'located', state_reason = NULL, bmc_ip = ?2, redfish_url = ?3,
+             updated_at = ?4
+         WHERE machine_id = ?1",
+        params![
+            machine_id.to_string(),
+            data.bmc_ip,
+            data.redfish_url,
+            format_time(envelope.time)
+        ],
+    )
+    .map_err(sql("recording located BMC"))?;
+    Ok(Effect {
+        applied: Applied::Changed(machine_id),
+        summary: line,
+    })
+}
+
+fn set_failed(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    state: &str,
+    reason: &str,
+) -> Result<Effect, ProjectionError> {
+    let machine_id = match current_machine(tx, envelope)? {
+        Ok(id) => id,
+        Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {reason}"))),
+    };
+    tx.execute(
+        "UPDATE machines SET state = ?2, state_reason = ?3, updated_at = ?4 WHERE machine_id = ?1",
+        params![
+            machine_id.to_string(),
+            state,
+            reason,
+            format_time(envelope.time)
+        ],
+    )
+    .map_err(sql("recording failure"))?;
+    Ok(Effect {
+        applied: Applied::Changed(machine_id),
+        summary: reason.to_string(),
+    })
+}
+
+fn on_locate_failed(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    data: &LocateFailed,
+) -> Result<Effect, ProjectionError> {
+    let reason = if data.sources_tried.is_empty() {
+        data.reason.clone()
+    } else {
+        format!("{} (tried {})", data.reason, data.sources_tried.join(", "))
+    };
+    set_failed(tx, envelope, "locate_failed", &reason)
+}
+
+fn failure_kind(kind: ScrapeFailureKind) -> &'static str {
+    match kind {
+        ScrapeFailureKind::Unreachable => "unreachable",
+        ScrapeFailureKind::Timeout => "timeout",
+        ScrapeFailureKind::Auth => "auth",
+        ScrapeFailureKind::Protocol => "protocol",
+        ScrapeFailureKind::TooLarge => "too_large",
+        ScrapeFailureKind::NoCredentials => "no_credentials",
+    }
+}
+
+fn on_scrape_failed(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    data: &ScrapeFailed,
+) -> Result<Effect, ProjectionError> {
+    let reason = format!(
+        "{}: {} (after {} attempt(s))",
+        failure_kind(data.kind),
+        data.reason,
+        data.attempts
+    );
+    set_failed(tx, envelope, "scrape_failed", &reason)
+}
+
+pub(crate) fn vendor_name(vendor: CpuVendor) -> &'static str {
+    match vendor {
+        CpuVendor::Intel => "intel",
+        CpuVendor::Amd => "amd",
+        CpuVendor::Other => "other",
+    }
+}
+
+fn on_scraped(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    data: &HardwareScraped,
+) -> Result<Effect, ProjectionError> {
+    let inventory = &data.inventory;
+    let summary = InventorySummary::of(inventory);
+    let cpu_count: u64 = summary.systems.iter().map(|s| s.processors.count).sum();
+    let memory_mib = inventory.memory_mib();
+    let host_nic_count = inventory.host_nic_macs().len() as u64;
+    let drive_count: u64 = summary.systems.iter().map(|s| s.drives.len() as u64).sum();
+    let vendor = inventory.cpu_vendor().map(vendor_name);
+    let system_model = summary.systems.iter().find_map(|s| s.model.clone());
+    let line = format!(
+        "inventory: {} system(s), {cpu_count} CPU(s) ({}), {memory_mib} MiB, {host_nic_count} host NIC(s), {drive_count} drive(s)",
+        summary.systems.len(),
+        vendor.unwrap_or("mixed or unknown vendor"),
+    );
+    let machine_id = match current_machine(tx, envelope)? {
+        Ok(id) => id,
+        Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
+    };
+    let id = machine_id.to_string();
+    tx.execute(
+        "UPDATE machines SET state = 'inventoried', state_reason = NULL, redfish_url = ?2,
+             updated_at = ?3, inventory = ?4, inventory_event_id = ?5, system_model = ?6,
+             cpu_vendor = ?7, cpu_count = ?8, memory_mib = ?9, host_nic_count = ?10, drive_count = ?11
+         WHERE machine_id = ?1",
+        params![
+            id,
+            data.redfish_url,
+            format_time(envelope.time),
+            serde_json::to_string(inventory).ok(),
+            envelope.event_id.to_string(),
+            system_model,
+            vendor,
+            cpu_count as i64,
+            memory_mib as i64,
+            host_nic_count as i64,
+            drive_count as i64,
+        ],
+    )
+    .map_err(sql("recording inventory"))?;
+    replace_hardware(tx, &id, inventory)?;
+    Ok(Effect {
+        applied: Applied::Changed(machine_id),
+        summary: line,
+    })
+}
+
+/// Replaces the machine's NIC, CPU, memory, drive and firmware rows with the inventory's.
+/// Duplicate keys inside one inventory keep the last entry, never fail.
+fn replace_hardware(
+    tx: &Transaction<'_>,
+    machine_id: &str,
+    inventory: &Inventory,
+) -> Result<(), ProjectionError> {
+    for table in ["nics", "processors", "memory", "drives", "firmware"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE machine_id = ?1"),
+            params![machine_id],
+        )
+        .map_err(sql("clearing hardware rows"))?;
+    }
+    let mut nic = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO nics (machine_id, kind, interface, mac, permanent_mac)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql("preparing NIC insert"))?;
+    let mut cpu = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO processors (machine_id, system_id, processor_id, socket,
+                 processor_type, state, manufacturer, model, vendor, total_cores, total_threads)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .map_err(sql("preparing processor insert"))?;
+    let mut dimm = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO memory (machine_id, system_id, module_id, state, capacity_mib,
+                 device_locator)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sql("preparing memory insert"))?;
+    let mut drive = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO drives (machine_id, system_id, path, serial, model,
+                 capacity_bytes, media_type, protocol)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(sql("preparing drive insert"))?;
+    let mut firmware = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO firmware (machine_id, firmware_id, name, version)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(sql("preparing firmware insert"))?;
+    let int = |value: Option<u64>| value.map(|v| v.min(i64::MAX as u64) as i64);
+    for system in &inventory.systems {
+        for interface in &system.ethernet_interfaces {
+            nic.execute(params![
+                machine_id,
+                "host",
+                format!("{}/{}", system.id, interface.id),
+                interface.mac.map(|m| m.to_string()),
+                interface.permanent_mac.map(|m| m.to_string()),
+            ])
+            .map_err(sql("inserting host NIC"))?;
+        }
+        for processor in &system.processors {
+            cpu.execute(params![
+                machine_id,
+                system.id,
+                processor.id,
+                processor.socket,
+                processor.processor_type,
+                processor.state,
+                processor.manufacturer,
+                processor.model,
+                vendor_name(processor.vendor()),
+                int(processor.total_cores),
+                int(processor.total_threads),
+            ])
+            .map_err(sql("inserting processor"))?;
+        }
+        for module in &system.memory {
+            dimm.execute(params![
+                machine_id,
+                system.id,
+                module.id,
+                module.state,
+                int(module.capacity_mib),
+                module.device_locator,
+            ])
+            .map_err(sql("inserting memory module"))?;
+        }
+        for disk in &system.drives {
+            drive
+                .execute(params![
+                    machine_id,
+                    system.id,
+                    disk.path,
+                    disk.serial,
+                    disk.model,
+                    int(disk.capacity_bytes),
+                    disk.media_type,
+                    disk.protocol,
+                ])
+                .map_err(sql("inserting drive"))?;
+        }
+    }
+    for manager in &inventory.managers {
+        for interface in &manager.ethernet_interfaces {
+            nic.execute(params![
+                machine_id,
+                "bmc",
+                format!("{}/{}", manager.id, interface.id),
+                interface.mac.map(|m| m.to_string()),
+                interface.permanent_mac.map(|m| m.to_string()),
+            ])
+            .map_err(sql("inserting BMC NIC"))?;
+        }
+    }
+    for item in &inventory.firmware {
+        firmware
+            .execute(params![machine_id, item.id, item.name, item.version])
+            .map_err(sql("inserting firmware"))?;
+    }
+    Ok(())
+}
+
+struct TimelineRow<'a> {
+    sequence: u64,
+    event_id: Uuid,
+    machine_id: Option<MachineId>,
+    event_type: &'a str,
+    time: OffsetDateTime,
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    applied: bool,
+    summary: String,
+}
+
+fn insert_timeline(tx: &Transaction<'_>, row: &TimelineRow<'_>) -> Result<(), ProjectionError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO events (sequence, event_id, machine_id, type, time, correlation_id,
+             causation_id, applied, summary)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
+            row.sequence as i64,
+            row.event_id.to_string(),
+            row.machine_id.map(|id| id.to_string()),
+            row.event_type,
+            format_time(row.time),
+            row.correlation_id.to_string(),
+            row.causation_id.map(|id| id.to_string()),
+            row.applied,
+            row.summary,
+        ])
+    })
+    .map_err(sql("inserting timeline row"))?;
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The canonical export: every table as JSON Lines, tables in a fixed order, rows sorted by
+//! primary key, keys sorted within a row. Two projections of the same log export the same
+//! bytes, and so the same [`digest`].
+
+use rusqlite::types::ValueRef;
+use sha2::{Digest, Sha256};
+
+use crate::schema::TABLES;
+use crate::{sql, Projection, ProjectionError};
+
+impl Projection {
+    /// One line per row: `{"row":{...},"table":"<name>"}`.
+    pub fn canonical_export(&self) -> Result<Vec<u8>, ProjectionError> {
+        let mut out = Vec::new();
+        for (table, order) in TABLES {
+            let mut statement = self
+                .conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+                .map_err(sql("exporting"))?;
+            let names: Vec<String> = statement
+                .column_names()
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            let mut rows = statement.query([]).map_err(sql("exporting"))?;
+            while let Some(row) = rows.next().map_err(sql("exporting"))? {
+                let mut object = serde_json::Map::new();
+                for (index, name) in names.iter().enumerate() {
+                    let value = row.get_ref(index).map_err(sql("exporting"))?;
+                    object.insert(name.clone(), json_value(value));
+                }
+                let line = serde_json::json!({ "table": table, "row": object });
+                // A JSON value of strings and numbers always serialises.
+                out.extend_from_slice(line.to_string().as_bytes());
+                out.push(b'\n');
+            }
+        }
+        Ok(out)
+    }
+
+    /// The canonical export and its digest.
+    pub fn export_with_digest(&self) -> Result<(Vec<u8>, String), ProjectionError> {
+        let export = self.canonical_export()?;
+        let digest = digest(&export);
+        Ok((export, digest))
+    }
+}
+
+fn json_value(value: ValueRef<'_>) -> serde_json::Value {
+    match value {
+        ValueRef::Null => serde_json::Value::Null,
+        ValueRef::Integer(n) => serde_json::Value::from(n),
+        ValueRef::Real(f) => serde_json::Value::from(f),
+        ValueRef::Text(bytes) => {
+            serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+        }
+        ValueRef::Blob(bytes) => serde_json::Value::String(hex(bytes)),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lower-case hex SHA-256 of an export.
+pub fn digest(export: &[u8]) -> String {
+    hex(&Sha256::digest(export))
+}

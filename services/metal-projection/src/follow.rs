@@ -1,0 +1,161 @@
+//! Following the stream into a projection: the loop inventory-projector and boot-api share.
+//! The only module of this crate that knows NATS; applying stays in [`crate::apply`].
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::jetstream::stream::Stream;
+use futures::StreamExt;
+use metal_core::jetstream::{follow_stream, JetStreamError, StoredMessage};
+use tokio::sync::{watch, OwnedMutexGuard};
+
+use crate::{Projection, ProjectionError};
+
+/// Most messages applied in one transaction when many are pending.
+pub const MAX_BATCH: usize = 512;
+
+/// Wait before re-subscribing after the stream ended or failed.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("projection failed")]
+    Projection(#[source] ProjectionError),
+    #[error("reading the stream failed")]
+    Stream(#[source] JetStreamError),
+    #[error("projection task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A projection shared between the follow loop and its readers. SQLite work runs on the
+/// blocking pool; `pause` holds the follow loop off (for replay's compare-and-swap).
+#[derive(Debug, Clone)]
+pub struct LiveProjection {
+    db: Arc<Mutex<Projection>>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    applied: Arc<watch::Sender<u64>>,
+}
+
+impl LiveProjection {
+    pub fn new(projection: Projection) -> Result<LiveProjection, ProjectionError> {
+        let last = projection.last_sequence()?;
+        Ok(LiveProjection {
+            db: Arc::new(Mutex::new(projection)),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+            applied: Arc::new(watch::channel(last).0),
+        })
+    }
+
+    /// Locks the projection on the current thread. Prefer [`LiveProjection::with`] in async code.
+    pub fn lock(&self) -> MutexGuard<'_, Projection> {
+        // A panic while holding the lock leaves SQLite consistent (the transaction rolls back).
+        self.db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `work` on the projection on the blocking pool.
+    pub async fn with<T, F>(&self, work: F) -> Result<T, FollowError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Projection) -> T + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut guard)
+        })
+        .await
+        .map_err(FollowError::Task)
+    }
+
+    /// Stops the follow loop from applying until the guard is dropped.
+    pub async fn pause(&self) -> OwnedMutexGuard<()> {
+        Arc::clone(&self.gate).lock_owned().await
+    }
+
+    /// The last applied sequence, updated after every batch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Tells subscribers the projection is at `sequence` (after a swap, for instance).
+    pub fn announce(&self, sequence: u64) {
+        self.applied.send_replace(sequence);
+    }
+
+    /// Applies a batch in one transaction, unless paused; returns the last applied sequence.
+    pub async fn apply_batch(&self, batch: Vec<StoredMessage>) -> Result<u64, FollowError> {
+        let _running = self.gate.lock().await;
+        let last = self
+            .with(move |projection| {
+                projection.apply_batch(&batch)?;
+                projection.last_sequence()
+            })
+            .await?
+            .map_err(FollowError::Projection)?;
+        self.announce(last);
+        Ok(last)
+    }
+}
+
+/// Follows `stream` from the projection's last sequence + 1 until `shutdown` resolves,
+/// applying what is pending in batches. Re-subscribes after stream errors; returns an error
+/// only when the projection itself fails.
+pub async fn follow(
+    stream: &Stream,
+    live: &LiveProjection,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), FollowError> {
+    tokio::pin!(shutdown);
+    loop {
+        let start = live
+            .with(|projection| projection.last_sequence())
+            .await?
+            .map_err(FollowError::Projection)?
+            + 1;
+        match follow_stream(stream, start).await {
+            Ok(messages) => {
+                let mut chunks = Box::pin(messages.ready_chunks(MAX_BATCH));
+                loop {
+                    let chunk = tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        chunk = chunks.next() => chunk,
+                    };
+                    let Some(chunk) = chunk else {
+                        tracing::warn!("stream subscription ended, re-subscribing");
+                        break;
+                    };
+                    let mut batch = Vec::with_capacity(chunk.len());
+                    let mut failure = None;
+                    for item in chunk {
+                        match item {
+                            Ok(message) => batch.push(message),
+                            Err(error) => {
+                                failure = Some(error);
+                                break;
+                            }
+                        }
+                    }
+                    if !batch.is_empty() {
+                        let last = live.apply_batch(batch).await?;
+                        tracing::debug!(last_sequence = last, "applied");
+                    }
+                    if let Some(error) = failure {
+                        // Never skip a message: start again after the last one applied.
+                        tracing::warn!(error = %metal_core::error_chain(&error), "reading stream failed, re-subscribing");
+                        break;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %metal_core::error_chain(&error), "cannot subscribe to stream, retrying");
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Reads of the projection: the query API's answers ([`metal_core::query`]) and the facts
+//! boot-api matches profiles against.
+
+use metal_core::inventory::{CpuVendor, Inventory, InventorySummary};
+use metal_core::query::{
+    History, MachineDetail, MachineList, MachineRow, MachineState, Status, TimelineEntry,
+};
+use metal_core::{Mac, MachineId};
+use rusqlite::{params, OptionalExtension, Row};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{sql, Projection, ProjectionError};
+
+/// What boot-api needs to know about the machine a booting NIC belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootFacts {
+    pub machine_id: MachineId,
+    pub bmc_mac: Mac,
+    /// The booting host NIC.
+    pub mac: Mac,
+    pub state: MachineState,
+    /// The vendor of the present CPUs, when they agree.
+    pub cpu_vendor: Option<CpuVendor>,
+    pub system_model: Option<String>,
+    pub cpu_count: u64,
+    pub memory_mib: u64,
+    pub host_nic_count: u64,
+    pub drive_count: u64,
+}
+
+const MACHINE_COLUMNS: &str =
+    "machine_id, bmc_mac, bmc_ip, redfish_url, state, state_reason, correlation_id,
+     system_model, cpu_count, memory_mib, host_nic_count, created_at, updated_at, cpu_vendor,
+     drive_count, inventory";
+
+/// A machines row as stored, before its text is parsed into types.
+struct StoredMachine {
+    machine_id: String,
+    bmc_mac: String,
+    bmc_ip: Option<String>,
+    redfish_url: Option<String>,
+    state: String,
+    state_reason: Option<String>,
+    correlation_id: String,
+    system_model: Option<String>,
+    cpu_count: i64,
+    memory_mib: i64,
+    host_nic_count: i64,
+    created_at: String,
+    updated_at: String,
+    cpu_vendor: Option<String>,
+    drive_count: i64,
+    inventory: Option<String>,
+}
+
+impl StoredMachine {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<StoredMachine> {
+        Ok(StoredMachine {
+            machine_id: row.get(0)?,
+            bmc_mac: row.get(1)?,
+            bmc_ip: row.get(2)?,
+            redfish_url: row.get(3)?,
+            state: row.get(4)?,
+            state_reason: row.get(5)?,
+            correlation_id: row.get(6)?,
+            system_model: row.get(7)?,
+            cpu_count: row.get(8)?,
+            memory_mib: row.get(9)?,
+            host_nic_count: row.get(10)?,
+            created_at: row.get(11)?,
+            updated_at: row.get(12)?,
+            cpu_vendor: row.get(13)?,
+            drive_count: row.get(14)?,
+            inventory: row.get(15)?,
+        })
+    }
+
+    fn row(&self) -> Result<MachineRow, ProjectionError> {
+        Ok(MachineRow {
+            machine_id: parse_machine_id(&self.machine_id)?,
+            bmc_mac: parse_mac(&self.bmc_mac)?,
+            bmc_ip: self.bmc_ip.clone(),
+            redfish_url: self.redfish_url.clone(),
+            state: parse_state(&self.state)?,
+            state_reason: self.state_reason.clone(),
+            correlation_id: parse_uuid(&self.correlation_id)?,
+            system_model: self.system_model.clone(),
+            cpu_count: self.cpu_count.max(0) as u64,
+            memory_mib: self.memory_mib.max(0) as u64,
+            host_nic_count: self.host_nic_count.max(0) as u64,
+            created_at: parse_time(&self.created_at)?,
+            updated_at: parse_time(&self.updated_at)?,
+        })
+    }
+
+    fn inventory(&self) -> Result<Option<Inventory>, ProjectionError> {
+        self.inventory
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| {
+                    ProjectionError::Corrupt(format!("inventory of {}: {e}", self.machine_id))
+                })
+            })
+            .transpose()
+    }
+}
+
+fn parse_machine_id(text: &str) -> Result<MachineId, ProjectionError> {
+    parse_uuid(text).map(MachineId)
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(text).map_err(|e| ProjectionError::Corrupt(format!("uuid {text:?}: {e}")))
+}
+
+fn parse_mac(text: &str) -> Result<Mac, ProjectionError> {
+    Mac::parse_any(text).map_err(|e| ProjectionError::Corrupt(format!("MAC {text:?}: {e}")))
+}
+
+fn parse_state(text: &str) -> Result<MachineState, ProjectionError> {
+    MachineState::parse(text)
+        .ok_or_else(|| ProjectionError::Corrupt(format!("machine state {text:?}")))
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, ProjectionError> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| ProjectionError::Corrupt(format!("time {text:?}: {e}")))
+}
+
+fn parse_vendor(text: &str) -> Option<CpuVendor> {
+    match text {
+        "intel" => Some(CpuVendor::Intel),
+        "amd" => Some(CpuVendor::Amd),
+        "other" => Some(CpuVendor::Other),
+        _ => None,
+    }
+}
+
+impl Projection {
+    /// Every machine, ordered by machine id.
+    pub fn machines(&self) -> Result<MachineList, ProjectionError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {MACHINE_COLUMNS} FROM machines ORDER BY machine_id"
+            ))
+            .map_err(sql("listing machines"))?;
+        let stored = statement
+            .query_map([], StoredMachine::from_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql("listing machines"))?;
+        let machines = stored
+            .iter()
+            .map(StoredMachine::row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MachineList {
+            machines,
+            last_sequence: self.last_sequence()?,
+        })
+    }
+
+    /// Finds a machine by machine id, BMC MAC (any notation) or host NIC MAC. A host MAC
+    /// that several machines report resolves to none.
+    pub fn resolve(&self, reference: &str) -> Result<Option<MachineId>, ProjectionError> {
+        let reference = reference.trim();
+        if let Ok(uuid) = Uuid::parse_str(reference) {
+            let found: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT machine_id FROM machines WHERE machine_id = ?1",
+                    params![uuid.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql("resolving machine id"))?;
+            return found.as_deref().map(parse_machine_id).transpose();
+        }
+        let Ok(mac) = Mac::parse_any(reference) else {
+            return Err(ProjectionError::BadReference(reference.to_string()));
+        };
+        let by_bmc: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT machine_id FROM machines WHERE bmc_mac = ?1 ORDER BY machine_id LIMIT 1",
+                params![mac.to_string()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sql("resolving BMC MAC"))?;
+        if let Some(id) = by_bmc {
+            return parse_machine_id(&id).map(Some);
+        }
+        self.machine_by_host_mac(&mac)
+    }
+
+    fn machine_by_host_mac(&self, mac: &Mac) -> Result<Option<MachineId>, ProjectionError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT machine_id FROM nics WHERE mac = ?1 AND kind = 'host' LIMIT 2",
+            )
+            .map_err(sql("resolving host MAC"))?;
+        let ids = statement
+            .query_map(params![mac.to_string()], |row| row.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql("resolving host MAC"))?;
+        match ids.as_slice() {
+            [only] => parse_machine_id(only).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn stored_machine(
+        &self,
+        machine_id: MachineId,
+    ) -> Result<Option<StoredMachine>, ProjectionError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE machine_id = ?1"),
+                params![machine_id.to_string()],
+                StoredMachine::from_row,
+            )
+            .optional()
+            .map_err(sql("reading machine"))
+    }
+
+    /// One machine with its inventory and summary; `None` when no machine matches.
+    pub fn machine(&self, reference: &str) -> Result<Option<MachineDetail>, ProjectionError> {
+        let Some(machine_id) = self.resolve(reference)? else {
+            return Ok(None);
+        };
+        let Some(stored) = self.stored_machine(machine_id)? else {
+            return Ok(None);
+        };
+        let inventory = stored.inventory()?;
+        Ok(Some(MachineDetail {
+            machine: stored.row()?,
+            summary: inventory.as_ref().map(InventorySummary::of),
+            inventory,
+            last_sequence: self.last_sequence()?,
+        }))
+    }
+
+    /// The timeline of one machine, in stream order.
+    pub fn history(&self, reference: &str) -> Result<Option<History>, ProjectionError> {
+        let Some(machine_id) = self.resolve(reference)? else {
+            return Ok(None);
+        };
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT sequence, event_id, type, time, correlation_id, causation_id, summary
+                 FROM events WHERE machine_id = ?1 ORDER BY sequence",
+            )
+            .map_err(sql("reading history"))?;
+        type RawEntry = (i64, String, String, String, String, Option<String>, String);
+        let raw: Vec<RawEntry> = statement
+            .query_map(params![machine_id.to_string()], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql("reading history"))?;
+        let events = raw
+            .into_iter()
+            .map(
+                |(sequence, event_id, event_type, time, correlation_id, causation_id, summary)| {
+                    Ok(TimelineEntry {
+                        sequence: sequence.max(0) as u64,
+                        event_id: parse_uuid(&event_id)?,
+                        event_type,
+                        time: parse_time(&time)?,
+                        correlation_id: parse_uuid(&correlation_id)?,
+                        causation_id: causation_id.as_deref().map(parse_uuid).transpose()?,
+                        summary,
+                    })
+                },
+            )
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
+        Ok(Some(History { machine_id, events }))
+    }
+
+    /// Sequence, machine count and where the database is.
+    pub fn status(&self) -> Result<Status, ProjectionError> {
+        let machines: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM machines", [], |row| row.get(0))
+            .map_err(sql("counting machines"))?;
+        Ok(Status {
+            last_sequence: self.last_sequence()?,
+            machines: machines.max(0) as u64,
+            database: self
+                .path
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| ":memory:".to_string()),
+        })
+    }
+
+    /// The machine a booting host NIC belongs to. `None` for an unknown MAC and for a MAC
+    /// that more than one machine reports (never boot the wrong machine).
+    pub fn boot_lookup(&self, host_mac: &Mac) -> Result<Option<BootFacts>, ProjectionError> {
+        let Some(machine_id) = self.machine_by_host_mac(host_mac)? else {
+            return Ok(None);
+        };
+        let Some(stored) = self.stored_machine(machine_id)? else {
+            return Ok(None);
+        };
+        Ok(Some(BootFacts {
+            machine_id,
+            bmc_mac: parse_mac(&stored.bmc_mac)?,
+            mac: *host_mac,
+            state: parse_state(&stored.state)?,
+            cpu_vendor: stored.cpu_vendor.as_deref().and_then(parse_vendor),
+            system_model: stored.system_model.clone(),
+            cpu_count: stored.cpu_count.max(0) as u64,
+            memory_mib: stored.memory_mib.max(0) as u64,
+            host_nic_count: stored.host_nic_count.max(0) as u64,
+            drive_count: stored.drive_count.max(0) as u64,
+        }))
+    }
+}

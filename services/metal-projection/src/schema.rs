@@ -1,0 +1,156 @@
+//! The projection's tables. Every table has a natural primary key, so the canonical export
+//! can sort by it and never depends on rowids or insertion order.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::{sql, ProjectionError};
+
+/// The schema version this binary writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Tables in export order, each with its primary-key ordering.
+pub const TABLES: &[(&str, &str)] = &[
+    ("meta", "id"),
+    ("machines", "machine_id"),
+    ("nics", "machine_id, kind, interface"),
+    ("processors", "machine_id, system_id, processor_id"),
+    ("memory", "machine_id, system_id, module_id"),
+    ("drives", "machine_id, system_id, path"),
+    ("firmware", "machine_id, firmware_id"),
+    ("events", "sequence"),
+];
+
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_sequence INTEGER NOT NULL
+);
+INSERT INTO meta (id, last_sequence) VALUES (1, 0);
+
+CREATE TABLE machines (
+    machine_id TEXT PRIMARY KEY,
+    bmc_mac TEXT NOT NULL,
+    bmc_ip TEXT,
+    redfish_url TEXT,
+    state TEXT NOT NULL,
+    state_reason TEXT,
+    correlation_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    inventory TEXT,
+    inventory_event_id TEXT,
+    system_model TEXT,
+    cpu_vendor TEXT,
+    cpu_count INTEGER NOT NULL DEFAULT 0,
+    memory_mib INTEGER NOT NULL DEFAULT 0,
+    host_nic_count INTEGER NOT NULL DEFAULT 0,
+    drive_count INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX machines_by_bmc_mac ON machines (bmc_mac);
+
+-- Not unique by MAC: HPE iLOs all report the same virtual BMC NIC.
+CREATE TABLE nics (
+    machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+    kind TEXT NOT NULL CHECK (kind IN ('host', 'bmc')),
+    interface TEXT NOT NULL,
+    mac TEXT,
+    permanent_mac TEXT,
+    PRIMARY KEY (machine_id, kind, interface)
+) WITHOUT ROWID;
+CREATE INDEX nics_by_mac ON nics (mac, kind);
+
+CREATE TABLE processors (
+    machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+    system_id TEXT NOT NULL,
+    processor_id TEXT NOT NULL,
+    socket TEXT,
+    processor_type TEXT,
+    state TEXT,
+    manufacturer TEXT,
+    model TEXT,
+    vendor TEXT NOT NULL,
+    total_cores INTEGER,
+    total_threads INTEGER,
+    PRIMARY KEY (machine_id, system_id, processor_id)
+) WITHOUT ROWID;
+
+CREATE TABLE memory (
+    machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+    system_id TEXT NOT NULL,
+    module_id TEXT NOT NULL,
+    state TEXT,
+    capacity_mib INTEGER,
+    device_locator TEXT,
+    PRIMARY KEY (machine_id, system_id, module_id)
+) WITHOUT ROWID;
+
+CREATE TABLE drives (
+    machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+    system_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    serial TEXT,
+    model TEXT,
+    capacity_bytes INTEGER,
+    media_type TEXT,
+    protocol TEXT,
+    PRIMARY KEY (machine_id, system_id, path)
+) WITHOUT ROWID;
+CREATE INDEX drives_by_serial ON drives (serial);
+
+CREATE TABLE firmware (
+    machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+    firmware_id TEXT NOT NULL,
+    name TEXT,
+    version TEXT,
+    PRIMARY KEY (machine_id, firmware_id)
+) WITHOUT ROWID;
+
+-- The timeline: one row per stream message that carried an event (rejections and
+-- malformed messages have no machine).
+CREATE TABLE events (
+    sequence INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    machine_id TEXT,
+    type TEXT NOT NULL,
+    time TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    causation_id TEXT,
+    applied INTEGER NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE INDEX events_by_machine ON events (machine_id, sequence);
+";
+
+/// Brings the schema to [`SCHEMA_VERSION`].
+pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sql("reading schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(ProjectionError::SchemaTooNew {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(sql("starting migration"))?;
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1)
+            .map_err(sql("creating schema"))?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+        .map_err(sql("setting schema version"))?;
+    tx.commit().map_err(sql("committing migration"))
+}
+
+pub(crate) fn last_sequence(conn: &Connection) -> Result<u64, ProjectionError> {
+    let value: Option<i64> = conn
+        .query_row("SELECT last_sequence FROM meta WHERE id = 1", [], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(sql("reading last sequence"))?;
+    Ok(value.unwrap_or(0).max(0) as u64)
+}

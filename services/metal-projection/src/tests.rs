@@ -1,0 +1,454 @@
+//! Apply, query and export tests against in-memory SQLite, through one `check` helper.
+
+use metal_core::jetstream::StoredMessage;
+use metal_core::query::MachineState;
+use metal_core::{subjects, Mac, MachineId};
+
+use crate::fixtures::{self, at, inventory, onboarding, request, stored};
+use crate::{Applied, Projection, ProjectionError};
+
+const BMC_A: &str = "aa:bb:cc:00:00:01";
+const BMC_B: &str = "aa:bb:cc:00:00:02";
+const HOST_A: &str = "52:54:00:00:00:a1";
+const HOST_B: &str = "52:54:00:00:00:b1";
+
+fn intel(host: &str) -> metal_core::inventory::Inventory {
+    inventory(
+        "ProLiant DL360 Gen10",
+        "Intel(R) Xeon(R) Gold 6130",
+        &[host],
+    )
+}
+
+fn amd(host: &str) -> metal_core::inventory::Inventory {
+    inventory(
+        "ProLiant DL385 Gen10",
+        "AMD EPYC 7302 16-Core Processor",
+        &[host],
+    )
+}
+
+/// A BMC MAC, its expected state (`None`: no machine) and a fragment of its reason.
+type Expected = (&'static str, Option<MachineState>, Option<&'static str>);
+
+/// Applies `messages` one by one into one projection and as a single batch into another,
+/// checks both export the same bytes, and checks each BMC's machine state
+/// (`None`: no machine) and reason fragment.
+fn check(
+    messages: &[StoredMessage],
+    expected: &[(&str, Option<MachineState>, Option<&str>)],
+) -> Projection {
+    let mut single = Projection::open_in_memory().unwrap();
+    for message in messages {
+        single.apply(message).unwrap();
+    }
+    let mut batched = Projection::open_in_memory().unwrap();
+    batched.apply_batch(messages).unwrap();
+    assert_eq!(
+        String::from_utf8(single.canonical_export().unwrap()).unwrap(),
+        String::from_utf8(batched.canonical_export().unwrap()).unwrap(),
+        "batched and single apply differ"
+    );
+    let last = messages.iter().map(|m| m.sequence).max().unwrap_or(0);
+    assert_eq!(single.last_sequence().unwrap(), last);
+    for (bmc, state, reason) in expected {
+        let got = single.machine(bmc).unwrap();
+        assert_eq!(
+            got.as_ref().map(|d| d.machine.state),
+            *state,
+            "state of {bmc}"
+        );
+        if let Some(fragment) = reason {
+            let text = got.and_then(|d| d.machine.state_reason).unwrap_or_default();
+            assert!(
+                text.contains(fragment),
+                "reason of {bmc}: {text:?} lacks {fragment:?}"
+            );
+        }
+    }
+    single
+}
+
+fn history_types(projection: &Projection, reference: &str) -> Vec<String> {
+    projection
+        .history(reference)
+        .unwrap()
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+#[test]
+fn state_machine() {
+    use MachineState::*;
+    let (req_a, env_a) = request(1, BMC_A);
+    let (req_b, env_b) = request(2, BMC_B);
+
+    // Table: (name, messages, expectations).
+    let cases: Vec<(&str, Vec<StoredMessage>, Vec<Expected>)> = vec![
+        (
+            "requested",
+            vec![req_a.clone()],
+            vec![(BMC_A, Some(Requested), None)],
+        ),
+        (
+            "located",
+            vec![
+                req_a.clone(),
+                stored(2, &fixtures::located(&env_a, "10.0.0.7")),
+            ],
+            vec![(BMC_A, Some(Located), None)],
+        ),
+        (
+            "locate failed",
+            vec![
+                req_a.clone(),
+                stored(2, &fixtures::locate_failed(&env_a, "no lease")),
+            ],
+            vec![(BMC_A, Some(LocateFailed), Some("no lease"))],
+        ),
+        (
+            "scrape failed",
+            vec![
+                req_a.clone(),
+                stored(2, &fixtures::located(&env_a, "10.0.0.7")),
+                stored(
+                    3,
+                    &fixtures::scrape_failed(&fixtures::located(&env_a, "10.0.0.7"), "401"),
+                ),
+            ],
+            vec![(BMC_A, Some(ScrapeFailed), Some("auth: 401"))],
+        ),
+        (
+            "inventoried",
+            onboarding(1, BMC_A, intel(HOST_A)),
+            vec![(BMC_A, Some(Inventoried), None), (BMC_B, None, None)],
+        ),
+        (
+            "two machines",
+            vec![
+                req_a.clone(),
+                req_b.clone(),
+                stored(3, &fixtures::locate_failed(&env_b, "x")),
+            ],
+            vec![
+                (BMC_A, Some(Requested), None),
+                (BMC_B, Some(LocateFailed), Some("x")),
+            ],
+        ),
+        (
+            "answer for a machine never onboarded",
+            vec![stored(1, &fixtures::located(&env_a, "10.0.0.7"))],
+            vec![(BMC_A, None, None)],
+        ),
+        (
+            "malformed payload",
+            vec![fixtures::raw(1, subjects::BMC_LOCATED, "{not json")],
+            vec![(BMC_A, None, None)],
+        ),
+        (
+            "rejected raw request",
+            vec![fixtures::raw(1, subjects::ONBOARD_REQUESTED, "hello")],
+            vec![],
+        ),
+        (
+            "bad data is recorded, not applied",
+            vec![req_a.clone(), {
+                let mut bad = fixtures::located(&env_a, "10.0.0.7");
+                bad.data = serde_json::json!({"nope": true});
+                stored(2, &bad)
+            }],
+            vec![(BMC_A, Some(Requested), None)],
+        ),
+        (
+            "unknown event type",
+            vec![req_a.clone(), {
+                let mut other = fixtures::located(&env_a, "10.0.0.7");
+                other.event_type = "machine.boot.served".to_string();
+                stored(2, &other)
+            }],
+            vec![(BMC_A, Some(Requested), None)],
+        ),
+    ];
+    for (name, messages, expected) in cases {
+        eprintln!("case: {name}");
+        check(&messages, &expected);
+    }
+}
+
+#[test]
+fn stale_answers_are_kept_in_the_timeline_only() {
+    let (first, first_env) = request(1, BMC_A);
+    let (second, _) = request(2, BMC_A);
+    let late = fixtures::located(&first_env, "10.0.0.7");
+    let projection = check(
+        &[first, second, stored(3, &late)],
+        &[(BMC_A, Some(MachineState::Requested), None)],
+    );
+    let history = projection.history(BMC_A).unwrap().unwrap();
+    assert_eq!(history.events.len(), 3);
+    assert!(
+        history.events[2].summary.contains("stale"),
+        "{:?}",
+        history.events[2]
+    );
+}
+
+#[test]
+fn reonboarding_keeps_inventory_until_replaced() {
+    let mut messages = onboarding(1, BMC_A, intel(HOST_A));
+    messages.push(request(4, BMC_A).0);
+    let projection = check(&messages, &[(BMC_A, Some(MachineState::Requested), None)]);
+    let detail = projection.machine(BMC_A).unwrap().unwrap();
+    assert!(detail.inventory.is_some());
+    assert_eq!(detail.summary.unwrap().systems[0].processors.count, 2);
+    assert_eq!(
+        detail.machine.correlation_id,
+        request(4, BMC_A).1.correlation_id
+    );
+    assert_eq!(detail.machine.created_at, at(1));
+    assert_eq!(detail.machine.updated_at, at(4));
+    // Not inventoried any more, so not bootable.
+    let facts = projection
+        .boot_lookup(&fixtures::mac(HOST_A))
+        .unwrap()
+        .unwrap();
+    assert_eq!(facts.state, MachineState::Requested);
+}
+
+#[test]
+fn idempotent_on_sequence_and_event_id() {
+    let messages = onboarding(1, BMC_A, intel(HOST_A));
+    let mut projection = Projection::open_in_memory().unwrap();
+    for message in &messages {
+        assert!(matches!(
+            projection.apply(message).unwrap(),
+            Applied::Changed(_)
+        ));
+    }
+    let before = projection.canonical_export().unwrap();
+    for message in &messages {
+        assert_eq!(projection.apply(message).unwrap(), Applied::AlreadyApplied);
+    }
+    assert_eq!(projection.canonical_export().unwrap(), before);
+
+    // The same event stored again at a new sequence (outside the duplicate window).
+    let mut again = messages[2].clone();
+    again.sequence = 10;
+    assert_eq!(projection.apply(&again).unwrap(), Applied::DuplicateEvent);
+    assert_eq!(projection.last_sequence().unwrap(), 10);
+    let history = projection.history(BMC_A).unwrap().unwrap();
+    assert_eq!(history.events.len(), 3);
+}
+
+#[test]
+fn rejections_are_timeline_rows_without_machine() {
+    let bad = fixtures::raw(1, subjects::ONBOARD_REQUESTED, "not a mac");
+    let metal_core::Decoded::RejectedRequest { rejection, .. } = bad.decode() else {
+        panic!("expected a rejection");
+    };
+    let mut projection = Projection::open_in_memory().unwrap();
+    assert_eq!(projection.apply(&bad).unwrap(), Applied::SequenceOnly);
+    assert_eq!(
+        projection.apply(&stored(2, &rejection)).unwrap(),
+        Applied::Recorded
+    );
+    let export = String::from_utf8(projection.canonical_export().unwrap()).unwrap();
+    let event_lines: Vec<&str> = export
+        .lines()
+        .filter(|l| l.contains("\"table\":\"events\""))
+        .collect();
+    assert_eq!(event_lines.len(), 1);
+    assert!(event_lines[0].contains("\"machine_id\":null"));
+    assert!(event_lines[0].contains("rejected"));
+    assert_eq!(projection.machines().unwrap().machines.len(), 0);
+}
+
+#[test]
+fn lookups_by_reference() {
+    let mut messages = onboarding(1, BMC_A, intel(HOST_A));
+    messages.extend(onboarding(4, BMC_B, amd(HOST_B)));
+    let projection = check(&messages, &[]);
+    let id_a = MachineId::from_bmc_mac(&fixtures::mac(BMC_A));
+    for reference in [
+        "AA-BB-CC-00-00-01",
+        "aabb.cc00.0001",
+        "aabbcc000001",
+        HOST_A,
+        &id_a.to_string(),
+    ] {
+        let detail = projection.machine(reference).unwrap();
+        assert_eq!(
+            detail.map(|d| d.machine.machine_id),
+            Some(id_a),
+            "reference {reference}"
+        );
+    }
+    // Every iLO reports the same virtual NIC: it must not resolve, nor break anything.
+    assert!(projection
+        .machine(fixtures::ILO_VIRTUAL_NIC)
+        .unwrap()
+        .is_none());
+    assert!(projection.machine("52:54:00:ff:ff:ff").unwrap().is_none());
+    assert!(matches!(
+        projection.machine("nonsense"),
+        Err(ProjectionError::BadReference(_))
+    ));
+
+    let list = projection.machines().unwrap();
+    assert_eq!(list.machines.len(), 2);
+    assert_eq!(list.last_sequence, 6);
+    assert!(list
+        .machines
+        .iter()
+        .all(|m| m.cpu_count == 2 && m.memory_mib == 65536 && m.host_nic_count == 1));
+    let status = projection.status().unwrap();
+    assert_eq!((status.machines, status.last_sequence), (2, 6));
+    assert_eq!(
+        history_types(&projection, BMC_B),
+        [
+            subjects::ONBOARD_REQUESTED,
+            subjects::BMC_LOCATED,
+            subjects::HARDWARE_SCRAPED
+        ]
+    );
+}
+
+#[test]
+fn boot_facts_and_ambiguous_macs() {
+    let mut messages = onboarding(1, BMC_A, intel(HOST_A));
+    messages.extend(onboarding(4, BMC_B, amd(HOST_B)));
+    let projection = check(&messages, &[]);
+    let facts = projection
+        .boot_lookup(&fixtures::mac(HOST_B))
+        .unwrap()
+        .unwrap();
+    assert_eq!(facts.state, MachineState::Inventoried);
+    assert_eq!(
+        facts.cpu_vendor,
+        Some(metal_core::inventory::CpuVendor::Amd)
+    );
+    assert_eq!(facts.system_model.as_deref(), Some("ProLiant DL385 Gen10"));
+    assert_eq!(
+        (facts.cpu_count, facts.memory_mib, facts.drive_count),
+        (2, 65536, 1)
+    );
+    assert_eq!(facts.bmc_mac, fixtures::mac(BMC_B));
+    // BMC MACs are not host NICs.
+    assert!(projection
+        .boot_lookup(&fixtures::mac(ILO_NIC))
+        .unwrap()
+        .is_none());
+
+    // A third machine reporting HOST_A makes it ambiguous: never boot the wrong machine.
+    let mut more = messages.clone();
+    more.extend(onboarding(7, "aa:bb:cc:00:00:03", intel(HOST_A)));
+    let projection = check(&more, &[]);
+    assert!(projection
+        .boot_lookup(&fixtures::mac(HOST_A))
+        .unwrap()
+        .is_none());
+    assert!(projection
+        .boot_lookup(&fixtures::mac(HOST_B))
+        .unwrap()
+        .is_some());
+}
+
+const ILO_NIC: &str = fixtures::ILO_VIRTUAL_NIC;
+
+#[test]
+fn scrape_replaces_hardware_rows() {
+    let mut messages = onboarding(1, BMC_A, intel(HOST_A));
+    let (again, env) = request(4, BMC_A);
+    messages.push(again);
+    let found = fixtures::located(&env, "10.0.0.9");
+    messages.push(stored(5, &found));
+    messages.push(stored(6, &fixtures::scraped(&found, amd(HOST_B))));
+    let projection = check(&messages, &[(BMC_A, Some(MachineState::Inventoried), None)]);
+    assert!(projection
+        .boot_lookup(&fixtures::mac(HOST_A))
+        .unwrap()
+        .is_none());
+    let facts = projection
+        .boot_lookup(&fixtures::mac(HOST_B))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        facts.cpu_vendor,
+        Some(metal_core::inventory::CpuVendor::Amd)
+    );
+    let export = String::from_utf8(projection.canonical_export().unwrap()).unwrap();
+    assert_eq!(
+        export
+            .lines()
+            .filter(|l| l.contains("\"table\":\"processors\""))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn exports_are_deterministic() {
+    let mut messages = onboarding(1, BMC_B, amd(HOST_B));
+    messages.extend(onboarding(4, BMC_A, intel(HOST_A)));
+    messages.push(fixtures::raw(7, subjects::SCRAPE_FAILED, "garbage"));
+    let first = check(&messages, &[]);
+    // Split into uneven batches in a third projection.
+    let mut third = Projection::open_in_memory().unwrap();
+    third.apply_batch(&messages[..2]).unwrap();
+    third.apply_batch(&messages[2..5]).unwrap();
+    third.apply_batch(&messages[3..]).unwrap();
+    let (export, digest) = first.export_with_digest().unwrap();
+    assert_eq!(
+        third.export_with_digest().unwrap(),
+        (export.clone(), digest.clone())
+    );
+    assert_eq!(digest.len(), 64);
+    let text = String::from_utf8(export).unwrap();
+    assert!(
+        text.starts_with("{\"row\":{\"id\":1,\"last_sequence\":7},\"table\":\"meta\"}\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn file_projection_survives_restart_and_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let live_path = dir.path().join("nested/live.db");
+    let messages = onboarding(1, BMC_A, intel(HOST_A));
+    let mut live = Projection::open(&live_path).unwrap();
+    live.apply_batch(&messages[..2]).unwrap();
+    live.close().unwrap();
+    let mut live = Projection::open(&live_path).unwrap();
+    assert_eq!(live.last_sequence().unwrap(), 2);
+    live.apply(&messages[2]).unwrap();
+    let live_digest = live.export_with_digest().unwrap().1;
+    live.close().unwrap();
+
+    let fresh_path = dir.path().join("nested/fresh.db");
+    let mut fresh = Projection::open(&fresh_path).unwrap();
+    fresh.apply_batch(&messages).unwrap();
+    assert_eq!(fresh.export_with_digest().unwrap().1, live_digest);
+    fresh.close().unwrap();
+    crate::replace_file(&fresh_path, &live_path).unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("nested"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["live.db"]);
+    let reopened = Projection::open(&live_path).unwrap();
+    assert_eq!(reopened.export_with_digest().unwrap().1, live_digest);
+    assert_eq!(
+        reopened.status().unwrap().database,
+        live_path.display().to_string()
+    );
+}
+
+#[test]
+fn mac_references_are_normalised() {
+    let projection = check(&onboarding(1, BMC_A, intel(HOST_A)), &[]);
+    let upper: Mac = "52:54:00:00:00:A1".parse().unwrap();
+    assert!(projection.boot_lookup(&upper).unwrap().is_some());
+}
