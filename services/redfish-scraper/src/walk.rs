@@ -98,6 +98,29 @@ impl<S: RedfishSource> Walker<'_, S> {
         property: &str,
         absent_name: String,
     ) -> Result<Members, RedfishError> {
+        self.members(doc, property, absent_name, false).await
+    }
+
+    /// As [`Self::linked_members`], for a collection a service may fail to render (sushy-tools
+    /// answers 500 for an unconfigured Storage; real BMCs do likewise for optional parts):
+    /// an HTTP error there, after the client's retries, records it as absent with the status
+    /// instead of losing the whole inventory.
+    async fn optional_members(
+        &self,
+        doc: &Value,
+        property: &str,
+        absent_name: String,
+    ) -> Result<Members, RedfishError> {
+        self.members(doc, property, absent_name, true).await
+    }
+
+    async fn members(
+        &self,
+        doc: &Value,
+        property: &str,
+        absent_name: String,
+        tolerate_server_errors: bool,
+    ) -> Result<Members, RedfishError> {
         let mut members = Members {
             resources: Vec::new(),
             absent: Vec::new(),
@@ -106,9 +129,19 @@ impl<S: RedfishSource> Walker<'_, S> {
             members.absent.push(absent_name);
             return Ok(members);
         };
-        let Some(collection) = self.fetch(&link).await? else {
-            members.absent.push(absent_name);
-            return Ok(members);
+        let collection = match self.fetch(&link).await {
+            Ok(Some(collection)) => collection,
+            Ok(None) => {
+                members.absent.push(absent_name);
+                return Ok(members);
+            }
+            Err(RedfishError::ServerError { status, .. }) if tolerate_server_errors => {
+                members
+                    .absent
+                    .push(format!("{absent_name} (HTTP {status})"));
+                return Ok(members);
+            }
+            Err(error) => return Err(error),
         };
         let paths = unique_links(member_links(&collection));
         for (path, doc) in self.fetch_all(paths).await? {
@@ -166,11 +199,11 @@ impl<S: RedfishSource> Walker<'_, S> {
 
     async fn system(&self, path: &str, doc: &Value) -> Result<SystemInventory, RedfishError> {
         let (processors, memory, nics, drives, simple_storage) = futures::try_join!(
-            self.linked_members(doc, "Processors", "Processors".to_string()),
-            self.linked_members(doc, "Memory", "Memory".to_string()),
-            self.linked_members(doc, "EthernetInterfaces", "EthernetInterfaces".to_string()),
+            self.optional_members(doc, "Processors", "Processors".to_string()),
+            self.optional_members(doc, "Memory", "Memory".to_string()),
+            self.optional_members(doc, "EthernetInterfaces", "EthernetInterfaces".to_string()),
             self.drives(doc),
-            self.linked_members(doc, "SimpleStorage", "SimpleStorage".to_string()),
+            self.optional_members(doc, "SimpleStorage", "SimpleStorage".to_string()),
         )?;
         let mut absent = Vec::new();
         absent.extend(processors.absent);
@@ -219,7 +252,7 @@ impl<S: RedfishSource> Walker<'_, S> {
     /// that are not `#Drive.*` are skipped.
     async fn drives(&self, system: &Value) -> Result<(Vec<Drive>, Vec<String>), RedfishError> {
         let storage = self
-            .linked_members(system, "Storage", "Storage".to_string())
+            .optional_members(system, "Storage", "Storage".to_string())
             .await?;
         let mut absent = storage.absent;
         let mut drive_links = Vec::new();
@@ -260,7 +293,7 @@ impl<S: RedfishSource> Walker<'_, S> {
         let mut managers = Vec::new();
         for (path, doc) in &members.resources {
             let nics = self
-                .linked_members(
+                .optional_members(
                     doc,
                     "EthernetInterfaces",
                     format!("{}/EthernetInterfaces", normalise_path(path)),

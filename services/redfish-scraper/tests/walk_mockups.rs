@@ -3,7 +3,8 @@
 
 mod common;
 
-use redfish_scraper::source::MockupDirSource;
+use redfish_scraper::error::RedfishError;
+use redfish_scraper::source::{MockupDirSource, RedfishSource};
 use redfish_scraper::walk::{walk, WalkLimits};
 
 #[tokio::test]
@@ -47,4 +48,63 @@ async fn resource_cap_is_enforced() {
         metal_core::events::ScrapeFailureKind::TooLarge
     );
     assert!(!error.is_transient());
+}
+
+/// A recorded mockup whose chosen paths answer HTTP 500 (after the client's retries).
+struct FailingPaths {
+    inner: MockupDirSource,
+    failing_suffixes: &'static [&'static str],
+}
+
+impl RedfishSource for FailingPaths {
+    async fn get(&self, path: &str) -> Result<Option<serde_json::Value>, RedfishError> {
+        let normalised = redfish_scraper::source::normalise_path(path);
+        if self
+            .failing_suffixes
+            .iter()
+            .any(|s| normalised.ends_with(s))
+        {
+            return Err(RedfishError::ServerError {
+                url: format!("http://bmc{path}"),
+                status: 500,
+            });
+        }
+        self.inner.get(path).await
+    }
+}
+
+#[tokio::test]
+async fn a_broken_optional_collection_is_absent_not_fatal() {
+    let folder = test_harness::paths::shared_dir()
+        .join("redfish-mockups/hpe-proliant-xl675d-gen10plus-a100");
+    let source = FailingPaths {
+        inner: MockupDirSource::new(&folder),
+        failing_suffixes: &["/Systems/1/Storage"],
+    };
+    let inventory = walk(&source, WalkLimits::default()).await.unwrap();
+    let system = &inventory.systems[0];
+    assert!(
+        system.absent.contains(&"Storage (HTTP 500)".to_string()),
+        "{:?}",
+        system.absent
+    );
+    assert!(system.drives.is_empty());
+    assert_eq!(
+        system.cpus().count(),
+        2,
+        "the rest of the inventory is kept"
+    );
+
+    // The service root and the Systems collection are not optional.
+    for essential in [&["/redfish/v1"][..], &["/redfish/v1/Systems"][..]] {
+        let source = FailingPaths {
+            inner: MockupDirSource::new(&folder),
+            failing_suffixes: essential,
+        };
+        let error = walk(&source, WalkLimits::default()).await.unwrap_err();
+        assert!(
+            matches!(error, RedfishError::ServerError { status: 500, .. }),
+            "{error}"
+        );
+    }
 }
