@@ -26,7 +26,7 @@ use metal_core::config::BootApiConfig;
 use metal_core::query::MachineState;
 use metal_core::Mac;
 use metal_projection::follow::{follow, FollowError};
-use metal_projection::{LiveProjection, Projection, ProjectionError};
+use metal_projection::LiveProjection;
 
 pub use profiles::{BootSpec, Profiles, ProfilesError};
 
@@ -35,7 +35,7 @@ pub enum BootApiError {
     #[error("cannot load boot profiles")]
     Profiles(#[source] ProfilesError),
     #[error("cannot open boot-api projection")]
-    Projection(#[source] ProjectionError),
+    Open(#[source] FollowError),
     #[error("following the stream failed")]
     Follow(#[source] FollowError),
     #[error("HTTP server failed")]
@@ -114,24 +114,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BootApiError> {
     let profiles = Profiles::load(&config.profiles).map_err(BootApiError::Profiles)?;
-    let database = config.database.clone();
-    let projection = tokio::task::spawn_blocking(move || Projection::open(&database))
+    let live = LiveProjection::open(config.database.clone())
         .await
-        .map_err(|e| BootApiError::Follow(FollowError::Task(e)))?
-        .map_err(BootApiError::Projection)?;
-    let live = LiveProjection::new(projection).map_err(BootApiError::Projection)?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        stop_tx.send_replace(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+        .map_err(BootApiError::Open)?;
+    let shutdown = metal_core::Shutdown::spawn_from(shutdown);
 
     let follower = {
         let live = live.clone();
-        let stop = stopped(stop_rx.clone());
+        let stop = shutdown.wait();
         tokio::spawn(async move { follow_with_retry(client, &live, stop).await })
     };
     let state = AppState {
@@ -140,7 +130,7 @@ pub async fn run(
     };
     tracing::info!(address = ?listener.local_addr().ok(), "boot-api listening");
     let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .with_graceful_shutdown(shutdown.wait())
         .await
         .map_err(BootApiError::Serve);
     // Whatever ended serving, stop following too.

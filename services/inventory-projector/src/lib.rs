@@ -21,7 +21,7 @@ use std::sync::Arc;
 use metal_core::config::ProjectorConfig;
 use metal_core::jetstream::{ensure_stream, JetStreamError};
 use metal_projection::follow::{follow, FollowError};
-use metal_projection::{LiveProjection, Projection, ProjectionError};
+use metal_projection::LiveProjection;
 
 pub use replay::{rebuild, ReplayError};
 
@@ -30,7 +30,7 @@ pub enum ProjectorError {
     #[error("cannot set up the stream")]
     Stream(#[source] JetStreamError),
     #[error("cannot open the projection")]
-    Projection(#[source] ProjectionError),
+    Open(#[source] FollowError),
     #[error("following the stream failed")]
     Follow(#[source] FollowError),
     #[error("query service failed: {0}")]
@@ -47,33 +47,21 @@ pub async fn run(
     let js = async_nats::jetstream::new(client.clone());
     let stream = ensure_stream(&js).await.map_err(ProjectorError::Stream)?;
     let database = config.database.clone();
-    let projection = {
-        let database = database.clone();
-        tokio::task::spawn_blocking(move || Projection::open(&database))
-            .await
-            .map_err(|e| ProjectorError::Follow(FollowError::Task(e)))?
-            .map_err(ProjectorError::Projection)?
-    };
-    let live = LiveProjection::new(projection).map_err(ProjectorError::Projection)?;
+    let live = LiveProjection::open(database.clone())
+        .await
+        .map_err(ProjectorError::Open)?;
     tracing::info!(
         database = %database.display(),
         last_sequence = *live.subscribe().borrow(),
         "projection opened"
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        stop_tx.send_replace(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let shutdown = metal_core::Shutdown::spawn_from(shutdown);
 
     let follower = {
         let live = live.clone();
         let stream = stream.clone();
-        let stop = stopped(stop_rx.clone());
+        let stop = shutdown.wait();
         tokio::spawn(async move { follow(&stream, &live, stop).await })
     };
     let context = service::QueryContext {
@@ -83,7 +71,7 @@ pub async fn run(
         database,
         replay_lock: Arc::new(tokio::sync::Mutex::new(())),
     };
-    let served = service::serve(context, stopped(stop_rx.clone()))
+    let served = service::serve(context, shutdown.wait())
         .await
         .map_err(|error| ProjectorError::Service(error.to_string()));
     if served.is_err() {

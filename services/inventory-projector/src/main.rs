@@ -11,12 +11,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The metal config file (TOML).
-    #[arg(long, env = "METAL_CONFIG")]
-    config: Option<PathBuf>,
-    /// NATS server URL (overrides the config file).
-    #[arg(long, env = "NATS_URL")]
-    nats_url: Option<String>,
+    #[command(flatten)]
+    common: metal_core::service::CommonArgs,
     /// The SQLite projection file (overrides projector.database).
     #[arg(long)]
     database: Option<PathBuf>,
@@ -24,17 +20,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
-    let mut config =
-        metal_core::config::Config::load(args.config.as_deref()).context("loading config")?;
-    if let Some(url) = args.nats_url {
-        config.nats_url = url;
-    }
+    metal_core::service::init_tracing();
+    let mut config = args.common.load().context("loading config")?;
     if let Some(database) = args.database {
         config.projector.database = database;
     }

@@ -6,6 +6,11 @@ use metal_core::inventory::InventorySummary;
 use metal_core::query::{History, MachineDetail, MachineList, MachineRow, ReplayReport};
 use metal_core::{subjects, Envelope};
 
+/// Millisecond UTC times keep the timeline's columns aligned.
+const TIMELINE_TIME: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
 pub fn mib(value: u64) -> String {
     if value >= 1024 && value.is_multiple_of(1024) {
         format!("{} GiB", value / 1024)
@@ -74,7 +79,7 @@ fn header(out: &mut String, row: &MachineRow) {
     let _ = writeln!(out, "request    {}", row.correlation_id);
 }
 
-fn summary_lines(out: &mut String, summary: &InventorySummary) {
+fn summary_lines(out: &mut String, summary: &InventorySummary, row: &MachineRow) {
     for system in &summary.systems {
         let _ = writeln!(
             out,
@@ -98,12 +103,20 @@ fn summary_lines(out: &mut String, summary: &InventorySummary) {
             "cpus       {}{models} ({} cores)",
             system.processors.count, system.processors.total_cores
         );
-        let _ = writeln!(
-            out,
-            "memory     {} DIMMs, {}",
-            system.memory.dimm_count,
-            mib(system.memory.total_mib)
-        );
+        if system.memory.dimm_count == 0 && row.memory_mib > 0 && summary.systems.len() == 1 {
+            let _ = writeln!(
+                out,
+                "memory     {} (MemorySummary; the BMC lists no DIMMs)",
+                mib(row.memory_mib)
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "memory     {} DIMMs, {}",
+                system.memory.dimm_count,
+                mib(system.memory.total_mib)
+            );
+        }
         let macs: Vec<String> = system.host_nic_macs.iter().map(|m| m.to_string()).collect();
         let _ = writeln!(
             out,
@@ -154,7 +167,7 @@ pub fn machine_detail(detail: &MachineDetail) -> String {
     let mut out = String::new();
     header(&mut out, &detail.machine);
     match &detail.summary {
-        Some(summary) => summary_lines(&mut out, summary),
+        Some(summary) => summary_lines(&mut out, summary, &detail.machine),
         None => {
             let _ = write!(out, "inventory  none yet");
         }
@@ -169,7 +182,8 @@ pub fn history(history: &History) -> String {
     for entry in &history.events {
         let time = entry
             .time
-            .format(&time::format_description::well_known::Rfc3339)
+            .to_offset(time::UtcOffset::UTC)
+            .format(TIMELINE_TIME)
             .unwrap_or_default();
         let _ = writeln!(
             out,

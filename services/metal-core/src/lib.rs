@@ -11,6 +11,7 @@
 //! - [`jetstream`]: stream/consumer configs from nats/, publish-and-wait, stream reading.
 //! - [`responder`]: the consumer loop shared by locator and redfish-scraper.
 //! - [`config`]: the one TOML config file of every binary, with env overrides.
+//! - [`service`]: the flags, config loading and logging every service binary shares.
 //! - [`query`]: request and reply types of the inventory query service.
 //!
 //! This crate knows nothing about HTTP, SQLite or Redfish.
@@ -26,6 +27,7 @@ pub mod jetstream;
 pub mod mac;
 pub mod query;
 pub mod responder;
+pub mod service;
 pub mod subjects;
 
 pub use envelope::{Decoded, Envelope};
@@ -42,6 +44,33 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = inner.source();
     }
     out
+}
+
+/// One shutdown future made into as many as the parts of a service need.
+#[derive(Debug, Clone)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Spawns a task that waits for `shutdown` and then tells every [`Shutdown::wait`].
+    pub fn spawn_from(
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Shutdown {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.send_replace(true);
+        });
+        Shutdown(stopped)
+    }
+
+    /// Resolves once shutdown has come (at once if it already has).
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.0.clone();
+        async move {
+            // An error means the sender is gone, which only happens after it said stop.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    }
 }
 
 /// Resolves when the process gets ctrl-c or SIGTERM.

@@ -47,6 +47,15 @@ impl LiveProjection {
         })
     }
 
+    /// Opens (or creates) the projection file off the async runtime.
+    pub async fn open(path: std::path::PathBuf) -> Result<LiveProjection, FollowError> {
+        let projection = tokio::task::spawn_blocking(move || Projection::open(&path))
+            .await
+            .map_err(FollowError::Task)?
+            .map_err(FollowError::Projection)?;
+        LiveProjection::new(projection).map_err(FollowError::Projection)
+    }
+
     /// Locks the projection on the current thread. Prefer [`LiveProjection::with`] in async code.
     pub fn lock(&self) -> MutexGuard<'_, Projection> {
         // A panic while holding the lock leaves SQLite consistent (the transaction rolls back).
