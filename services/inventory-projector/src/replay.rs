@@ -126,7 +126,7 @@ pub async fn rebuild(
                 }
             }
         }
-        Projection::open(&path)
+        Projection::open_scratch(&path)
     })
     .await?;
     catch_up(stream, fresh, until).await

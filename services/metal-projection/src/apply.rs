@@ -94,12 +94,22 @@ fn apply_message(
             Applied::Recorded
         }
     };
-    tx.execute(
+    execute_cached(
+        tx,
         "UPDATE meta SET last_sequence = ?1 WHERE id = 1",
         params![message.sequence as i64],
     )
     .map_err(sql("storing last sequence"))?;
     Ok(applied)
+}
+
+/// `execute` through the statement cache: apply runs the same few statements for every event.
+fn execute_cached(
+    tx: &Transaction<'_>,
+    statement: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(statement)?.execute(params)
 }
 
 /// The effect of one event on the machine tables, and its timeline line.
@@ -123,11 +133,10 @@ fn apply_event(
     envelope: &Envelope,
 ) -> Result<Applied, ProjectionError> {
     let seen: Option<i64> = tx
-        .query_row(
-            "SELECT sequence FROM events WHERE event_id = ?1",
-            params![envelope.event_id.to_string()],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT sequence FROM events WHERE event_id = ?1")
+        .and_then(|mut statement| {
+            statement.query_row(params![envelope.event_id.to_string()], |row| row.get(0))
+        })
         .optional()
         .map_err(sql("looking up event id"))?;
     if seen.is_some() {
@@ -200,7 +209,8 @@ fn on_requested(
     data: &OnboardRequested,
 ) -> Result<Effect, ProjectionError> {
     let time = format_time(envelope.time);
-    tx.execute(
+    execute_cached(
+        tx,
         "INSERT INTO machines (machine_id, bmc_mac, state, correlation_id, created_at, updated_at)
          VALUES (?1, ?2, 'requested', ?3, ?4, ?4)
          ON CONFLICT (machine_id) DO UPDATE SET
@@ -235,11 +245,10 @@ fn current_machine(
         return Ok(Err("event names no machine".to_string()));
     };
     let current: Option<String> = tx
-        .query_row(
-            "SELECT correlation_id FROM machines WHERE machine_id = ?1",
-            params![machine_id.to_string()],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT correlation_id FROM machines WHERE machine_id = ?1")
+        .and_then(|mut statement| {
+            statement.query_row(params![machine_id.to_string()], |row| row.get(0))
+        })
         .optional()
         .map_err(sql("reading machine"))?;
     Ok(match current {
@@ -267,7 +276,8 @@ fn on_located(
         Ok(id) => id,
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
     };
-    tx.execute(
+    execute_cached(
+        tx,
         "UPDATE machines SET state = 'located', state_reason = NULL, bmc_ip = ?2, redfish_url = ?3,
              updated_at = ?4
          WHERE machine_id = ?1",
@@ -295,7 +305,8 @@ fn set_failed(
         Ok(id) => id,
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {reason}"))),
     };
-    tx.execute(
+    execute_cached(
+        tx,
         "UPDATE machines SET state = ?2, state_reason = ?3, updated_at = ?4 WHERE machine_id = ?1",
         params![
             machine_id.to_string(),
@@ -380,7 +391,8 @@ fn on_scraped(
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
     };
     let id = machine_id.to_string();
-    tx.execute(
+    execute_cached(
+        tx,
         "UPDATE machines SET state = 'inventoried', state_reason = NULL, redfish_url = ?2,
              updated_at = ?3, inventory = ?4, inventory_event_id = ?5, system_model = ?6,
              cpu_vendor = ?7, cpu_count = ?8, memory_mib = ?9, host_nic_count = ?10, drive_count = ?11
@@ -414,12 +426,16 @@ fn replace_hardware(
     machine_id: &str,
     inventory: &Inventory,
 ) -> Result<(), ProjectionError> {
-    for table in ["nics", "processors", "memory", "drives", "firmware"] {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE machine_id = ?1"),
-            params![machine_id],
-        )
-        .map_err(sql("clearing hardware rows"))?;
+    for delete in [
+        "DELETE FROM nics WHERE machine_id = ?1",
+        "DELETE FROM processors WHERE machine_id = ?1",
+        "DELETE FROM memory WHERE machine_id = ?1",
+        "DELETE FROM drives WHERE machine_id = ?1",
+        "DELETE FROM firmware WHERE machine_id = ?1",
+    ] {
+        tx.prepare_cached(delete)
+            .and_then(|mut statement| statement.execute(params![machine_id]))
+            .map_err(sql("clearing hardware rows"))?;
     }
     let mut nic = tx
         .prepare_cached(

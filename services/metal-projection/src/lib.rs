@@ -31,6 +31,9 @@ pub use apply::Applied;
 pub use follow::{FollowError, LiveProjection};
 pub use read::BootFacts;
 
+/// SQLite page cache per connection, in KiB (negative `cache_size` means KiB).
+const PAGE_CACHE_KIB: i64 = -64 * 1024;
+
 /// Everything that can go wrong with the projection itself (never with its input).
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -74,6 +77,14 @@ pub(crate) fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Proj
 }
 
 /// One projection database (a file, or in memory for tests).
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    /// Serving: WAL, so readers never block the writer; a crash loses no commit.
+    Wal,
+    /// Rebuilding a file nobody reads yet.
+    Scratch,
+}
+
 #[derive(Debug)]
 pub struct Projection {
     conn: Connection,
@@ -83,6 +94,17 @@ pub struct Projection {
 impl Projection {
     /// Opens (creating if needed) the projection at `path`, in WAL mode, and migrates it.
     pub fn open(path: &Path) -> Result<Projection, ProjectionError> {
+        Projection::open_with(path, Durability::Wal)
+    }
+
+    /// Opens a scratch file to rebuild from the stream: no journal and no fsync, since a
+    /// crash midway only loses a file the next rebuild starts afresh. Close it and
+    /// [`Projection::open`] it before serving from it.
+    pub fn open_scratch(path: &Path) -> Result<Projection, ProjectionError> {
+        Projection::open_with(path, Durability::Scratch)
+    }
+
+    fn open_with(path: &Path, durability: Durability) -> Result<Projection, ProjectionError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| ProjectionError::CreateDir {
                 path: parent.to_path_buf(),
@@ -94,12 +116,23 @@ impl Projection {
             source,
         };
         let conn = Connection::open(path).map_err(open_error)?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-            .map_err(open_error)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        let (journal_mode, synchronous) = match durability {
+            Durability::Wal => ("WAL", "NORMAL"),
+            Durability::Scratch => ("OFF", "OFF"),
+        };
+        conn.pragma_update_and_check(None, "journal_mode", journal_mode, |row| {
+            row.get::<_, String>(0)
+        })
+        .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", synchronous)
             .map_err(open_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_error)?;
+        // A scraped inventory touches a few dozen rows across six tables; with SQLite's
+        // default 2 MiB page cache, replay spends its time re-reading pages from the OS.
+        conn.pragma_update(None, "cache_size", PAGE_CACHE_KIB)
+            .map_err(open_error)?;
+        conn.set_prepared_statement_cache_capacity(64);
         let mut projection = Projection {
             conn,
             path: Some(path.to_path_buf()),

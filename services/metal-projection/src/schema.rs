@@ -147,9 +147,8 @@ pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
 
 pub(crate) fn last_sequence(conn: &Connection) -> Result<u64, ProjectionError> {
     let value: Option<i64> = conn
-        .query_row("SELECT last_sequence FROM meta WHERE id = 1", [], |row| {
-            row.get(0)
-        })
+        .prepare_cached("SELECT last_sequence FROM meta WHERE id = 1")
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .optional()
         .map_err(sql("reading last sequence"))?;
     Ok(value.unwrap_or(0).max(0) as u64)
