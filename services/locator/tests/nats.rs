@@ -58,6 +58,11 @@ async fn malformed_requests_are_rejected_and_the_consumer_moves_on() {
             br#"["52:54:00:00:00:aa"]"#.to_vec(),
             "not a MAC",
         ),
+        (
+            "emoji and control characters",
+            "😀\u{7}".repeat(200).into_bytes(),
+            "at most 32 characters",
+        ),
     ];
     for (_, payload, _) in &table {
         // A plain core publish with no headers: exactly what `nats pub` sends.
@@ -98,7 +103,8 @@ async fn malformed_requests_are_rejected_and_the_consumer_moves_on() {
         );
         assert_eq!(event.data["payload_bytes"], payload.len() as u64, "{name}");
         assert!(
-            event.data["payload_excerpt"].as_str().unwrap().len() <= 400,
+            event.data["payload_excerpt"].as_str().unwrap().len()
+                <= metal_core::intake::MAX_EXCERPT_LEN,
             "{name}"
         );
         assert!(event.machine_id.is_none());

@@ -9,6 +9,8 @@ use crate::mac::Mac;
 /// Larger payloads are rejected unread: a request is a MAC or a tiny JSON object.
 pub const MAX_REQUEST_BYTES: usize = 4096;
 const EXCERPT_CHARS: usize = 64;
+/// Longest excerpt in bytes (escapes such as `\\u{1f600}` make characters long).
+pub const MAX_EXCERPT_LEN: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OnboardRequest {
@@ -120,16 +122,23 @@ pub fn parse_onboard_request(payload: &[u8]) -> ParsedRequest {
     }
 }
 
-/// The start of a payload, printable and bounded, for a rejection event.
+/// The start of a payload, printable and bounded, for a rejection event: at most
+/// [`EXCERPT_CHARS`] characters of it, escaped, and never more than [`MAX_EXCERPT_LEN`] bytes.
 pub fn excerpt(payload: &[u8]) -> String {
     let head = &payload[..payload.len().min(EXCERPT_CHARS * 4)];
     let lossy = String::from_utf8_lossy(head);
-    let mut out: String = lossy
-        .chars()
-        .take(EXCERPT_CHARS)
-        .flat_map(char::escape_default)
-        .collect();
-    if lossy.chars().count() > EXCERPT_CHARS || head.len() < payload.len() {
+    let mut out = String::new();
+    let mut truncated = head.len() < payload.len();
+    for (index, c) in lossy.chars().enumerate() {
+        let escaped: String = c.escape_default().collect();
+        if index >= EXCERPT_CHARS || out.len() + escaped.len() > MAX_EXCERPT_LEN - '…'.len_utf8()
+        {
+            truncated = true;
+            break;
+        }
+        out.push_str(&escaped);
+    }
+    if truncated {
         out.push('…');
     }
     out
@@ -155,7 +164,7 @@ mod tests {
                     "reason {:?} lacks {reason_contains:?}",
                     rejection.reason
                 );
-                assert!(rejection.excerpt.chars().count() <= EXCERPT_CHARS + 1 + 3 * EXCERPT_CHARS);
+                assert!(rejection.excerpt.len() <= MAX_EXCERPT_LEN);
             }
         }
     }
@@ -202,5 +211,9 @@ mod tests {
         let text = excerpt(&[0u8, 0x1b, b'a', 0xff]);
         assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
         assert!(excerpt(&vec![b'x'; 1000]).ends_with('…'));
+        let hostile = "😀\u{7}".repeat(100);
+        let text = excerpt(hostile.as_bytes());
+        assert!(text.len() <= MAX_EXCERPT_LEN, "{} bytes", text.len());
+        assert!(text.ends_with('…'));
     }
 }

@@ -13,7 +13,7 @@ pub struct Mac([u8; 6]);
 pub enum MacError {
     #[error("MAC address is empty")]
     Empty,
-    #[error("MAC address {0:?} is too long")]
+    #[error("a MAC address is at most 32 characters, not {0} bytes")]
     TooLong(usize),
     #[error("{0:?} is not a MAC address: expected 12 hex digits as aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff or aabbccddeeff")]
     Malformed(String),
