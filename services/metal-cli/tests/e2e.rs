@@ -296,3 +296,73 @@ async fn every_recorded_mockup_onboards_to_its_expected_inventory_and_replays_id
     system.stop().await;
     drop(servers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn onboarding_failures_exit_non_zero_with_the_reason() {
+    // A BMC the locator knows at a port where nothing answers, and one it does not know.
+    let closed_port = test_harness::nats::free_port();
+    let dead_bmc = Mac::parse_device("02:4d:00:00:30:01").unwrap();
+    let system = System::start(vec![(dead_bmc, format!("http://127.0.0.1:{closed_port}"))]).await;
+
+    let unknown = system.cli_async(&["onboard", "02:4d:00:00:30:02", "--timeout", "120"]);
+    let dead = system.cli_async(&["onboard", &dead_bmc.to_string(), "--timeout", "120"]);
+    let (unknown, dead) = futures::join!(unknown, dead);
+
+    assert_eq!(
+        unknown.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&unknown),
+        stderr(&unknown)
+    );
+    assert!(
+        stderr(&unknown).contains("could not locate the BMC"),
+        "{}",
+        stderr(&unknown)
+    );
+    assert!(
+        stderr(&unknown).contains("not found"),
+        "{}",
+        stderr(&unknown)
+    );
+
+    assert_eq!(
+        dead.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&dead),
+        stderr(&dead)
+    );
+    assert!(stderr(&dead).contains("located"), "{}", stderr(&dead));
+    assert!(
+        stderr(&dead).contains("Redfish scrape (unreachable)"),
+        "{}",
+        stderr(&dead)
+    );
+
+    // The projection carries the failed states and their reasons.
+    let output = system
+        .cli_async(&["show", "02:4d:00:00:30:02", "--json"])
+        .await;
+    let detail: MachineDetail = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        detail.machine.state,
+        metal_core::query::MachineState::LocateFailed
+    );
+    assert!(detail.machine.state_reason.unwrap().contains("not found"));
+
+    // --no-wait returns at once with the request id; --json prints parseable lines.
+    let output = system
+        .cli_async(&["onboard", "02:4d:00:00:30:03", "--no-wait"])
+        .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let request_id: uuid::Uuid = stdout(&output).trim().parse().expect("a request id");
+    let output = system
+        .cli_async(&["onboard", "02:4d:00:00:30:04", "--no-wait", "--json"])
+        .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    assert_eq!(line["bmc_mac"], "02:4d:00:00:30:04");
+    assert_ne!(line["request_id"].as_str().unwrap(), request_id.to_string());
+    system.stop().await;
+}
