@@ -364,5 +364,14 @@ async fn onboarding_failures_exit_non_zero_with_the_reason() {
     let line: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
     assert_eq!(line["bmc_mac"], "02:4d:00:00:30:04");
     assert_ne!(line["request_id"].as_str().unwrap(), request_id.to_string());
+
+    // The failures are events that match their schemas.
+    let events = test_harness::stream::read_events(&system.client).await;
+    for event_type in [subjects::LOCATE_FAILED, subjects::SCRAPE_FAILED] {
+        assert!(
+            events.iter().any(|e| e.event_type == event_type),
+            "no {event_type}"
+        );
+    }
     system.stop().await;
 }
