@@ -18,6 +18,8 @@ use crate::client::{self, CliError};
 use crate::render;
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// After this long without an answer, `onboard` says once what might be missing.
+const QUIET_HINT_AFTER: Duration = Duration::from_secs(10);
 
 pub struct OnboardOptions {
     pub no_wait: bool,
@@ -119,7 +121,23 @@ async fn follow(
         .map_err(|e| CliError::Other(format!("cannot open the MACHINES stream: {e}")))?;
     let messages = metal_core::jetstream::follow_stream(&stream, from_sequence).await?;
     let mut messages = std::pin::pin!(messages);
-    while let Some(item) = messages.next().await {
+    let mut heard_or_hinted = false;
+    loop {
+        let item = if heard_or_hinted || json {
+            messages.next().await
+        } else {
+            match tokio::time::timeout(QUIET_HINT_AFTER, messages.next()).await {
+                Ok(item) => item,
+                Err(_) => {
+                    eprintln!(
+                        "waiting    nothing has answered the request for {QUIET_HINT_AFTER:?}; are the locator and redfish-scraper running against this NATS server?"
+                    );
+                    heard_or_hinted = true;
+                    continue;
+                }
+            }
+        };
+        let Some(item) = item else { break };
         let message = item?;
         let event = match message.decode() {
             Decoded::Event(event) if event.correlation_id == request_id => event,
@@ -128,6 +146,7 @@ async fn follow(
         if event.event_type == subjects::ONBOARD_REQUESTED {
             continue;
         }
+        heard_or_hinted = true;
         if json {
             print_json(&event);
         } else {
