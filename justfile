@@ -12,7 +12,7 @@ check:
 test:
     cargo test --workspace
 
-# Replay benchmark: replay rate ÷ raw JetStream ordered-read rate of the same stream.
+# Benchmarks: replay ÷ raw JetStream ordered read; boot-api ÷ a trivial axum handler.
 bench:
     scripts/bench
 

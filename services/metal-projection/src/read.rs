@@ -32,8 +32,7 @@ pub struct BootFacts {
 
 const MACHINE_COLUMNS: &str =
     "machine_id, bmc_mac, bmc_ip, redfish_url, state, state_reason, correlation_id,
-     system_model, cpu_count, memory_mib, host_nic_count, created_at, updated_at, cpu_vendor,
-     drive_count, inventory";
+     system_model, cpu_count, memory_mib, host_nic_count, created_at, updated_at, inventory";
 
 /// A machines row as stored, before its text is parsed into types.
 struct StoredMachine {
@@ -50,8 +49,6 @@ struct StoredMachine {
     host_nic_count: i64,
     created_at: String,
     updated_at: String,
-    cpu_vendor: Option<String>,
-    drive_count: i64,
     inventory: Option<String>,
 }
 
@@ -71,9 +68,7 @@ impl StoredMachine {
             host_nic_count: row.get(10)?,
             created_at: row.get(11)?,
             updated_at: row.get(12)?,
-            cpu_vendor: row.get(13)?,
-            drive_count: row.get(14)?,
-            inventory: row.get(15)?,
+            inventory: row.get(13)?,
         })
     }
 
@@ -217,12 +212,14 @@ impl Projection {
         machine_id: MachineId,
     ) -> Result<Option<StoredMachine>, ProjectionError> {
         self.conn
-            .query_row(
-                &format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE machine_id = ?1"),
-                params![machine_id.to_string()],
-                StoredMachine::from_row,
-            )
-            .optional()
+            .prepare_cached(&format!(
+                "SELECT {MACHINE_COLUMNS} FROM machines WHERE machine_id = ?1"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![machine_id.to_string()], StoredMachine::from_row)
+                    .optional()
+            })
             .map_err(sql("reading machine"))
     }
 
@@ -312,20 +309,55 @@ impl Projection {
         let Some(machine_id) = self.machine_by_host_mac(host_mac)? else {
             return Ok(None);
         };
-        let Some(stored) = self.stored_machine(machine_id)? else {
+        // Only the columns a profile matches on: the inventory JSON stays on disk, since
+        // Pixiecore asks several times per boot and must be answered fast.
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT bmc_mac, state, cpu_vendor, system_model, cpu_count, memory_mib, \
+                 host_nic_count, drive_count FROM machines WHERE machine_id = ?1",
+            )
+            .map_err(sql("reading boot facts"))?;
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+            i64,
+            i64,
+            i64,
+        );
+        let row: Option<Row> = statement
+            .query_row(params![machine_id.to_string()], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                    row.get(7)?,
+                ))
+            })
+            .optional()
+            .map_err(sql("reading boot facts"))?;
+        let Some((bmc_mac, state, cpu_vendor, system_model, cpus, memory, nics, drives)) = row
+        else {
             return Ok(None);
         };
         Ok(Some(BootFacts {
             machine_id,
-            bmc_mac: parse_mac(&stored.bmc_mac)?,
+            bmc_mac: parse_mac(&bmc_mac)?,
             mac: *host_mac,
-            state: parse_state(&stored.state)?,
-            cpu_vendor: stored.cpu_vendor.as_deref().and_then(parse_vendor),
-            system_model: stored.system_model.clone(),
-            cpu_count: stored.cpu_count.max(0) as u64,
-            memory_mib: stored.memory_mib.max(0) as u64,
-            host_nic_count: stored.host_nic_count.max(0) as u64,
-            drive_count: stored.drive_count.max(0) as u64,
+            state: parse_state(&state)?,
+            cpu_vendor: cpu_vendor.as_deref().and_then(parse_vendor),
+            system_model,
+            cpu_count: cpus.max(0) as u64,
+            memory_mib: memory.max(0) as u64,
+            host_nic_count: nics.max(0) as u64,
+            drive_count: drives.max(0) as u64,
         }))
     }
 }
