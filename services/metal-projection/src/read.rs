@@ -254,17 +254,7 @@ impl Projection {
             .map_err(sql("reading history"))?;
         type RawEntry = (i64, String, String, String, String, Option<String>, String);
         let raw: Vec<RawEntry> = statement
-            .query_map(params![machine_id.to_string()], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                    row.get(6)?,
-                ))
-            })
+            .query_map(params![machine_id.to_string()], |row| row.try_into())
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(sql("reading history"))?;
         let events = raw
@@ -329,18 +319,7 @@ impl Projection {
             i64,
         );
         let row: Option<Row> = statement
-            .query_row(params![machine_id.to_string()], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                    row.get(6)?,
-                    row.get(7)?,
-                ))
-            })
+            .query_row(params![machine_id.to_string()], |row| row.try_into())
             .optional()
             .map_err(sql("reading boot facts"))?;
         let Some((bmc_mac, state, cpu_vendor, system_model, cpus, memory, nics, drives)) = row
