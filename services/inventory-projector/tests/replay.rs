@@ -1,41 +1,20 @@
 //! Replay while events keep arriving: the projector keeps answering, the rebuilt file is
 //! identical to the one it replaces, and following goes on from the swap.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use metal_core::config::ProjectorConfig;
-use metal_core::jetstream::{ensure_stream, StoredMessage};
-use metal_core::query::{ReplayReport, Status};
+use metal_core::jetstream::ensure_stream;
+use metal_core::query::ReplayReport;
 use metal_core::subjects;
-use metal_projection::{fixtures, Projection};
+use metal_projection::Projection;
 use test_harness::nats::NatsServer;
 
 const MACHINES: u64 = 1200;
-
-fn messages() -> Vec<StoredMessage> {
-    (0..MACHINES)
-        .flat_map(|index| {
-            let bmc = format!("02:4d:00:03:{:02x}:{:02x}", index / 256, index % 256);
-            let host = format!("52:54:00:03:{:02x}:{:02x}", index / 256, index % 256);
-            let inventory = fixtures::inventory("Contoso 3500", "Intel Xeon 7xxx", &[&host]);
-            fixtures::onboarding(1 + 3 * index, &bmc, inventory)
-        })
-        .collect()
-}
-
-async fn status(client: &async_nats::Client) -> Option<Status> {
-    let reply = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.request(subjects::QUERY_STATUS, "{}".into()),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    serde_json::from_slice(&reply.payload).ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_under_load_is_identical_and_the_projector_keeps_serving() {
@@ -58,29 +37,13 @@ async fn replay_under_load_is_identical_and_the_projector_keeps_serving() {
         }
     });
 
-    let all = messages();
+    let all = common::onboardings(MACHINES, 0x03, "Contoso 3500", "Intel Xeon 7xxx");
     let total = all.len() as u64;
     let (before, during) = all.split_at(all.len() / 3);
-    let publish = |batch: Vec<StoredMessage>| {
-        let js = js.clone();
-        async move {
-            for message in batch {
-                let mut headers = HeaderMap::new();
-                if let Some(id) = &message.msg_id {
-                    headers.insert(NATS_MESSAGE_ID, id.as_str());
-                }
-                js.publish_with_headers(message.subject.clone(), headers, message.payload.clone())
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-            }
-        }
-    };
-    publish(before.to_vec()).await;
+    common::publish(js.clone(), before.to_vec()).await;
 
     // Publishing goes on, and a watcher keeps asking for status, all through the replay.
-    let publisher = tokio::spawn(publish(during.to_vec()));
+    let publisher = tokio::spawn(common::publish(js.clone(), during.to_vec()));
     let answered = Arc::new(AtomicU64::new(0));
     let (watch_stop, mut watch_stopped) = tokio::sync::oneshot::channel::<()>();
     let watcher = tokio::spawn({
@@ -90,7 +53,7 @@ async fn replay_under_load_is_identical_and_the_projector_keeps_serving() {
             loop {
                 tokio::select! {
                     _ = &mut watch_stopped => return,
-                    reply = status(&client) => {
+                    reply = common::status(&client) => {
                         if reply.is_some() {
                             answered.fetch_add(1, Ordering::Relaxed);
                         }
@@ -128,7 +91,7 @@ async fn replay_under_load_is_identical_and_the_projector_keeps_serving() {
 
     // Following goes on from the swapped-in file to the end of the stream.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while status(&client).await.map(|s| s.last_sequence) != Some(total) {
+    while common::status(&client).await.map(|s| s.last_sequence) != Some(total) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "projector stopped following after the swap"
