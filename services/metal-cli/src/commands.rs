@@ -28,6 +28,15 @@ pub struct OnboardOptions {
     pub requested_by: Option<String>,
 }
 
+/// Prints `value` as JSON, or as `render` formats it for people.
+fn print_as<T: serde::Serialize>(value: &T, json: bool, render: fn(&T) -> String) {
+    if json {
+        print_json(value);
+    } else {
+        println!("{}", render(value));
+    }
+}
+
 fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string(value) {
         Ok(text) => println!("{text}"),
@@ -211,11 +220,7 @@ pub async fn machines(client: &async_nats::Client, json: bool) -> Result<ExitCod
         QUERY_TIMEOUT,
     )
     .await?;
-    if json {
-        print_json(&list);
-    } else {
-        println!("{}", render::machine_table(&list));
-    }
+    print_as(&list, json, render::machine_table);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -237,11 +242,7 @@ pub async fn show(
         QUERY_TIMEOUT,
     )
     .await?;
-    if json {
-        print_json(&detail);
-    } else {
-        println!("{}", render::machine_detail(&detail));
-    }
+    print_as(&detail, json, render::machine_detail);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -257,11 +258,7 @@ pub async fn history(
         QUERY_TIMEOUT,
     )
     .await?;
-    if json {
-        print_json(&history);
-    } else {
-        println!("{}", render::history(&history));
-    }
+    print_as(&history, json, render::history);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -277,11 +274,7 @@ pub async fn replay(
         timeout,
     )
     .await?;
-    if json {
-        print_json(&report);
-    } else {
-        println!("{}", render::replay(&report));
-    }
+    print_as(&report, json, render::replay);
     Ok(if report.identical {
         ExitCode::SUCCESS
     } else {
