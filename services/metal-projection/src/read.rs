@@ -30,9 +30,16 @@ pub struct BootFacts {
     pub drive_count: u64,
 }
 
+/// The columns [`StoredMachine::from_row`] reads, in order; the last is the inventory JSON.
 const MACHINE_COLUMNS: &str =
     "machine_id, bmc_mac, bmc_ip, redfish_url, state, state_reason, correlation_id,
      system_model, cpu_count, memory_mib, host_nic_count, created_at, updated_at, inventory";
+
+/// The same without the inventory (read as NULL): the list shows rows only, and each
+/// inventory is kilobytes of JSON.
+const MACHINE_ROW_COLUMNS: &str =
+    "machine_id, bmc_mac, bmc_ip, redfish_url, state, state_reason, correlation_id,
+     system_model, cpu_count, memory_mib, host_nic_count, created_at, updated_at, NULL";
 
 /// A machines row as stored, before its text is parsed into types.
 struct StoredMachine {
@@ -139,7 +146,7 @@ impl Projection {
         let mut statement = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {MACHINE_COLUMNS} FROM machines ORDER BY machine_id"
+                "SELECT {MACHINE_ROW_COLUMNS} FROM machines ORDER BY machine_id"
             ))
             .map_err(sql("listing machines"))?;
         let stored = statement
