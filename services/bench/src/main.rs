@@ -81,6 +81,7 @@ async fn fill(
                 bmc_ip: Some("127.0.0.1".into()),
                 redfish_url: "http://127.0.0.1:8000".into(),
                 source: "static".into(),
+                ..Default::default()
             },
             now,
         )?;

@@ -15,9 +15,15 @@ pub enum CliError {
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("no inventory-projector is answering on {subject} (is it running and connected to this NATS server?)")]
+    #[error(
+        "no {} is answering on {subject} (is it running and connected to this NATS server?)",
+        responder_of(subject)
+    )]
     NoResponders { subject: String },
-    #[error("the inventory-projector did not answer {subject} within {timeout:?}")]
+    #[error(
+        "the {} did not answer {subject} within {timeout:?}",
+        responder_of(subject)
+    )]
     Timeout { subject: String, timeout: Duration },
     #[error("request to {subject} failed")]
     Request {
@@ -37,6 +43,15 @@ pub enum CliError {
     JetStream(#[from] metal_core::jetstream::JetStreamError),
     #[error("{0}")]
     Other(String),
+}
+
+/// Which service answers a query subject, for error messages.
+fn responder_of(subject: &str) -> &'static str {
+    if subject.starts_with(metal_core::subjects::LOCATE) {
+        "locator"
+    } else {
+        "inventory-projector"
+    }
 }
 
 /// Connects without retrying: an operator wants to hear at once that NATS is not there.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use futures::StreamExt;
+use metal_core::locate::{LocateReply, LocateRequest};
 use metal_core::query::{
     History, MachineDetail, MachineList, MachineRef, MachineState, ReplayReport,
 };
@@ -18,6 +19,8 @@ use crate::client::{self, CliError};
 use crate::render;
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A lookup may wait on a slow source (each has 20 s at most).
+const LOCATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After this long without an answer, `onboard` says once what might be missing.
 const QUIET_HINT_AFTER: Duration = Duration::from_secs(10);
 
@@ -210,6 +213,36 @@ async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What every locator source says about a MAC now: exit 0 when some source sees it.
+pub async fn locate(
+    client: &async_nats::Client,
+    mac_text: &str,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let mac = match Mac::parse_device(mac_text) {
+        Ok(mac) => mac,
+        Err(error) => {
+            eprintln!("metal-cli: {mac_text:?} is not a BMC MAC: {error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let reply: LocateReply = client::query(
+        client,
+        subjects::LOCATE,
+        &LocateRequest {
+            bmc_mac: mac.to_string(),
+        },
+        LOCATE_TIMEOUT,
+    )
+    .await?;
+    print_as(&reply, json, render::locate);
+    Ok(if reply.located.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub async fn machines(client: &async_nats::Client, json: bool) -> Result<ExitCode, CliError> {

@@ -7,13 +7,16 @@ use metal_cli::commands::{self, OnboardOptions};
 
 /// metal-cli: onboard bare-metal servers by their BMC's MAC address and look at the
 /// inventory. Talks to NATS only: requests go on the MACHINES stream, queries to the
-/// inventory-projector's query service.
+/// inventory-projector's query service and the locator's locate service.
 #[derive(Parser, Debug)]
 #[command(version, propagate_version = true)]
 struct Cli {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = metal_core::config::DEFAULT_NATS_URL, global = true)]
-    nats_url: String,
+    /// The TOML config file shared by every binary; metal-cli reads its `nats_url`.
+    #[arg(long, env = "METAL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// NATS server URL; overrides `nats_url` of the config [default: nats://127.0.0.1:4222].
+    #[arg(long, env = "NATS_URL", global = true)]
+    nats_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +40,16 @@ enum Command {
         /// Who asked, recorded in the request.
         #[arg(long, env = "USER")]
         requested_by: Option<String>,
+    },
+    /// Ask the locator what every source (static map, UniFi, lease files, neighbour table)
+    /// says about a BMC MAC right now, onboarding nothing. Exit code 0 when some source
+    /// sees it, 1 when none does.
+    Locate {
+        /// The BMC's MAC address.
+        mac: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// List every machine in the inventory.
     Machines {
@@ -79,6 +92,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -87,14 +101,26 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Command::Onboard { mac, .. } = &cli.command {
-        // Bad input is reported before anything touches the network.
+    // Bad input is reported before anything touches the network.
+    let given_mac = match &cli.command {
+        Command::Onboard { mac, .. } => Some(("onboard", mac)),
+        Command::Locate { mac, .. } => Some(("locate", mac)),
+        _ => None,
+    };
+    if let Some((verb, mac)) = given_mac {
         if let Err(error) = metal_core::Mac::parse_device(mac) {
-            eprintln!("metal-cli: cannot onboard {mac:?}: {error}");
+            eprintln!("metal-cli: cannot {verb} {mac:?}: {error}");
             return ExitCode::from(2);
         }
     }
-    let client = match metal_cli::client::connect(&cli.nats_url).await {
+    let nats_url = match nats_url(cli.config.as_deref(), cli.nats_url) {
+        Ok(url) => url,
+        Err(error) => {
+            eprintln!("metal-cli: {}", metal_core::error_chain(&error));
+            return ExitCode::from(2);
+        }
+    };
+    let client = match metal_cli::client::connect(&nats_url).await {
         Ok(client) => client,
         Err(error) => {
             eprintln!("metal-cli: {}", metal_core::error_chain(&error));
@@ -121,6 +147,7 @@ async fn main() -> ExitCode {
             )
             .await
         }
+        Command::Locate { mac, json } => commands::locate(&client, &mac, json).await,
         Command::Machines { json } => commands::machines(&client, json).await,
         Command::Show { machine, json } => commands::show(&client, &machine, json).await,
         Command::History { machine, json } => commands::history(&client, &machine, json).await,
@@ -136,5 +163,27 @@ async fn main() -> ExitCode {
             eprintln!("metal-cli: {}", metal_core::error_chain(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The NATS URL: the flag (or `NATS_URL`), else the config file's `nats_url`, else the default.
+fn nats_url(
+    config: Option<&std::path::Path>,
+    flag: Option<String>,
+) -> Result<String, metal_core::config::ConfigError> {
+    match flag {
+        Some(url) => Ok(url),
+        None => Ok(metal_core::config::Config::load(config)?.nats_url),
+    }
+}
+
+/// `metal-cli show ... | head` ends quietly, like any Unix tool whose reader went away,
+/// instead of panicking in `println!` (Rust ignores SIGPIPE by default). Sockets are not
+/// affected: Rust writes to them with MSG_NOSIGNAL.
+fn restore_default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; it only resets one
+    // signal's disposition to the OS default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

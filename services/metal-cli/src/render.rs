@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use metal_core::inventory::InventorySummary;
+use metal_core::locate::{AnswerKind, LocateReply};
 use metal_core::query::{History, MachineDetail, MachineList, MachineRow, ReplayReport};
 use metal_core::{subjects, Envelope};
 
@@ -175,16 +176,18 @@ pub fn machine_detail(detail: &MachineDetail) -> String {
     out
 }
 
+fn timeline_time(time: time::OffsetDateTime) -> String {
+    time.to_offset(time::UtcOffset::UTC)
+        .format(TIMELINE_TIME)
+        .unwrap_or_default()
+}
+
 pub fn history(history: &History) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "machine {}", history.machine_id);
     let _ = writeln!(out, "{:>7}  {:<25}  {:<26}  WHAT", "SEQ", "TIME", "EVENT");
     for entry in &history.events {
-        let time = entry
-            .time
-            .to_offset(time::UtcOffset::UTC)
-            .format(TIMELINE_TIME)
-            .unwrap_or_default();
+        let time = timeline_time(entry.time);
         let _ = writeln!(
             out,
             "{:>7}  {:<25}  {:<26}  {}",
@@ -223,11 +226,25 @@ pub fn progress(event: &Envelope) -> String {
     };
     match event.event_type.as_str() {
         subjects::ONBOARD_REQUESTED => "requested".to_string(),
-        subjects::BMC_LOCATED => format!(
-            "located    BMC at {} (from {})",
-            text("redfish_url"),
-            text("source")
-        ),
+        subjects::BMC_LOCATED => {
+            let mut source = text("source");
+            if let Some(name) = event.data["source_name"].as_str() {
+                source = format!("{source} {name}");
+            }
+            let mut line = format!("located    BMC at {} (from {source}", text("redfish_url"));
+            if let Some(seen) = event.data["last_seen"].as_str() {
+                line.push_str(&format!(", last seen {seen}"));
+            }
+            line.push(')');
+            let also = event.data["also_seen"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            if also > 0 {
+                line.push_str(&format!("; {also} other sighting(s), see history --json"));
+            }
+            line
+        }
         subjects::LOCATE_FAILED => {
             format!("failed     could not locate the BMC: {}", text("reason"))
         }
@@ -249,6 +266,53 @@ pub fn progress(event: &Envelope) -> String {
         subjects::ONBOARD_REJECTED => format!("rejected   {}", text("reason")),
         other => other.to_string(),
     }
+}
+
+/// What every locator source says about a MAC.
+pub fn locate(reply: &LocateReply) -> String {
+    let mut out = String::new();
+    match &reply.located {
+        Some(located) => {
+            let _ = write!(
+                out,
+                "{} would be located at {} (from {}",
+                reply.bmc_mac, located.redfish_url, located.sighting.source
+            );
+            if let Some(name) = &located.sighting.source_name {
+                let _ = write!(out, " {name}");
+            }
+            if let Some(seen) = located.sighting.last_seen {
+                let _ = write!(out, ", last seen {}", timeline_time(seen));
+            }
+            let _ = writeln!(out, ")");
+        }
+        None => {
+            let _ = writeln!(out, "{} is not seen by any source", reply.bmc_mac);
+        }
+    }
+    if reply.sources.is_empty() {
+        let _ = writeln!(out, "  (no locator source is configured)");
+    }
+    for source in &reply.sources {
+        let label = match &source.source_name {
+            Some(name) => format!("{} {name}", source.source),
+            None => source.source.clone(),
+        };
+        let mark = match (source.answer, source.permanent) {
+            (AnswerKind::Seen, _) => "seen",
+            (AnswerKind::NotSeen, _) => "-",
+            (AnswerKind::Failed, true) => "FAILED (needs an operator)",
+            (AnswerKind::Failed, false) => "failed",
+        };
+        let _ = writeln!(out, "  {label:<32} {mark:<8} {}", one_line(&source.said));
+    }
+    out.trim_end().to_string()
+}
+
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]

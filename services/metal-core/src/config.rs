@@ -40,12 +40,33 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocatorConfig {
+    /// The sources asked, in order (`static`, `unifi`, `dnsmasq`, `isc-dhcpd`, `kea`,
+    /// `neighbour`). Unset: every configured source, in that order.
+    pub sources: Option<Vec<String>>,
     /// BMCs whose address is known up front. `address` is an IP, `host:port`, or a full
     /// Redfish base URL such as `http://127.0.0.1:8000`.
     #[serde(rename = "static")]
     pub static_bmcs: Vec<StaticBmc>,
     /// dnsmasq lease files to look BMC MACs up in, read at each lookup.
+    #[serde(deserialize_with = "one_or_many")]
     pub dnsmasq_leases: Vec<PathBuf>,
+    /// ISC dhcpd lease files (`dhcpd.leases`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub isc_dhcpd_leases: Vec<PathBuf>,
+    /// Kea DHCPv4 memfile lease files (CSV).
+    #[serde(deserialize_with = "one_or_many")]
+    pub kea_leases: Vec<PathBuf>,
+    /// Ask the neighbour (ARP) table of the locator's host.
+    pub neighbour: bool,
+    /// Where the neighbour table is read from.
+    pub neighbour_table: PathBuf,
+    /// UniFi controllers to ask.
+    pub unifi: Vec<UnifiConfig>,
+    /// How long a BMC no source knows is looked for again, from the request's time.
+    pub locate_deadline_secs: u64,
+    /// Longest wait between two lookups of a BMC not found yet (the first waits 1 s,
+    /// each next one twice as long, up to this).
+    pub retry_secs: u64,
     /// Scheme of the Redfish URL built from a bare IP.
     pub redfish_scheme: String,
     /// Port of the Redfish URL built from a bare IP (the scheme's default when unset).
@@ -57,13 +78,102 @@ pub struct LocatorConfig {
 impl Default for LocatorConfig {
     fn default() -> Self {
         LocatorConfig {
+            sources: None,
             static_bmcs: Vec::new(),
             dnsmasq_leases: Vec::new(),
+            isc_dhcpd_leases: Vec::new(),
+            kea_leases: Vec::new(),
+            neighbour: false,
+            neighbour_table: PathBuf::from("/proc/net/arp"),
+            unifi: Vec::new(),
+            locate_deadline_secs: 600,
+            retry_secs: 10,
             redfish_scheme: "https".to_string(),
             redfish_port: None,
             concurrency: 16,
         }
     }
+}
+
+/// One UniFi controller (`[[locator.unifi]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnifiConfig {
+    /// Free text, shown in logs and reasons.
+    pub name: String,
+    /// Base URL of the controller or console, e.g. `https://192.168.1.1` or `https://host:8443`.
+    pub url: String,
+    #[serde(default)]
+    pub flavour: UnifiFlavour,
+    /// Site names (classic, UniFi OS), or names, legacy names or ids (integration).
+    #[serde(default = "default_unifi_sites")]
+    pub sites: Vec<String>,
+    /// Local account (classic, UniFi OS).
+    pub username: Option<String>,
+    /// Environment variable holding that account's password.
+    pub password_env: Option<String>,
+    /// Environment variable holding the Integration API key.
+    pub api_key_env: Option<String>,
+    /// PEM file of the CA, or of the controller's own self-signed certificate.
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the controller's certificate, any case, colons optional.
+    pub cert_sha256: Option<String>,
+    /// Accept any certificate (logs a warning at start-up).
+    #[serde(default)]
+    pub insecure_tls: bool,
+    /// One client list serves every lookup for this long.
+    #[serde(default = "default_unifi_cache_secs")]
+    pub cache_secs: u64,
+}
+
+fn default_unifi_sites() -> Vec<String> {
+    vec!["default".to_string()]
+}
+
+fn default_unifi_cache_secs() -> u64 {
+    5
+}
+
+/// Which UniFi API a controller speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnifiFlavour {
+    /// Classic or UniFi OS, told apart by probing `GET /`.
+    #[default]
+    Auto,
+    /// Self-hosted Network Application: `/api/login`, `/api/s/{site}/...`.
+    Classic,
+    /// UniFi OS console: `/api/auth/login`, CSRF token, `/proxy/network` prefix.
+    Unifios,
+    /// The official Integration API with an API key.
+    Integration,
+}
+
+impl UnifiFlavour {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnifiFlavour::Auto => "auto",
+            UnifiFlavour::Classic => "classic",
+            UnifiFlavour::Unifios => "unifios",
+            UnifiFlavour::Integration => "integration",
+        }
+    }
+}
+
+/// A path or a list of paths.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(path) => vec![path],
+        OneOrMany::Many(paths) => paths,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +382,9 @@ impl Config {
             path: path.map(Path::to_path_buf).unwrap_or_default(),
             source,
         })?;
+        if let Some(dir) = path.and_then(Path::parent) {
+            resolve_relative_paths(&mut table, dir);
+        }
         if let Some((_, url)) = vars.iter().find(|(k, _)| k == "NATS_URL") {
             table.insert("nats_url".into(), toml::Value::String(url.clone()));
         }
@@ -290,6 +403,70 @@ impl Config {
         toml::Value::Table(table)
             .try_into()
             .map_err(|source| ConfigError::Invalid { source })
+    }
+}
+
+/// The keys holding file paths: `*` stands for every element of an array of tables.
+const PATH_KEYS: &[&[&str]] = &[
+    &["projector", "database"],
+    &["boot_api", "database"],
+    &["boot_api", "profiles"],
+    &["locator", "dnsmasq_leases"],
+    &["locator", "isc_dhcpd_leases"],
+    &["locator", "kea_leases"],
+    &["locator", "neighbour_table"],
+    &["locator", "unifi", "*", "ca_file"],
+];
+
+/// Relative paths written in a config file mean "beside this file", wherever the
+/// binary runs from. Paths from flags and environment overrides keep the working directory.
+fn resolve_relative_paths(table: &mut toml::Table, dir: &Path) {
+    for keys in PATH_KEYS {
+        resolve_at(table, keys, dir);
+    }
+}
+
+fn resolve_at(table: &mut toml::Table, keys: &[&str], dir: &Path) {
+    let Some((first, rest)) = keys.split_first() else {
+        return;
+    };
+    let Some(value) = table.get_mut(*first) else {
+        return;
+    };
+    match (value, rest) {
+        (value, []) => resolve_value(value, dir),
+        (toml::Value::Table(inner), rest) => resolve_at(inner, rest, dir),
+        (toml::Value::Array(items), ["*", rest @ ..]) => {
+            for item in items {
+                if let toml::Value::Table(inner) = item {
+                    resolve_at(inner, rest, dir);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn resolve_value(value: &mut toml::Value, dir: &Path) {
+    match value {
+        toml::Value::String(text) => {
+            let path = Path::new(text.as_str());
+            if path.is_relative() && !text.is_empty() {
+                *text = dir.join(path).to_string_lossy().into_owned();
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(|v| resolve_value(v, dir)),
+        _ => {}
+    }
+}
+
+/// Reads a secret from the named environment variable (`.env` is loaded into the
+/// environment first). The error names the variable, never a value.
+pub fn secret_from_env(variable: &str) -> Result<Secret, String> {
+    match std::env::var(variable) {
+        Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
+        Ok(_) => Err(format!("environment variable {variable} is empty")),
+        Err(_) => Err(format!("environment variable {variable} is not set")),
     }
 }
 
@@ -363,6 +540,59 @@ mod tests {
         assert!(Config::from_parts("nats_ulr = \"x\"", None, &[]).is_err());
         let vars = vec![("METAL__NOPE".to_string(), "1".to_string())];
         assert!(Config::from_parts("", None, &vars).is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_beside_the_config_file() {
+        let text = r#"
+            [projector]
+            database = "var/inventory.db"
+            [boot_api]
+            profiles = "/etc/metal/profiles.toml"
+            [locator]
+            dnsmasq_leases = "leases/dnsmasq.leases"
+            kea_leases = ["kea.csv", "/var/lib/kea/kea-leases4.csv"]
+            [[locator.unifi]]
+            name = "core"
+            url = "https://127.0.0.1:8443"
+            ca_file = "unifi-ca.pem"
+        "#;
+        let vars = vec![(
+            "METAL__BOOT_API__DATABASE".to_string(),
+            "\"boot.db\"".to_string(),
+        )];
+        let config =
+            Config::from_parts(text, Some(Path::new("/etc/metal/metal.toml")), &vars).unwrap();
+        assert_eq!(
+            config.projector.database,
+            Path::new("/etc/metal/var/inventory.db")
+        );
+        assert_eq!(
+            config.boot_api.profiles,
+            Path::new("/etc/metal/profiles.toml")
+        );
+        // An environment override is the operator's word at the shell: the working directory.
+        assert_eq!(config.boot_api.database, Path::new("boot.db"));
+        assert_eq!(
+            config.locator.dnsmasq_leases,
+            vec![PathBuf::from("/etc/metal/leases/dnsmasq.leases")]
+        );
+        assert_eq!(
+            config.locator.kea_leases,
+            vec![
+                PathBuf::from("/etc/metal/kea.csv"),
+                PathBuf::from("/var/lib/kea/kea-leases4.csv")
+            ]
+        );
+        assert_eq!(
+            config.locator.unifi[0].ca_file.as_deref(),
+            Some(Path::new("/etc/metal/unifi-ca.pem"))
+        );
+        assert_eq!(config.locator.unifi[0].sites, vec!["default".to_string()]);
+        assert_eq!(config.locator.unifi[0].cache_secs, 5);
+        assert_eq!(config.locator.unifi[0].flavour, UnifiFlavour::Auto);
+        // Defaults not written in the file stay as they are.
+        assert_eq!(config.locator.neighbour_table, Path::new("/proc/net/arp"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `data` of each event type. One struct per type; the subject constant names it.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::inventory::Inventory;
 use crate::mac::Mac;
@@ -26,23 +27,61 @@ pub struct OnboardRejected {
 }
 
 /// `machine.bmc.located`: where the BMC answers Redfish.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BmcLocated {
     /// The BMC's IP address, when the source gave one.
     pub bmc_ip: Option<String>,
     /// The Redfish base URL (scheme, host and port) the scraper uses.
     pub redfish_url: String,
-    /// Which locator source answered (`static`, `dnsmasq`, ...).
+    /// Which kind of locator source answered (`static`, `unifi`, `dnsmasq`, `isc-dhcpd`,
+    /// `kea`, `neighbour`).
     pub source: String,
+    /// Which one of that kind: a UniFi controller's name, a lease file's path.
+    #[serde(default)]
+    pub source_name: Option<String>,
+    /// When that source last saw the MAC, if it keeps that.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// What the source said, for people ("active client of site default").
+    #[serde(default)]
+    pub detail: String,
+    /// Every other sighting of the MAC (another address, another source), best first.
+    #[serde(default)]
+    pub also_seen: Vec<BmcSighting>,
+}
+
+/// One source's sighting of a BMC that was not chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcSighting {
+    pub source: String,
+    pub source_name: Option<String>,
+    /// An IP address, or a Redfish URL for a static entry naming a host.
+    pub address: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    pub detail: String,
 }
 
 /// `machine.locate.failed`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocateFailed {
     pub reason: String,
     pub sources_tried: Vec<String>,
+    /// What each source said at the last lookup, in the configured order.
+    #[serde(default)]
+    pub sources_said: Vec<SourceSaid>,
+}
+
+/// One source's answer, in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSaid {
+    /// `unifi core`, `dnsmasq /var/lib/misc/dnsmasq.leases`, `static`.
+    pub source: String,
+    pub said: String,
 }
 
 /// `machine.hardware.scraped`: the normalised Redfish inventory.

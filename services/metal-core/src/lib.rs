@@ -13,6 +13,7 @@
 //! - [`config`]: the one TOML config file of every binary, with env overrides.
 //! - [`service`]: the flags, config loading and logging every service binary shares.
 //! - [`query`]: request and reply types of the inventory query service.
+//! - [`locate`]: request and reply of the locator's `metal.locator.locate` service.
 //!
 //! This crate knows nothing about HTTP, SQLite or Redfish.
 //! Errors are `thiserror` enums per boundary; "bad input" is a value, never an error.
@@ -24,6 +25,7 @@ pub mod ids;
 pub mod intake;
 pub mod inventory;
 pub mod jetstream;
+pub mod locate;
 pub mod mac;
 pub mod query;
 pub mod responder;

@@ -31,3 +31,8 @@ pub const QUERY_HISTORY: &str = "metal.inventory.history";
 pub const QUERY_EXPORT: &str = "metal.inventory.export";
 pub const QUERY_REPLAY: &str = "metal.inventory.replay";
 pub const QUERY_STATUS: &str = "metal.inventory.status";
+
+/// The locator's own service (NATS micro): what every source says about a MAC right
+/// now, onboarding nothing. Outside `machine.>` for the same reason.
+pub const LOCATE_SERVICE_NAME: &str = "metal-locator";
+pub const LOCATE: &str = "metal.locator.locate";

@@ -266,11 +266,14 @@ fn on_located(
     envelope: &Envelope,
     data: &BmcLocated,
 ) -> Result<Effect, ProjectionError> {
+    let via = match &data.source_name {
+        Some(name) => format!("{} {name}", data.source),
+        None => data.source.clone(),
+    };
     let line = format!(
-        "BMC at {} ({}) via {}",
+        "BMC at {} ({}) via {via}",
         data.bmc_ip.as_deref().unwrap_or("unknown IP"),
         data.redfish_url,
-        data.source
     );
     let machine_id = match current_machine(tx, envelope)? {
         Ok(id) => id,
@@ -327,7 +330,8 @@ fn on_locate_failed(
     envelope: &Envelope,
     data: &LocateFailed,
 ) -> Result<Effect, ProjectionError> {
-    let reason = if data.sources_tried.is_empty() {
+    // Newer events name each source with its words in the reason already.
+    let reason = if data.sources_tried.is_empty() || !data.sources_said.is_empty() {
         data.reason.clone()
     } else {
         format!("{} (tried {})", data.reason, data.sources_tried.join(", "))

@@ -72,6 +72,7 @@ pub fn located(cause: &Envelope, ip: &str) -> Envelope {
             bmc_ip: Some(ip.to_string()),
             redfish_url: format!("https://{ip}"),
             source: "static".to_string(),
+            ..Default::default()
         },
     )
 }
@@ -83,6 +84,7 @@ pub fn locate_failed(cause: &Envelope, reason: &str) -> Envelope {
         &LocateFailed {
             reason: reason.to_string(),
             sources_tried: vec!["static".to_string()],
+            ..Default::default()
         },
     )
 }

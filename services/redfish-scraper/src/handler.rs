@@ -256,6 +256,7 @@ mod tests {
                 bmc_ip: None,
                 redfish_url: "http://127.0.0.1:1".to_string(),
                 source: "static".to_string(),
+                ..Default::default()
             })
             .unwrap(),
         }

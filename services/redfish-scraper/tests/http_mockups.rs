@@ -175,6 +175,7 @@ fn located_input(redfish_url: &str, bmc_mac: Mac, delivery_attempt: u64) -> Inpu
             bmc_ip: Some("127.0.0.1".to_string()),
             redfish_url: redfish_url.to_string(),
             source: "static".to_string(),
+            ..Default::default()
         })
         .unwrap(),
     };

@@ -117,6 +117,7 @@ fn located(mac: Mac, redfish_url: &str) -> Envelope {
             bmc_ip: Some("127.0.0.1".to_string()),
             redfish_url: redfish_url.to_string(),
             source: "static".to_string(),
+            ..Default::default()
         })
         .unwrap(),
     }

@@ -1,4 +1,4 @@
-//! Where things are: the workspace root, `../shared`, and the Redfish mockups.
+//! Where things are: the workspace root, `../shared`, the Redfish mockups and the UniFi fixtures.
 
 use std::path::PathBuf;
 
@@ -25,6 +25,14 @@ pub fn redfish_mockups_dir() -> PathBuf {
     match std::env::var("METAL_REDFISH_MOCKUPS") {
         Ok(dir) => PathBuf::from(dir),
         Err(_) => shared_dir().join("redfish-mockups"),
+    }
+}
+
+/// The UniFi API fixtures: `METAL_UNIFI_FIXTURES`, else `shared/unifi/fixtures`.
+pub fn unifi_fixtures_dir() -> PathBuf {
+    match std::env::var("METAL_UNIFI_FIXTURES") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => shared_dir().join("unifi").join("fixtures"),
     }
 }
 

@@ -74,6 +74,10 @@ fn nats_files_are_what_the_services_load() {
     let locator = DurableConsumer::Locator.config().unwrap();
     assert_eq!(locator.durable_name.as_deref(), Some("locator"));
     assert_eq!(locator.filter_subject, subjects::ONBOARD_REQUESTED);
+    // A BMC not found yet goes back to the consumer once per lookup until the deadline:
+    // the locator allows at most 900 lookups, and late BMCs must never block new requests.
+    assert!(locator.max_deliver > 900);
+    assert!(locator.max_ack_pending >= 10_000);
     let scraper = DurableConsumer::RedfishScraper.config().unwrap();
     assert_eq!(scraper.durable_name.as_deref(), Some("redfish-scraper"));
     assert_eq!(scraper.filter_subject, subjects::BMC_LOCATED);
@@ -87,12 +91,32 @@ fn example_config_parses() {
     let text = read("metal.example.toml");
     let config = metal_core::config::Config::from_parts(&text, None, &[]).unwrap();
     assert!(!config.locator.static_bmcs.is_empty());
+    assert!(!config.locator.unifi.is_empty());
+    assert_eq!(
+        config.locator.sources.as_ref().map(Vec::len),
+        Some(6),
+        "the example lists every source"
+    );
     let doc = read("docs/configuration.md");
     for key in [
         "nats_url",
         "redfish_scheme",
         "redfish_port",
         "dnsmasq_leases",
+        "sources",
+        "isc_dhcpd_leases",
+        "kea_leases",
+        "neighbour",
+        "neighbour_table",
+        "locate_deadline_secs",
+        "retry_secs",
+        "flavour",
+        "sites",
+        "username",
+        "api_key_env",
+        "ca_file",
+        "cert_sha256",
+        "cache_secs",
         "password_env",
         "insecure_tls",
         "request_timeout_secs",

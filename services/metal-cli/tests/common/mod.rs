@@ -33,6 +33,14 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
 
 impl System {
     pub async fn start(static_bmcs: Vec<(Mac, String)>) -> System {
+        System::start_with(static_bmcs, |_| {}).await
+    }
+
+    /// [`System::start`] with the config adjusted by `adjust` before any service starts.
+    pub async fn start_with(
+        static_bmcs: Vec<(Mac, String)>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> System {
         let nats = NatsServer::start();
         let client = nats.connect().await;
         let dir = tempfile::tempdir().unwrap();
@@ -55,6 +63,10 @@ impl System {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let boot_url = format!("http://{}", listener.local_addr().unwrap());
         config.boot_api.listen = listener.local_addr().unwrap().to_string();
+        // An unknown BMC is given up on in seconds here, not the default ten minutes.
+        config.locator.locate_deadline_secs = 8;
+        config.locator.retry_secs = 2;
+        adjust(&mut config);
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
