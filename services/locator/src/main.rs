@@ -4,8 +4,12 @@ use anyhow::Context;
 use clap::Parser;
 
 /// locator: answers `machine.onboard.requested` with `machine.bmc.located` (or
-/// `machine.locate.failed`, or `machine.onboard.rejected` for a malformed request),
-/// looking BMC MACs up in the static map and dnsmasq lease files of the config.
+/// `machine.locate.failed`, or `machine.onboard.rejected` for a malformed request).
+/// It asks every source of the config's [locator] section at once: the static map, UniFi
+/// controllers (classic, UniFi OS, Integration API), dnsmasq, ISC dhcpd and Kea lease
+/// files, and the neighbour table; a BMC no source knows yet is looked for again until
+/// locate_deadline_secs. It also answers `metal.locator.locate` (`metal-cli locate`).
+/// UniFi passwords and API keys are read from the environment or .env, never the file.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {

@@ -1,6 +1,8 @@
 //! The locator against a real nats-server: bad input on the public entry point, and
 //! redelivery after a replica dies between publishing and acking.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,8 @@ use test_harness::nats::NatsServer;
 use test_harness::stream::wait_for_events;
 use tokio::sync::oneshot;
 
+use common::spawn_locator;
+
 fn config_with(bmc: &str) -> Config {
     let mut config = Config::default();
     config.locator.static_bmcs.push(StaticBmc {
@@ -21,18 +25,6 @@ fn config_with(bmc: &str) -> Config {
         address: "http://127.0.0.1:9".into(),
     });
     config
-}
-
-fn spawn_locator(config: Config, client: async_nats::Client) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        locator::run(&config, client, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("locator run");
-    });
-    stop
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

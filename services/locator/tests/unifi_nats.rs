@@ -3,18 +3,20 @@
 //! locates every MAC, and a misbehaving controller ends in a clear `machine.locate.failed`
 //! while the locator keeps answering other requests.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use common::spawn_locator;
 use futures::StreamExt;
 use metal_core::config::{Config, StaticBmc, UnifiConfig, UnifiFlavour};
 use metal_core::{subjects, Mac};
 use test_harness::nats::NatsServer;
 use test_harness::unifi::{self, FakeUnifi, Fault, UnifiOptions};
-use tokio::sync::oneshot;
 
 fn unifi_config(fake: &FakeUnifi, dir: &tempfile::TempDir, sites: &[&str]) -> UnifiConfig {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -38,18 +40,6 @@ fn unifi_config(fake: &FakeUnifi, dir: &tempfile::TempDir, sites: &[&str]) -> Un
         insecure_tls: false,
         cache_secs: 30,
     }
-}
-
-fn spawn_locator(config: Config, client: async_nats::Client) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        locator::run(&config, client, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("locator run");
-    });
-    stop
 }
 
 fn burst_mac(i: usize) -> String {

@@ -31,6 +31,14 @@ pub struct OnboardOptions {
     pub requested_by: Option<String>,
 }
 
+/// A MAC given on the command line; bad usage (exit 2) with the reason otherwise.
+pub fn device_mac(verb: &str, text: &str) -> Result<Mac, ExitCode> {
+    Mac::parse_device(text).map_err(|error| {
+        eprintln!("metal-cli: cannot {verb} {text:?}: {error}");
+        ExitCode::from(2)
+    })
+}
+
 /// Prints `value` as JSON, or as `render` formats it for people.
 fn print_as<T: serde::Serialize>(value: &T, json: bool, render: fn(&T) -> String) {
     if json {
@@ -54,12 +62,9 @@ pub async fn onboard(
     mac_text: &str,
     options: OnboardOptions,
 ) -> Result<ExitCode, CliError> {
-    let mac = match Mac::parse_device(mac_text) {
+    let mac = match device_mac("onboard", mac_text) {
         Ok(mac) => mac,
-        Err(error) => {
-            eprintln!("metal-cli: cannot onboard {mac_text:?}: {error}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(code) => return Ok(code),
     };
     let machine_id = MachineId::from_bmc_mac(&mac);
     let request_id = Uuid::new_v4();
@@ -221,12 +226,9 @@ pub async fn locate(
     mac_text: &str,
     json: bool,
 ) -> Result<ExitCode, CliError> {
-    let mac = match Mac::parse_device(mac_text) {
+    let mac = match device_mac("locate", mac_text) {
         Ok(mac) => mac,
-        Err(error) => {
-            eprintln!("metal-cli: {mac_text:?} is not a BMC MAC: {error}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(code) => return Ok(code),
     };
     let reply: LocateReply = client::query(
         client,

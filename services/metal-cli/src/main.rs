@@ -108,9 +108,8 @@ async fn main() -> ExitCode {
         _ => None,
     };
     if let Some((verb, mac)) = given_mac {
-        if let Err(error) = metal_core::Mac::parse_device(mac) {
-            eprintln!("metal-cli: cannot {verb} {mac:?}: {error}");
-            return ExitCode::from(2);
+        if let Err(code) = commands::device_mac(verb, mac) {
+            return code;
         }
     }
     let nats_url = match nats_url(cli.config.as_deref(), cli.nats_url) {

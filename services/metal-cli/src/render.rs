@@ -293,18 +293,27 @@ pub fn locate(reply: &LocateReply) -> String {
     if reply.sources.is_empty() {
         let _ = writeln!(out, "  (no locator source is configured)");
     }
-    for source in &reply.sources {
-        let label = match &source.source_name {
+    let labels: Vec<String> = reply
+        .sources
+        .iter()
+        .map(|source| match &source.source_name {
             Some(name) => format!("{} {name}", source.source),
             None => source.source.clone(),
-        };
+        })
+        .collect();
+    let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    for (source, label) in reply.sources.iter().zip(&labels) {
         let mark = match (source.answer, source.permanent) {
             (AnswerKind::Seen, _) => "seen",
             (AnswerKind::NotSeen, _) => "-",
             (AnswerKind::Failed, true) => "FAILED (needs an operator)",
             (AnswerKind::Failed, false) => "failed",
         };
-        let _ = writeln!(out, "  {label:<32} {mark:<8} {}", one_line(&source.said));
+        let _ = writeln!(
+            out,
+            "  {label:<width$}  {mark:<6}  {}",
+            one_line(&source.said)
+        );
     }
     out.trim_end().to_string()
 }

@@ -6,6 +6,7 @@ fn metal_cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_metal-cli"))
         .args(args)
         .env_remove("NATS_URL")
+        .env_remove("METAL_CONFIG")
         .output()
         .unwrap()
 }
@@ -22,7 +23,9 @@ fn help_lists_every_command() {
         "history",
         "replay",
         "export",
+        "locate",
         "--nats-url",
+        "--config",
     ] {
         assert!(text.contains(command), "--help lacks {command}:\n{text}");
     }

@@ -53,22 +53,23 @@ impl Trust {
     /// The rustls config for this trust, or `None` for reqwest's own (public roots).
     pub fn client_config(&self) -> Result<Option<rustls::ClientConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier: Arc<dyn ServerCertVerifier> = match self {
+        let verifier = match self {
             Trust::PublicRoots => return Ok(None),
-            Trust::CaFile(path) => Arc::new(CaFileVerifier::new(path, provider.clone())?),
-            Trust::Pinned(pin) => Arc::new(PinnedVerifier {
-                pin: *pin,
+            Trust::CaFile(path) => Verifier::ca_file(path, provider.clone())?,
+            Trust::Pinned(pin) => Verifier {
+                policy: Policy::Pinned(*pin),
                 provider: provider.clone(),
-            }),
-            Trust::Insecure => Arc::new(AnyCertificate {
+            },
+            Trust::Insecure => Verifier {
+                policy: Policy::Any,
                 provider: provider.clone(),
-            }),
+            },
         };
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setup(e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         Ok(Some(config))
     }
@@ -112,25 +113,32 @@ fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
     Ok(certs)
 }
 
-fn verify_signatures_with(provider: &CryptoProvider) -> Vec<SignatureScheme> {
-    provider
-        .signature_verification_algorithms
-        .supported_schemes()
+/// How [`Verifier`] decides about the controller's certificate.
+#[derive(Debug)]
+enum Policy {
+    /// The CA file's certificates as roots (names checked as usual) and, failing that, a
+    /// presented certificate that is byte-for-byte one of them: a console's self-signed
+    /// certificate often has CA:TRUE and only an IP as its name, which path validation
+    /// refuses as an end-entity certificate, yet it is exactly what the operator trusts.
+    CaFile {
+        roots: Arc<WebPkiServerVerifier>,
+        own: Vec<CertificateDer<'static>>,
+    },
+    /// Exactly the certificate with this SHA-256 fingerprint (what unpoller offers).
+    Pinned([u8; 32]),
+    /// `insecure_tls = true`: any certificate.
+    Any,
 }
 
-/// Trusts the CA file's certificates as roots (names checked as usual) and, failing that,
-/// a presented certificate that is byte-for-byte one of them: a console's self-signed
-/// certificate often has CA:TRUE and only an IP as its name, which path validation refuses
-/// as an end-entity certificate, yet it is exactly what the operator chose to trust.
+/// Checks the certificate by its [`Policy`]; the handshake's signatures are always checked.
 #[derive(Debug)]
-struct CaFileVerifier {
-    roots: Arc<WebPkiServerVerifier>,
-    own: Vec<CertificateDer<'static>>,
+struct Verifier {
+    policy: Policy,
     provider: Arc<CryptoProvider>,
 }
 
-impl CaFileVerifier {
-    fn new(path: &Path, provider: Arc<CryptoProvider>) -> Result<CaFileVerifier, TlsError> {
+impl Verifier {
+    fn ca_file(path: &Path, provider: Arc<CryptoProvider>) -> Result<Verifier, TlsError> {
         let certs = load_certificates(path)?;
         let mut store = RootCertStore::empty();
         let (added, _ignored) = store.add_parsable_certificates(certs.iter().cloned());
@@ -143,15 +151,14 @@ impl CaFileVerifier {
         let roots = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
             .build()
             .map_err(|e| TlsError::Setup(e.to_string()))?;
-        Ok(CaFileVerifier {
-            roots,
-            own: certs,
+        Ok(Verifier {
+            policy: Policy::CaFile { roots, own: certs },
             provider,
         })
     }
 }
 
-impl ServerCertVerifier for CaFileVerifier {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -160,18 +167,34 @@ impl ServerCertVerifier for CaFileVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self.roots.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            Ok(verified) => Ok(verified),
-            Err(_) if self.own.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
-                Ok(ServerCertVerified::assertion())
+        match &self.policy {
+            Policy::CaFile { roots, own } => {
+                match roots.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                ) {
+                    Ok(verified) => Ok(verified),
+                    Err(_) if own.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
+                        Ok(ServerCertVerified::assertion())
+                    }
+                    Err(error) => Err(error),
+                }
             }
-            Err(error) => Err(error),
+            Policy::Pinned(pin) => {
+                let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+                if digest == *pin {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    Err(Error::General(format!(
+                        "certificate fingerprint {} is not the pinned cert_sha256",
+                        fingerprint_text(&digest)
+                    )))
+                }
+            }
+            Policy::Any => Ok(ServerCertVerified::assertion()),
         }
     }
 
@@ -204,118 +227,9 @@ impl ServerCertVerifier for CaFileVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        verify_signatures_with(&self.provider)
-    }
-}
-
-/// Trusts exactly the certificate with this SHA-256 fingerprint (what unpoller offers).
-#[derive(Debug)]
-struct PinnedVerifier {
-    pin: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if digest == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(Error::General(format!(
-                "certificate fingerprint {} is not the pinned cert_sha256",
-                fingerprint_text(&digest)
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        verify_signatures_with(&self.provider)
-    }
-}
-
-/// `insecure_tls = true`: any certificate (the handshake's signatures are still checked).
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        verify_signatures_with(&self.provider)
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
