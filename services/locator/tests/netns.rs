@@ -1,5 +1,8 @@
 //! The lease-file and neighbour-table sources against a real dnsmasq serving a BMC in a
-//! network namespace (root only; see `test_harness::netns`).
+//! network namespace (root only; see `test_harness::netns`), then the locator itself
+//! locating that BMC from a request on a real nats-server.
+
+mod common;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -7,7 +10,9 @@ use std::time::{Duration, Instant};
 use locator::sources::leases::{LeaseFile, LeaseFormat};
 use locator::sources::neighbour::NeighbourTable;
 use locator::sources::{Answer, Source};
-use metal_core::Mac;
+use metal_core::config::Config;
+use metal_core::{subjects, Mac};
+use test_harness::nats::NatsServer;
 use test_harness::netns::Lan;
 use time::OffsetDateTime;
 
@@ -73,4 +78,46 @@ async fn a_bmc_leased_by_dnsmasq_is_found_in_its_lease_file_and_neighbour_table(
         neighbours.lookup(stranger, OffsetDateTime::now_utc()).await,
         Answer::NotSeen(_)
     ));
+
+    // The locator, configured with both, answers an onboarding request for the BMC.
+    let server = NatsServer::start();
+    let client = server.connect().await;
+    let mut config = Config {
+        nats_url: server.url(),
+        ..Config::default()
+    };
+    config.locator.sources = Some(vec!["dnsmasq".into(), "neighbour".into()]);
+    config.locator.dnsmasq_leases = vec![lan.lease_file()];
+    config.locator.neighbour = true;
+    config.locator.neighbour_table = lan.neighbour_table();
+    let _stop = common::spawn_locator(config, server.connect().await);
+    metal_core::jetstream::ensure_stream(&async_nats::jetstream::new(client.clone()))
+        .await
+        .unwrap();
+    client
+        .publish(subjects::ONBOARD_REQUESTED, bmc.to_string().into())
+        .await
+        .unwrap();
+    let events = test_harness::stream::wait_for_events(
+        &client,
+        Duration::from_secs(30),
+        "the BMC located",
+        |events| events.iter().any(|e| e.event_type == subjects::BMC_LOCATED),
+    )
+    .await;
+    let located = events
+        .iter()
+        .find(|e| e.event_type == subjects::BMC_LOCATED)
+        .unwrap();
+    assert_eq!(located.data["bmc_ip"], leased.to_string());
+    assert_eq!(
+        located.data["source"], "dnsmasq",
+        "first in locator.sources"
+    );
+    assert_eq!(
+        located.data["source_name"],
+        lan.lease_file().display().to_string()
+    );
+    assert_eq!(located.data["also_seen"][0]["source"], "neighbour");
+    assert_eq!(located.data["also_seen"][0]["address"], leased.to_string());
 }

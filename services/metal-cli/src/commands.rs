@@ -102,14 +102,7 @@ pub async fn onboard(
     }
     match tokio::time::timeout(
         options.timeout,
-        follow(
-            client,
-            &js,
-            ack.sequence,
-            request_id,
-            machine_id,
-            options.json,
-        ),
+        follow(client, &js, ack.sequence, request_id, mac, options.json),
     )
     .await
     {
@@ -129,9 +122,10 @@ async fn follow(
     js: &async_nats::jetstream::Context,
     from_sequence: u64,
     request_id: Uuid,
-    machine_id: MachineId,
+    mac: Mac,
     json: bool,
 ) -> Result<ExitCode, CliError> {
+    let machine_id = MachineId::from_bmc_mac(&mac);
     let stream = js
         .get_stream(subjects::STREAM)
         .await
@@ -147,7 +141,7 @@ async fn follow(
                 Ok(item) => item,
                 Err(_) => {
                     eprintln!(
-                        "waiting    nothing has answered the request for {QUIET_HINT_AFTER:?}; are the locator and redfish-scraper running against this NATS server?"
+                        "waiting    nothing has answered the request for {QUIET_HINT_AFTER:?}: no locator source may see the BMC yet (`metal-cli locate {mac}` shows what each says; the locator keeps looking until its deadline), or the locator is not running against this NATS server"
                     );
                     heard_or_hinted = true;
                     continue;

@@ -34,8 +34,10 @@ enum Command {
         /// Print JSON lines (the request, each event, the final machine) instead of text.
         #[arg(long)]
         json: bool,
-        /// Give up waiting after this many seconds.
-        #[arg(long, default_value_t = 300)]
+        /// Give up waiting after this many seconds. The locator itself looks for a BMC that
+        /// has no address yet for locate_deadline_secs (600 by default), then the scrape
+        /// takes up to scrape_deadline_secs (120).
+        #[arg(long, default_value_t = 900)]
         timeout: u64,
         /// Who asked, recorded in the request.
         #[arg(long, env = "USER")]

@@ -73,6 +73,11 @@ async fn a_bmc_that_appears_20_s_after_the_request_is_located_without_a_second_r
         stderr(&output)
     );
     assert!(started.elapsed() >= Duration::from_secs(20));
+    assert!(
+        stderr(&output).contains(&format!("`metal-cli locate {bmc}` shows what each says")),
+        "the wait is explained: {}",
+        stderr(&output)
+    );
     let detail = system.wait_inventoried(bmc, Duration::from_secs(30)).await;
     assert_eq!(detail.machine.state, MachineState::Inventoried);
     assert_eq!(detail.machine.bmc_ip.as_deref(), Some("127.0.0.1"));
