@@ -5,6 +5,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 
 use axum::http::StatusCode;
 use locator::sources::unifi::Controller;
@@ -19,6 +20,33 @@ const FIXTURE_BMC: &str = "02:00:5e:10:00:02";
 /// The fixture's offline Supermicro BMC, only in `rest/user`, with a last IP.
 const FIXTURE_OFFLINE_BMC: &str = "02:00:5e:10:00:05";
 
+/// Every log line of this test binary, at every level and from every crate.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(|| LogSink)
+            .with_ansi(false)
+            .init();
+    });
+}
+
 struct Setup {
     fake: FakeUnifi,
     config: UnifiConfig,
@@ -28,6 +56,7 @@ struct Setup {
 /// A controller config for `fake`, trusting its certificate through `ca_file`, with the
 /// password or API key in a variable of its own (tests run in parallel).
 async fn setup(options: UnifiOptions, flavour: UnifiFlavour) -> Setup {
+    capture_logs();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let fake = FakeUnifi::start(options).await;
@@ -457,4 +486,43 @@ async fn the_same_mac_in_two_sites_is_seen_twice() {
         "the freshest wins"
     );
     assert_eq!(choice.others.len(), 1);
+}
+
+#[tokio::test]
+async fn no_password_or_api_key_reaches_a_log_line() {
+    // Logins that succeed, fail, need a second factor, and an API key in use.
+    let classic = setup(UnifiOptions::classic(), UnifiFlavour::Auto).await;
+    let ok = Controller::new(&classic.config).unwrap();
+    assert!(matches!(lookup(&ok, FIXTURE_BMC).await, Answer::Seen(_)));
+    classic.fake.expire_sessions();
+    let mut config = classic.config.clone();
+    config.cache_secs = 0;
+    let relogin = Controller::new(&config).unwrap();
+    assert!(matches!(
+        lookup(&relogin, FIXTURE_BMC).await,
+        Answer::Seen(_)
+    ));
+    let wrong = setup(UnifiOptions::unifi_os(), UnifiFlavour::Unifios).await;
+    std::env::set_var(
+        wrong.config.password_env.as_ref().unwrap(),
+        "wrong-password-in-a-log",
+    );
+    let refused = Controller::new(&wrong.config).unwrap();
+    assert!(matches!(
+        lookup(&refused, FIXTURE_BMC).await,
+        Answer::Failed { .. }
+    ));
+    let mut integration = setup(UnifiOptions::integration(), UnifiFlavour::Integration).await;
+    integration.config.username = None;
+    let keyed = Controller::new(&integration.config).unwrap();
+    assert!(matches!(lookup(&keyed, FIXTURE_BMC).await, Answer::Seen(_)));
+
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).to_string();
+    assert!(
+        logs.contains("logged in to UniFi"),
+        "the logs were captured: {logs}"
+    );
+    for secret in [unifi::PASSWORD, unifi::API_KEY, "wrong-password-in-a-log"] {
+        assert!(!logs.contains(secret), "{secret} logged:\n{logs}");
+    }
 }

@@ -326,9 +326,8 @@ impl Controller {
             }
         }
         if !sightings.is_empty() {
-            for (site, failure) in &failures {
-                tracing::warn!(controller = %self.name, site, error = %failure, "site not asked");
-            }
+            // A failed site was already logged when its list was fetched (once per
+            // cache_secs, not once per lookup).
             return Answer::Seen(sightings);
         }
         if failures.is_empty() {
