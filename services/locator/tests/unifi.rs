@@ -159,15 +159,22 @@ async fn classic_active_clients_first_then_known_clients_with_one_login() {
 
 #[tokio::test]
 async fn auto_flavour_probes_once_and_speaks_classic() {
-    let s = setup(UnifiOptions::classic(), UnifiFlavour::Auto).await;
+    let mut s = setup(UnifiOptions::classic(), UnifiFlavour::Auto).await;
+    s.config.cache_secs = 0;
     let controller = Controller::new(&s.config).unwrap();
+    // A console still starting up: the probe is tried again at the next lookup.
+    s.fake.set_fault(Some(Fault::Unavailable));
+    let (error, permanent) = failure(&lookup(&controller, FIXTURE_BMC).await);
+    assert!(error.contains("unavailable (HTTP 503)"), "{error}");
+    assert!(!permanent);
+    s.fake.set_fault(None);
     for _ in 0..3 {
         assert_eq!(
             single_sighting(&lookup(&controller, FIXTURE_BMC).await).0,
             "198.51.100.17"
         );
     }
-    assert_eq!(s.fake.probes(), 1);
+    assert_eq!(s.fake.probes(), 1, "the answered probe is not repeated");
     assert_eq!(s.fake.logins(), 1);
 }
 

@@ -80,7 +80,8 @@ pub struct ControllerHttp {
     configured: UnifiFlavour,
     client: reqwest::Client,
     credentials: Credentials,
-    api: Mutex<Option<Api>>,
+    /// Settled once: by the config, or by one probe that every first lookup waits for.
+    api: tokio::sync::OnceCell<Api>,
     session: Mutex<Option<Session>>,
     login_gate: tokio::sync::Mutex<LoginGate>,
     logins: std::sync::atomic::AtomicU64,
@@ -137,7 +138,7 @@ impl ControllerHttp {
             configured,
             client,
             credentials,
-            api: Mutex::new(api),
+            api: tokio::sync::OnceCell::new_with(api),
             session: Mutex::new(None),
             login_gate: tokio::sync::Mutex::new(LoginGate::default()),
             logins: Default::default(),
@@ -155,13 +156,15 @@ impl ControllerHttp {
 
     /// The API this controller speaks; `auto` is settled by one probe of `GET /`.
     pub async fn api(&self) -> Result<Api, Failure> {
-        if let Some(api) = *lock(&self.api) {
-            return Ok(api);
-        }
+        self.api.get_or_try_init(|| self.probe()).await.copied()
+    }
+
+    async fn probe(&self) -> Result<Api, Failure> {
         let reply = self.send(self.client.get(self.url("/")?)).await?;
         let api = match reply.status {
             200 => Api::UnifiOs,
             300..=399 => Api::Classic,
+            status @ 500..=599 => return Err(Failure::Unavailable { status }),
             status => {
                 return Err(Failure::Api {
                     status,
@@ -170,7 +173,6 @@ impl ControllerHttp {
             }
         };
         tracing::info!(controller = %self.name, configured = self.configured.as_str(), api = api.as_str(), "UniFi flavour probed");
-        *lock(&self.api) = Some(api);
         Ok(api)
     }
 
