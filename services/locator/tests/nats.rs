@@ -32,6 +32,10 @@ async fn malformed_requests_are_rejected_and_the_consumer_moves_on() {
     let server = NatsServer::start();
     let client = server.connect().await;
     let _stop = spawn_locator(config_with("52:54:00:00:00:aa"), client.clone());
+    // Core publishes to a subject no stream holds yet would be dropped.
+    ensure_stream(&async_nats::jetstream::new(client.clone()))
+        .await
+        .unwrap();
 
     let big = vec![b'a'; 10 * 1024 * 1024];
     let table: Vec<(&str, Vec<u8>, &str)> = vec![
