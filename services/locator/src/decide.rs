@@ -9,7 +9,7 @@ use metal_core::{subjects, Decoded, Envelope, Mac};
 use time::OffsetDateTime;
 
 use crate::sources::static_map::url_for_host;
-use crate::sources::{all_failed_for_good, choose, Answer, Located, Report};
+use crate::sources::{all_failed_for_good, choose, source_name, Answer, Located, Report};
 
 /// The first wait before looking for a BMC again; each next wait doubles, up to
 /// [`Policy::longest_wait`].
@@ -59,13 +59,8 @@ pub fn requested_mac(decoded: &Decoded) -> Option<Mac> {
 pub fn sighting_data(located: &Located) -> BmcSighting {
     BmcSighting {
         source: located.kind.as_str().to_string(),
-        source_name: (!located.name.is_empty()).then(|| located.name.clone()),
-        address: located
-            .sighting
-            .ip
-            .map(|ip| ip.to_string())
-            .or_else(|| located.sighting.redfish_url.clone())
-            .unwrap_or_default(),
+        source_name: source_name(&located.name),
+        address: located.sighting.address(),
         last_seen: located.sighting.last_seen,
         detail: located.sighting.detail.clone(),
     }
@@ -139,7 +134,7 @@ pub fn decide(
                 bmc_ip: chosen.sighting.ip.map(|ip| ip.to_string()),
                 redfish_url,
                 source: chosen.kind.as_str().to_string(),
-                source_name: (!chosen.name.is_empty()).then(|| chosen.name.clone()),
+                source_name: source_name(&chosen.name),
                 last_seen: chosen.sighting.last_seen,
                 detail: chosen.sighting.detail.clone(),
                 also_seen: choice

@@ -12,7 +12,7 @@ use metal_core::locate::{
 use metal_core::{subjects, Mac};
 
 use crate::decide::sighting_data;
-use crate::sources::{choose, Answer, Report};
+use crate::sources::{choose, source_name, Answer, Report};
 use crate::Locator;
 
 /// The started service, ready to [`LocateService::serve`].
@@ -117,11 +117,7 @@ pub fn reply(locator: &Locator, mac: Mac, reports: &[Report]) -> LocateReply {
                     sightings
                         .iter()
                         .map(|s| SightingNow {
-                            address: s
-                                .ip
-                                .map(|ip| ip.to_string())
-                                .or_else(|| s.redfish_url.clone())
-                                .unwrap_or_default(),
+                            address: s.address(),
                             last_seen: s.last_seen,
                             current: s.current,
                             detail: s.detail.clone(),
@@ -133,7 +129,7 @@ pub fn reply(locator: &Locator, mac: Mac, reports: &[Report]) -> LocateReply {
             };
             SourceAnswer {
                 source: report.kind.as_str().to_string(),
-                source_name: (!report.name.is_empty()).then(|| report.name.clone()),
+                source_name: source_name(&report.name),
                 answer,
                 said: report.said(),
                 permanent,

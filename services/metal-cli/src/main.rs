@@ -11,12 +11,9 @@ use metal_cli::commands::{self, OnboardOptions};
 #[derive(Parser, Debug)]
 #[command(version, propagate_version = true)]
 struct Cli {
-    /// The TOML config file shared by every binary; metal-cli reads its `nats_url`.
-    #[arg(long, env = "METAL_CONFIG", global = true)]
-    config: Option<PathBuf>,
-    /// NATS server URL; overrides `nats_url` of the config [default: nats://127.0.0.1:4222].
-    #[arg(long, env = "NATS_URL", global = true)]
-    nats_url: Option<String>,
+    /// The config file (metal-cli reads its `nats_url`) and the NATS URL, as every binary takes them.
+    #[command(flatten)]
+    common: metal_core::service::CommonArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,8 +111,8 @@ async fn main() -> ExitCode {
             return code;
         }
     }
-    let nats_url = match nats_url(cli.config.as_deref(), cli.nats_url) {
-        Ok(url) => url,
+    let nats_url = match cli.common.load() {
+        Ok(config) => config.nats_url,
         Err(error) => {
             eprintln!("metal-cli: {}", metal_core::error_chain(&error));
             return ExitCode::from(2);
@@ -164,17 +161,6 @@ async fn main() -> ExitCode {
             eprintln!("metal-cli: {}", metal_core::error_chain(&error));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The NATS URL: the flag (or `NATS_URL`), else the config file's `nats_url`, else the default.
-fn nats_url(
-    config: Option<&std::path::Path>,
-    flag: Option<String>,
-) -> Result<String, metal_core::config::ConfigError> {
-    match flag {
-        Some(url) => Ok(url),
-        None => Ok(metal_core::config::Config::load(config)?.nats_url),
     }
 }
 

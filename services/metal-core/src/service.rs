@@ -9,10 +9,11 @@ use crate::config::{Config, ConfigError};
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// The TOML config file shared by every binary (keys in docs/configuration.md).
-    #[arg(long, env = "METAL_CONFIG")]
+    // Global, so metal-cli takes them after a subcommand too.
+    #[arg(long, env = "METAL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// NATS server URL; overrides `nats_url` of the config.
-    #[arg(long, env = "NATS_URL")]
+    #[arg(long, env = "NATS_URL", global = true)]
     pub nats_url: Option<String>,
 }
 

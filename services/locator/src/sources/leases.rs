@@ -1059,19 +1059,11 @@ impl Source for LeaseFile {
     fn lookup(&self, mac: Mac, now: OffsetDateTime) -> BoxFuture<'_, Answer> {
         let shared = Arc::clone(&self.shared);
         // The report's label already names the file, so errors do not repeat the path.
-        Box::pin(async move {
-            match tokio::task::spawn_blocking(move || shared.current()).await {
-                Ok(Ok(leases)) => answer(&leases, mac, now),
-                Ok(Err(error)) => Answer::Failed {
-                    error: error.to_string(),
-                    permanent: false,
-                },
-                Err(error) => Answer::Failed {
-                    error: format!("reading stopped: {error}"),
-                    permanent: false,
-                },
-            }
-        })
+        Box::pin(super::answer_from_blocking_read(
+            String::new(),
+            move || shared.current(),
+            move |leases| answer(&leases, mac, now),
+        ))
     }
 }
 

@@ -82,6 +82,16 @@ pub struct Sighting {
     pub detail: String,
 }
 
+impl Sighting {
+    /// The IP seen, or the Redfish URL of a static entry naming a host.
+    pub fn address(&self) -> String {
+        self.ip
+            .map(|ip| ip.to_string())
+            .or_else(|| self.redfish_url.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// What one source said about one MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -114,19 +124,18 @@ impl Report {
         match &self.answer {
             Answer::Seen(sightings) => sightings
                 .iter()
-                .map(|s| {
-                    let address =
-                        s.ip.map(|ip| ip.to_string())
-                            .or_else(|| s.redfish_url.clone())
-                            .unwrap_or_default();
-                    format!("{address} ({})", s.detail)
-                })
+                .map(|s| format!("{} ({})", s.address(), s.detail))
                 .collect::<Vec<_>>()
                 .join(", "),
             Answer::NotSeen(text) => text.clone(),
             Answer::Failed { error, .. } => format!("error: {error}"),
         }
     }
+}
+
+/// A source's instance name as events carry it: `None` for singletons (static, neighbour).
+pub fn source_name(name: &str) -> Option<String> {
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 pub fn label(kind: SourceKind, name: &str) -> String {
@@ -145,6 +154,29 @@ pub trait Source: Send + Sync {
     /// What this source knows of `mac` now. Never panics on what it reads; a problem is
     /// an [`Answer::Failed`].
     fn lookup(&self, mac: Mac, now: OffsetDateTime) -> BoxFuture<'_, Answer>;
+}
+
+/// Answers from a file-backed source: `read` runs on the blocking pool, and a read that
+/// fails or stops is a temporary failure (the file may be fixed or appear later), its
+/// message led by `prefix`.
+pub(crate) async fn answer_from_blocking_read<T, E>(
+    prefix: String,
+    read: impl FnOnce() -> Result<T, E> + Send + 'static,
+    answer: impl FnOnce(T) -> Answer,
+) -> Answer
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let failed = |error: String| Answer::Failed {
+        error: format!("{prefix}{error}"),
+        permanent: false,
+    };
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(value)) => answer(value),
+        Ok(Err(error)) => failed(error.to_string()),
+        Err(error) => failed(format!("reading stopped: {error}")),
+    }
 }
 
 /// The sources of one locator, in the configured order.

@@ -185,20 +185,12 @@ impl Source for NeighbourTable {
 
     fn lookup(&self, mac: Mac, _now: OffsetDateTime) -> BoxFuture<'_, Answer> {
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
-            let path = shared.path.display().to_string();
-            match tokio::task::spawn_blocking(move || shared.read()).await {
-                Ok(Ok(entries)) => answer(&entries, mac),
-                Ok(Err(error)) => Answer::Failed {
-                    error: format!("{path}: {error}"),
-                    permanent: false,
-                },
-                Err(error) => Answer::Failed {
-                    error: format!("{path}: reading stopped: {error}"),
-                    permanent: false,
-                },
-            }
-        })
+        // The label is only "neighbour", so errors name the table read.
+        Box::pin(super::answer_from_blocking_read(
+            format!("{}: ", shared.path.display()),
+            move || shared.read(),
+            move |entries| answer(&entries, mac),
+        ))
     }
 }
 
