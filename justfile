@@ -12,7 +12,8 @@ check:
 test:
     cargo test --workspace
 
-# Benchmarks: replay ÷ raw JetStream ordered read; boot-api ÷ a trivial axum handler.
+# Benchmarks: replay ÷ raw JetStream ordered read; boot-api ÷ a trivial axum handler;
+# fleet onboarding ÷ the scraper caps' critical path.
 bench:
     scripts/bench
 

@@ -91,6 +91,7 @@ async fn fill(
             &HardwareScraped {
                 redfish_url: "http://127.0.0.1:8000".into(),
                 inventory: machine_inventory(template, index),
+                raw: None,
             },
             now,
         )?;
@@ -151,7 +152,8 @@ async fn main() -> anyhow::Result<()> {
         redfish_scraper::walk::WalkLimits::default(),
     )
     .await
-    .with_context(|| format!("walking {}", mockup.display()))?;
+    .with_context(|| format!("walking {}", mockup.display()))?
+    .inventory;
 
     let server = test_harness::nats::NatsServer::start();
     let client = server.connect().await;

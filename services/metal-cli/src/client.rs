@@ -182,6 +182,40 @@ pub async fn export(client: &async_nats::Client, timeout: Duration) -> Result<Ex
     }
 }
 
+/// Asks the inventory service about `machine` every 100 ms until `done` accepts what it
+/// says. A projector that is starting (no responders, a timeout) or has not seen the
+/// machine yet (404) is asked again: the caller bounds the wait.
+pub async fn poll_machine<T>(
+    client: &async_nats::Client,
+    machine: &str,
+    mut done: impl FnMut(metal_core::query::MachineDetail) -> Option<T>,
+) -> Result<T, CliError> {
+    let reference = metal_core::query::MachineRef {
+        machine: machine.to_string(),
+    };
+    loop {
+        match query(
+            client,
+            metal_core::subjects::QUERY_MACHINE,
+            &reference,
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            Ok(detail) => {
+                if let Some(value) = done(detail) {
+                    return Ok(value);
+                }
+            }
+            Err(CliError::Service { code: 404, .. })
+            | Err(CliError::NoResponders { .. })
+            | Err(CliError::Timeout { .. }) => {}
+            Err(error) => return Err(error),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn jetstream(client: &async_nats::Client) -> jetstream::Context {
     jetstream::new(client.clone())
 }

@@ -48,7 +48,7 @@ fn print_as<T: serde::Serialize>(value: &T, json: bool, render: fn(&T) -> String
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string(value) {
         Ok(text) => println!("{text}"),
         Err(error) => eprintln!("metal-cli: cannot encode JSON: {error}"),
@@ -172,46 +172,28 @@ async fn follow(
         }
     }
     // The scrape is in the log; success means the projection has folded it in.
-    let reference = MachineRef {
-        machine: machine_id.to_string(),
-    };
-    loop {
-        match client::query::<_, MachineDetail>(
-            client,
-            subjects::QUERY_MACHINE,
-            &reference,
-            QUERY_TIMEOUT,
-        )
-        .await
-        {
-            Ok(detail)
-                if detail.machine.correlation_id == request_id
-                    && detail.machine.state == MachineState::Inventoried =>
-            {
-                if json {
-                    print_json(&detail);
-                } else {
-                    eprintln!("inventoried");
-                    println!("{}", render::machine_detail(&detail));
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            Ok(detail)
-                if detail.machine.correlation_id == request_id
-                    && detail.machine.state.is_failed() =>
-            {
-                eprintln!(
-                    "metal-cli: {}: {}",
-                    detail.machine.state.as_str(),
-                    detail.machine.state_reason.unwrap_or_default()
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-            Ok(_) | Err(CliError::Service { code: 404, .. }) => {}
-            Err(error) => return Err(error),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let detail = client::poll_machine(client, &machine_id.to_string(), |detail| {
+        (detail.machine.correlation_id == request_id
+            && (detail.machine.state == MachineState::Inventoried
+                || detail.machine.state.is_failed()))
+        .then_some(detail)
+    })
+    .await?;
+    if detail.machine.state.is_failed() {
+        eprintln!(
+            "metal-cli: {}: {}",
+            detail.machine.state.as_str(),
+            detail.machine.state_reason.unwrap_or_default()
+        );
+        return Ok(ExitCode::FAILURE);
     }
+    if json {
+        print_json(&detail);
+    } else {
+        eprintln!("inventoried");
+        println!("{}", render::machine_detail(&detail));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What every locator source says about a MAC now: exit 0 when some source sees it.

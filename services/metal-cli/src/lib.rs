@@ -5,7 +5,10 @@
 //!   asking the inventory query service (run by inventory-projector).
 //! - [`render`]: pure formatting of query replies and events for people.
 //! - [`commands`]: one function per subcommand, returning the process exit code.
+//! - [`rescan`]: `rescan` (walk a machine again, say what changed) and `raw` (a scrape's
+//!   raw documents as a mockup folder).
 
 pub mod client;
 pub mod commands;
 pub mod render;
+pub mod rescan;

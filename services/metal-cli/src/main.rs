@@ -70,6 +70,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Walk a known machine's BMC again (by BMC MAC, host NIC MAC or machine id) and say
+    /// what changed since its last inventory: DIMMs, drives, NICs, firmware versions...
+    /// Exit 0 once the new inventory is in; 1 if the rescan failed (the machine keeps its
+    /// last inventory and state).
+    Rescan {
+        machine: String,
+        /// Print JSON lines (the request, each event) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting after this many seconds (a scrape takes up to
+        /// scrape_deadline_secs, 120 by default, per attempt).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Who asked, recorded in the request.
+        #[arg(long, env = "USER")]
+        requested_by: Option<String>,
+    },
+    /// Write the raw Redfish documents of a machine's scrape (its latest, or the one at
+    /// --seq) as a mockup folder that `redfish-mockup-server --dir` serves: a misbehaving
+    /// BMC becomes a test case.
+    Raw {
+        machine: String,
+        /// The stream sequence of a machine.hardware.scraped (see `metal-cli history`).
+        #[arg(long = "seq", value_name = "N")]
+        sequence: Option<u64>,
+        /// The folder to write (must not exist or be empty); default raw-<bmc mac>-<seq>.
+        #[arg(long, short, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
     /// Rebuild the projection from stream sequence 1 into a new file and swap it in
     /// atomically while the projector keeps serving; exit 1 if it differs from the old one.
     Replay {
@@ -153,6 +182,28 @@ async fn main() -> ExitCode {
             commands::replay(&client, json, Duration::from_secs(timeout)).await
         }
         Command::Export { output } => commands::export(&client, output.as_deref()).await,
+        Command::Rescan {
+            machine,
+            json,
+            timeout,
+            requested_by,
+        } => {
+            metal_cli::rescan::rescan(
+                &client,
+                &machine,
+                metal_cli::rescan::RescanOptions {
+                    json,
+                    timeout: Duration::from_secs(timeout),
+                    requested_by,
+                },
+            )
+            .await
+        }
+        Command::Raw {
+            machine,
+            sequence,
+            output,
+        } => metal_cli::rescan::raw(&client, &machine, sequence, output.as_deref()).await,
     };
     let _ = client.flush().await;
     match result {

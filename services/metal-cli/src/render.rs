@@ -173,7 +173,113 @@ pub fn machine_detail(detail: &MachineDetail) -> String {
             let _ = write!(out, "inventory  none yet");
         }
     }
+    if let Some(inventory) = &detail.inventory {
+        detail_lines(&mut out, inventory);
+    }
     out
+}
+
+/// The parts beyond the summary, one line each: boot settings, DIMMs, NICs, volumes,
+/// network adapters and PCIe devices.
+fn detail_lines(out: &mut String, inventory: &metal_core::inventory::Inventory) {
+    for system in &inventory.systems {
+        if let Some(boot) = &system.boot {
+            let _ = write!(
+                out,
+                "\nboot       {}: override {} ({}, {})",
+                system.id,
+                or_dash(boot.override_target.as_deref()),
+                or_dash(boot.override_enabled.as_deref()),
+                or_dash(boot.override_mode.as_deref()),
+            );
+            if !boot.allowable_targets.is_empty() {
+                let _ = write!(out, "; accepts {}", boot.allowable_targets.join(", "));
+            }
+        }
+        for dimm in system.memory.iter().filter(|m| m.is_installed()) {
+            let _ = write!(
+                out,
+                "\ndimm       {}  {}  {}  {}  serial {}",
+                dimm.device_locator.as_deref().unwrap_or(&dimm.id),
+                dimm.capacity_mib.map(mib).unwrap_or_else(|| "-".into()),
+                or_dash(dimm.memory_type.as_deref()),
+                dimm.speed_mhz
+                    .map(|mhz| format!("{mhz} MHz"))
+                    .unwrap_or_else(|| "-".into()),
+                or_dash(dimm.serial.as_deref()),
+            );
+        }
+        for nic in &system.ethernet_interfaces {
+            let _ = write!(
+                out,
+                "\nnic        {}  {}  {}",
+                nic.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                nic.speed_mbps
+                    .map(|mbps| format!("{mbps} Mbps"))
+                    .unwrap_or_else(|| "-".into()),
+                or_dash(nic.link_status.as_deref()),
+            );
+        }
+        for volume in &system.volumes {
+            let _ = write!(
+                out,
+                "\nvolume     {}  {}  {}  {} drive(s)",
+                volume.id,
+                or_dash(volume.raid_type.as_deref()),
+                volume
+                    .capacity_bytes
+                    .map(bytes)
+                    .unwrap_or_else(|| "-".into()),
+                volume.drives.len(),
+            );
+        }
+    }
+    for chassis in &inventory.chassis {
+        for adapter in &chassis.network_adapters {
+            let macs: Vec<String> = adapter
+                .ports
+                .iter()
+                .flat_map(|p| p.macs.iter().map(|m| m.to_string()))
+                .collect();
+            let _ = write!(
+                out,
+                "\nadapter    {}  {} {}  ports {}",
+                adapter.id,
+                or_dash(adapter.manufacturer.as_deref()),
+                or_dash(adapter.model.as_deref()),
+                if macs.is_empty() {
+                    "-".into()
+                } else {
+                    macs.join(", ")
+                },
+            );
+        }
+        for device in &chassis.pcie_devices {
+            let ids: Vec<String> = device
+                .functions
+                .iter()
+                .filter_map(|f| {
+                    Some(format!(
+                        "{}:{}",
+                        f.vendor_id.as_deref()?,
+                        f.device_id.as_deref()?
+                    ))
+                })
+                .collect();
+            let _ = write!(
+                out,
+                "\npcie       {}  {}  {}  {}",
+                device.address.as_deref().unwrap_or(&device.id),
+                or_dash(device.name.as_deref()),
+                or_dash(device.device_type.as_deref()),
+                if ids.is_empty() {
+                    "-".into()
+                } else {
+                    ids.join(", ")
+                },
+            );
+        }
+    }
 }
 
 fn timeline_time(time: time::OffsetDateTime) -> String {
@@ -196,6 +302,25 @@ pub fn history(history: &History) -> String {
     }
     let _ = write!(out, "{} event(s)", history.events.len());
     out
+}
+
+/// A rescan's changes in words, one per line.
+pub fn hardware_changes(changed: Option<&metal_core::events::HardwareChanged>) -> String {
+    match changed {
+        Some(changed) if !changed.changes.is_empty() => {
+            let mut out = format!(
+                "{} hardware change(s) since the inventory at sequence {}:",
+                changed.changes.len(),
+                changed.previous.sequence
+            );
+            for change in &changed.changes {
+                out.push_str("\n  ");
+                out.push_str(&change.describe());
+            }
+            out
+        }
+        _ => "no hardware changes".to_string(),
+    }
 }
 
 pub fn replay(report: &ReplayReport) -> String {
@@ -247,6 +372,11 @@ pub fn progress(event: &Envelope) -> String {
         }
         subjects::LOCATE_FAILED => {
             format!("failed     could not locate the BMC: {}", text("reason"))
+        }
+        subjects::RESCAN_REQUESTED => format!("rescan     of {} requested", text("redfish_url")),
+        subjects::HARDWARE_CHANGED => {
+            let count = event.data["changes"].as_array().map(Vec::len).unwrap_or(0);
+            format!("changed    {count} hardware change(s)")
         }
         subjects::HARDWARE_SCRAPED => {
             let systems = event.data["inventory"]["systems"]

@@ -192,8 +192,11 @@ pub struct RedfishConfig {
     pub password_env: String,
     /// Per-BMC credentials, overriding the default.
     pub credentials: Vec<BmcCredentials>,
-    /// Accept self-signed or otherwise unverifiable BMC certificates.
+    /// Accept any BMC certificate, for every BMC (prefer a per-BMC `insecure_tls`).
     pub insecure_tls: bool,
+    /// PEM file of the CAs (or self-signed certificates) BMC certificates are verified
+    /// against, besides the public roots.
+    pub ca_file: Option<PathBuf>,
     /// Timeout of one HTTP request to a BMC, in seconds.
     pub request_timeout_secs: u64,
     /// Deadline of a whole scrape of one BMC, in seconds.
@@ -202,7 +205,7 @@ pub struct RedfishConfig {
     pub retries: u32,
     /// Requests in flight to one BMC at once (at most 4 by design).
     pub per_bmc_concurrency: usize,
-    /// Scrapes in flight at once across all BMCs.
+    /// Requests in flight at once across all BMCs.
     pub global_concurrency: usize,
     /// Largest response body accepted from a BMC, in bytes.
     pub max_response_bytes: u64,
@@ -217,6 +220,7 @@ impl Default for RedfishConfig {
             password_env: "METAL_REDFISH_PASSWORD".to_string(),
             credentials: Vec::new(),
             insecure_tls: false,
+            ca_file: None,
             request_timeout_secs: 15,
             scrape_deadline_secs: 120,
             retries: 2,
@@ -232,9 +236,14 @@ impl Default for RedfishConfig {
 #[serde(deny_unknown_fields)]
 pub struct BmcCredentials {
     pub bmc_mac: Mac,
-    pub username: String,
+    #[serde(default)]
+    pub username: Option<String>,
     /// Environment variable holding this BMC's password.
-    pub password_env: String,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Accept any certificate from this BMC (a self-signed one, say).
+    #[serde(default)]
+    pub insecure_tls: bool,
 }
 
 /// A secret string: its `Debug` and `Display` never show the value.
@@ -269,14 +278,26 @@ pub struct Credentials {
     pub password: Secret,
 }
 
+/// How to talk to one BMC.
+#[derive(Debug, Clone)]
+pub struct BmcAccess {
+    /// The credentials, or why there are none (the BMC is then read anonymously, and a
+    /// BMC that asks for credentials fails with this reason).
+    pub credentials: Result<Credentials, String>,
+    pub insecure_tls: bool,
+}
+
 impl RedfishConfig {
-    /// The credentials for a BMC: its own entry, else the default. `None` when the
-    /// named password variable is unset.
+    /// The credentials for a BMC: its own entry, else the default. `Err` says why there
+    /// are none (the named password variable is unset).
     pub fn credentials_for(&self, bmc_mac: &Mac) -> Result<Credentials, String> {
-        let (username, variable) = match self.credentials.iter().find(|c| &c.bmc_mac == bmc_mac) {
-            Some(entry) => (entry.username.clone(), entry.password_env.clone()),
-            None => (self.username.clone(), self.password_env.clone()),
-        };
+        let entry = self.credentials.iter().find(|c| &c.bmc_mac == bmc_mac);
+        let username = entry
+            .and_then(|e| e.username.clone())
+            .unwrap_or_else(|| self.username.clone());
+        let variable = entry
+            .and_then(|e| e.password_env.clone())
+            .unwrap_or_else(|| self.password_env.clone());
         match std::env::var(&variable) {
             Ok(password) => Ok(Credentials {
                 username,
@@ -285,6 +306,15 @@ impl RedfishConfig {
             Err(_) => Err(format!(
                 "no password for BMC {bmc_mac}: environment variable {variable} is not set"
             )),
+        }
+    }
+
+    /// Credentials and TLS trust for one BMC.
+    pub fn access_for(&self, bmc_mac: &Mac) -> BmcAccess {
+        let entry = self.credentials.iter().find(|c| &c.bmc_mac == bmc_mac);
+        BmcAccess {
+            credentials: self.credentials_for(bmc_mac),
+            insecure_tls: self.insecure_tls || entry.is_some_and(|e| e.insecure_tls),
         }
     }
 }
@@ -416,6 +446,7 @@ const PATH_KEYS: &[&[&str]] = &[
     &["locator", "kea_leases"],
     &["locator", "neighbour_table"],
     &["locator", "unifi", "*", "ca_file"],
+    &["redfish", "ca_file"],
 ];
 
 /// Relative paths written in a config file mean "beside this file", wherever the

@@ -90,6 +90,50 @@ pub struct SourceSaid {
 pub struct HardwareScraped {
     pub redfish_url: String,
     pub inventory: Inventory,
+    /// Where the raw documents of this scrape are kept (absent from older events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawBundleRef>,
+}
+
+/// A raw bundle in the `machine-raw` object store: gzip of [`crate::raw::RawBundle`] JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBundleRef {
+    pub bucket: String,
+    /// `<machine id>/<sha256>.json.gz`: content-addressed, so a redelivered scrape that
+    /// stores again never changes what an earlier event points at.
+    pub key: String,
+    /// SHA-256 of the stored (gzip) bytes, lower-case hex.
+    pub sha256: String,
+    pub bytes: u64,
+    pub documents: u64,
+}
+
+/// `machine.rescan.requested`: walk a known machine's BMC again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescanRequested {
+    pub redfish_url: String,
+    /// The inventory to compare with: the machine's last `machine.hardware.scraped`.
+    pub previous: Option<InventoryRef>,
+    pub requested_by: Option<String>,
+}
+
+/// One stored `machine.hardware.scraped` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryRef {
+    pub event_id: uuid::Uuid,
+    pub sequence: u64,
+}
+
+/// `machine.hardware.changed`: how a rescan's inventory differs from the previous one,
+/// component by stable identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareChanged {
+    pub previous: InventoryRef,
+    pub changes: Vec<crate::inventory::diff::HardwareChange>,
 }
 
 /// Why a scrape failed, so operators can tell a wrong password from a dead BMC.

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod diff;
+
 use crate::mac::Mac;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -17,6 +19,9 @@ pub struct Inventory {
     pub firmware: Vec<FirmwareItem>,
     /// Links on the walk that the service lacks or answered 404 for (e.g. `UpdateService`).
     pub absent: Vec<String>,
+    /// Chassis with their network adapters and PCIe devices (absent from older events).
+    #[serde(default)]
+    pub chassis: Vec<ChassisInventory>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,6 +52,114 @@ pub struct SystemInventory {
     pub simple_storage: Vec<SimpleStorageDevice>,
     /// Collections of this system that are not there (no link, or 404).
     pub absent: Vec<String>,
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// The `Boot` object: override settings, what the override accepts, and boot options.
+    #[serde(default)]
+    pub boot: Option<BootSettings>,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSettings {
+    pub override_target: Option<String>,
+    pub override_enabled: Option<String>,
+    pub override_mode: Option<String>,
+    /// `BootSourceOverrideTarget@Redfish.AllowableValues`; empty when the service does not say.
+    pub allowable_targets: Vec<String>,
+    pub boot_order: Vec<String>,
+    pub options: Vec<BootOption>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootOption {
+    pub id: String,
+    pub reference: Option<String>,
+    pub display_name: Option<String>,
+    pub uefi_device_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    /// The volume's resource path, normalised.
+    pub path: String,
+    pub id: String,
+    pub name: Option<String>,
+    pub capacity_bytes: Option<u64>,
+    /// `RAIDType`, else the older `VolumeType`.
+    pub raid_type: Option<String>,
+    /// Normalised paths of the drives the volume is built on.
+    pub drives: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChassisInventory {
+    pub id: String,
+    pub chassis_type: Option<String>,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub part_number: Option<String>,
+    pub network_adapters: Vec<NetworkAdapter>,
+    pub pcie_devices: Vec<PcieDevice>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAdapter {
+    pub id: String,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub part_number: Option<String>,
+    pub ports: Vec<AdapterPort>,
+}
+
+/// A port of a network adapter (`Ports`, the older `NetworkPorts`, or a
+/// `NetworkDeviceFunction`), with the MACs it carries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterPort {
+    pub id: String,
+    pub macs: Vec<Mac>,
+    pub link_status: Option<String>,
+    pub speed_mbps: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcieDevice {
+    pub id: String,
+    /// The device's resource path, normalised.
+    pub path: String,
+    pub name: Option<String>,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub device_type: Option<String>,
+    pub firmware_version: Option<String>,
+    /// Where the device sits: a vendor's bus:device.function, else the slot's label.
+    pub address: Option<String>,
+    pub functions: Vec<PcieFunction>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcieFunction {
+    pub id: String,
+    pub function_type: Option<String>,
+    pub device_class: Option<String>,
+    /// PCI ids as `0x` and four lower-case hex digits, whatever the service wrote.
+    pub vendor_id: Option<String>,
+    pub device_id: Option<String>,
+    pub subsystem_vendor_id: Option<String>,
+    pub subsystem_id: Option<String>,
+    pub class_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -61,6 +174,8 @@ pub struct Processor {
     pub model: Option<String>,
     pub total_cores: Option<u64>,
     pub total_threads: Option<u64>,
+    #[serde(default)]
+    pub max_speed_mhz: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -70,6 +185,18 @@ pub struct MemoryModule {
     pub state: Option<String>,
     pub capacity_mib: Option<u64>,
     pub device_locator: Option<String>,
+    /// `MemoryDeviceType` (DDR4, ...), else `MemoryType`.
+    #[serde(default)]
+    pub memory_type: Option<String>,
+    /// `OperatingSpeedMhz` (so spelled by the schema), else the first allowed speed.
+    #[serde(default)]
+    pub speed_mhz: Option<u64>,
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    #[serde(default)]
+    pub part_number: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -81,6 +208,11 @@ pub struct NetworkInterface {
     pub mac: Option<Mac>,
     pub permanent_mac: Option<Mac>,
     pub ipv4_addresses: Vec<String>,
+    #[serde(default)]
+    pub speed_mbps: Option<u64>,
+    /// `LinkStatus` (LinkUp, LinkDown, NoLink).
+    #[serde(default)]
+    pub link_status: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -93,6 +225,11 @@ pub struct Drive {
     pub capacity_bytes: Option<u64>,
     pub media_type: Option<String>,
     pub protocol: Option<String>,
+    #[serde(default)]
+    pub id: String,
+    /// The drive's bay or slot: `PhysicalLocation.PartLocation`, else the older `Location`.
+    #[serde(default)]
+    pub bay: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -347,7 +484,7 @@ mod tests {
             id: "DIMM1".into(),
             state: Some("Enabled".into()),
             capacity_mib: Some(32768),
-            device_locator: None,
+            ..MemoryModule::default()
         });
         assert_eq!(system.memory_mib(), 32768);
     }

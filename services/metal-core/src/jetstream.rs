@@ -17,6 +17,7 @@ pub const STREAM_CONFIG_JSON: &str = include_str!("../../../nats/stream-MACHINES
 pub const LOCATOR_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/locator.json");
 pub const SCRAPER_CONSUMER_JSON: &str =
     include_str!("../../../nats/consumers/redfish-scraper.json");
+pub const RAW_STORE_CONFIG_JSON: &str = include_str!("../../../nats/object-store-machine-raw.json");
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -135,6 +136,7 @@ pub async fn ensure_consumer(
         .map_err(|e| wrap(Box::new(e)))?;
     let have = &consumer.cached_info().config;
     let same = have.filter_subject == wanted.filter_subject
+        && have.filter_subjects == wanted.filter_subjects
         && have.ack_wait == wanted.ack_wait
         && have.max_deliver == wanted.max_deliver
         && have.max_ack_pending == wanted.max_ack_pending
@@ -172,6 +174,70 @@ pub async fn publish_event(
         .await
         .map_err(|e| wrap(Box::new(e)))?;
     ack_future.await.map_err(|e| wrap(Box::new(e)))
+}
+
+/// nats/object-store-machine-raw.json: the raw bundle bucket.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObjectStoreFile {
+    bucket: String,
+    description: String,
+    storage: stream::StorageType,
+    max_bytes: i64,
+    compression: bool,
+}
+
+/// Creates the `machine-raw` object store bucket if it is missing (safe from every replica).
+pub async fn ensure_raw_store(
+    js: &jetstream::Context,
+) -> Result<jetstream::object_store::ObjectStore, JetStreamError> {
+    let file: ObjectStoreFile =
+        serde_json::from_str(RAW_STORE_CONFIG_JSON).map_err(|source| JetStreamError::Config {
+            file: "object-store-machine-raw.json",
+            source,
+        })?;
+    let wrap = |source: BoxError| JetStreamError::EnsureStream {
+        name: format!("object store {}", file.bucket),
+        source,
+    };
+    if let Ok(store) = js.get_object_store(&file.bucket).await {
+        return Ok(store);
+    }
+    js.create_object_store(jetstream::object_store::Config {
+        bucket: file.bucket.clone(),
+        description: Some(file.description.clone()),
+        storage: file.storage,
+        max_bytes: file.max_bytes,
+        compression: file.compression,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| wrap(Box::new(e)))
+}
+
+/// The stored message at `sequence` (a direct read, not a consumer).
+pub async fn read_message(
+    stream: &stream::Stream,
+    sequence: u64,
+) -> Result<StoredMessage, JetStreamError> {
+    let wrap = |source: BoxError| JetStreamError::Read {
+        name: subjects::STREAM.to_string(),
+        source,
+    };
+    let message = stream
+        .get_raw_message(sequence)
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    Ok(StoredMessage {
+        sequence: message.sequence,
+        subject: message.subject.to_string(),
+        msg_id: message
+            .headers
+            .get(NATS_MESSAGE_ID)
+            .map(|v| v.as_str().to_string()),
+        payload: message.payload.clone(),
+        published: message.time,
+    })
 }
 
 /// One stored message, with what decoding needs.

@@ -28,6 +28,7 @@ pub mod jetstream;
 pub mod locate;
 pub mod mac;
 pub mod query;
+pub mod raw;
 pub mod responder;
 pub mod service;
 pub mod subjects;

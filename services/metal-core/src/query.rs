@@ -106,6 +106,9 @@ pub struct MachineDetail {
     pub summary: Option<InventorySummary>,
     pub inventory: Option<Inventory>,
     pub last_sequence: u64,
+    /// The `machine.hardware.scraped` the inventory comes from.
+    #[serde(default)]
+    pub inventory_event: Option<crate::events::InventoryRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

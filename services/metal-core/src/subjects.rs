@@ -10,6 +10,11 @@ pub const BMC_LOCATED: &str = "machine.bmc.located";
 pub const LOCATE_FAILED: &str = "machine.locate.failed";
 pub const HARDWARE_SCRAPED: &str = "machine.hardware.scraped";
 pub const SCRAPE_FAILED: &str = "machine.scrape.failed";
+pub const RESCAN_REQUESTED: &str = "machine.rescan.requested";
+pub const HARDWARE_CHANGED: &str = "machine.hardware.changed";
+
+/// The JetStream object store bucket of raw scrape bundles.
+pub const RAW_BUCKET: &str = "machine-raw";
 
 /// Every event subject this workspace produces or consumes, for docs and schema checks.
 pub const EVENT_SUBJECTS: &[&str] = &[
@@ -19,6 +24,8 @@ pub const EVENT_SUBJECTS: &[&str] = &[
     LOCATE_FAILED,
     HARDWARE_SCRAPED,
     SCRAPE_FAILED,
+    RESCAN_REQUESTED,
+    HARDWARE_CHANGED,
 ];
 
 /// The inventory query service (NATS micro). Deliberately outside `machine.>`, so

@@ -5,8 +5,8 @@
 //! answers are recorded in the timeline (or skipped) and the sequence advances.
 
 use metal_core::events::{
-    BmcLocated, HardwareScraped, LocateFailed, OnboardRejected, OnboardRequested, ScrapeFailed,
-    ScrapeFailureKind,
+    BmcLocated, HardwareChanged, HardwareScraped, LocateFailed, OnboardRejected, OnboardRequested,
+    RescanRequested, ScrapeFailed, ScrapeFailureKind,
 };
 use metal_core::ids::raw_request_event_id;
 use metal_core::inventory::{CpuVendor, Inventory, InventorySummary};
@@ -172,6 +172,14 @@ fn apply_event(
             Ok(data) => on_scrape_failed(tx, envelope, &data)?,
             Err(error) => bad_data(&error),
         },
+        subjects::RESCAN_REQUESTED => match envelope.data_as::<RescanRequested>() {
+            Ok(data) => on_rescan_requested(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::HARDWARE_CHANGED => match envelope.data_as::<HardwareChanged>() {
+            Ok(data) => Effect::recorded(hardware_changed_line(&data)),
+            Err(error) => bad_data(&error),
+        },
         other => Effect::recorded(format!("{other}: no effect on the projection")),
     };
     insert_timeline(
@@ -214,7 +222,7 @@ fn on_requested(
         "INSERT INTO machines (machine_id, bmc_mac, state, correlation_id, created_at, updated_at)
          VALUES (?1, ?2, 'requested', ?3, ?4, ?4)
          ON CONFLICT (machine_id) DO UPDATE SET
-             state = 'requested', state_reason = NULL,
+             state = 'requested', state_reason = NULL, rescan_correlation_id = NULL,
              correlation_id = excluded.correlation_id, updated_at = excluded.updated_at",
         params![
             machine_id.to_string(),
@@ -235,30 +243,99 @@ fn on_requested(
     })
 }
 
-/// Whether `envelope` answers the machine's current request. Returns the reason to ignore it
-/// otherwise.
+/// Which of the machine's requests an event answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answers {
+    /// The current onboarding request.
+    Onboarding,
+    /// The current rescan of an onboarded machine.
+    Rescan,
+}
+
+/// Whether `envelope` answers the machine's current request (onboarding only, unless
+/// `rescans` says answers to the current rescan count too). Returns the reason to ignore
+/// it otherwise.
+fn current_machine_answering(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    rescans: bool,
+) -> Result<Result<(MachineId, Answers), String>, ProjectionError> {
+    let Some(machine_id) = envelope.machine_id else {
+        return Ok(Err("event names no machine".to_string()));
+    };
+    let current: Option<(String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT correlation_id, rescan_correlation_id FROM machines WHERE machine_id = ?1",
+        )
+        .and_then(|mut statement| {
+            statement.query_row(params![machine_id.to_string()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+        })
+        .optional()
+        .map_err(sql("reading machine"))?;
+    let correlation = envelope.correlation_id.to_string();
+    Ok(match current {
+        None => Err(format!("machine {machine_id} was never onboarded")),
+        Some((current, _)) if current == correlation => Ok((machine_id, Answers::Onboarding)),
+        Some((_, Some(rescan))) if rescans && rescan == correlation => {
+            Ok((machine_id, Answers::Rescan))
+        }
+        Some((current, _)) => Err(format!(
+            "stale: answers request {}, current request is {current}",
+            envelope.correlation_id
+        )),
+    })
+}
+
+/// Whether `envelope` answers the machine's current onboarding request.
 fn current_machine(
     tx: &Transaction<'_>,
     envelope: &Envelope,
 ) -> Result<Result<MachineId, String>, ProjectionError> {
+    Ok(current_machine_answering(tx, envelope, false)?.map(|(id, _)| id))
+}
+
+fn on_rescan_requested(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    data: &RescanRequested,
+) -> Result<Effect, ProjectionError> {
+    let by = data
+        .requested_by
+        .as_deref()
+        .map(|who| format!(" by {who}"))
+        .unwrap_or_default();
+    let line = format!("rescan of {} requested{by}", data.redfish_url);
     let Some(machine_id) = envelope.machine_id else {
-        return Ok(Err("event names no machine".to_string()));
+        return Ok(Effect::recorded(format!(
+            "ignored (event names no machine): {line}"
+        )));
     };
-    let current: Option<String> = tx
-        .prepare_cached("SELECT correlation_id FROM machines WHERE machine_id = ?1")
-        .and_then(|mut statement| {
-            statement.query_row(params![machine_id.to_string()], |row| row.get(0))
-        })
-        .optional()
-        .map_err(sql("reading machine"))?;
-    Ok(match current {
-        None => Err(format!("machine {machine_id} was never onboarded")),
-        Some(current) if current != envelope.correlation_id.to_string() => Err(format!(
-            "stale: answers request {}, current request is {current}",
-            envelope.correlation_id
-        )),
-        Some(_) => Ok(machine_id),
+    let updated = execute_cached(
+        tx,
+        "UPDATE machines SET rescan_correlation_id = ?2 WHERE machine_id = ?1",
+        params![machine_id.to_string(), envelope.correlation_id.to_string()],
+    )
+    .map_err(sql("recording rescan request"))?;
+    if updated == 0 {
+        return Ok(Effect::recorded(format!(
+            "ignored (machine {machine_id} was never onboarded): {line}"
+        )));
+    }
+    Ok(Effect {
+        applied: Applied::Changed(machine_id),
+        summary: line,
     })
+}
+
+fn hardware_changed_line(data: &HardwareChanged) -> String {
+    let changes: Vec<String> = data.changes.iter().map(|c| c.describe()).collect();
+    format!(
+        "hardware changed since sequence {}: {}",
+        data.previous.sequence,
+        changes.join("; ")
+    )
 }
 
 fn on_located(
@@ -361,6 +438,13 @@ fn on_scrape_failed(
         data.reason,
         data.attempts
     );
+    if let Ok((_, Answers::Rescan)) = current_machine_answering(tx, envelope, true)? {
+        // A failed rescan is history, not a downgrade: the last good inventory, the state
+        // and so bootability stay.
+        return Ok(Effect::recorded(format!(
+            "rescan failed, keeping the last inventory: {reason}"
+        )));
+    }
     set_failed(tx, envelope, "scrape_failed", &reason)
 }
 
@@ -390,9 +474,13 @@ fn on_scraped(
         summary.systems.len(),
         vendor.unwrap_or("mixed or unknown vendor"),
     );
-    let machine_id = match current_machine(tx, envelope)? {
-        Ok(id) => id,
+    let (machine_id, answers) = match current_machine_answering(tx, envelope, true)? {
+        Ok(found) => found,
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
+    };
+    let line = match answers {
+        Answers::Onboarding => line,
+        Answers::Rescan => format!("rescan {line}"),
     };
     let id = machine_id.to_string();
     execute_cached(

@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use metal_core::events::{
-    BmcLocated, HardwareScraped, LocateFailed, ScrapeFailed, ScrapeFailureKind,
+    BmcLocated, HardwareScraped, InventoryRef, LocateFailed, RescanRequested, ScrapeFailed,
+    ScrapeFailureKind,
 };
 use metal_core::inventory::{
     Drive, FirmwareItem, Inventory, ManagerInventory, MemoryModule, NetworkInterface, Processor,
@@ -96,6 +97,7 @@ pub fn scraped(cause: &Envelope, inventory: Inventory) -> Envelope {
         &HardwareScraped {
             redfish_url: "https://10.0.0.1".to_string(),
             inventory,
+            raw: None,
         },
     )
 }
@@ -127,6 +129,7 @@ pub fn inventory(system_model: &str, cpu_model: &str, host_macs: &[&str]) -> Inv
             model: Some(cpu_model.to_string()),
             total_cores: Some(16),
             total_threads: Some(32),
+            ..Processor::default()
         })
         .collect();
     let memory = (0..4)
@@ -135,6 +138,7 @@ pub fn inventory(system_model: &str, cpu_model: &str, host_macs: &[&str]) -> Inv
             state: Some("Enabled".to_string()),
             capacity_mib: Some(16384),
             device_locator: Some(format!("PROC 1 DIMM {index}")),
+            ..MemoryModule::default()
         })
         .collect();
     let ethernet_interfaces = host_macs
@@ -145,6 +149,7 @@ pub fn inventory(system_model: &str, cpu_model: &str, host_macs: &[&str]) -> Inv
             mac: Some(mac(text)),
             permanent_mac: None,
             ipv4_addresses: Vec::new(),
+            ..NetworkInterface::default()
         })
         .collect();
     Inventory {
@@ -163,6 +168,7 @@ pub fn inventory(system_model: &str, cpu_model: &str, host_macs: &[&str]) -> Inv
                 capacity_bytes: Some(960_000_000_000),
                 media_type: Some("SSD".to_string()),
                 protocol: Some("SATA".to_string()),
+                ..Drive::default()
             }],
             ..SystemInventory::default()
         }],
@@ -175,6 +181,7 @@ pub fn inventory(system_model: &str, cpu_model: &str, host_macs: &[&str]) -> Inv
                 mac: Some(mac(ILO_VIRTUAL_NIC)),
                 permanent_mac: None,
                 ipv4_addresses: Vec::new(),
+                ..NetworkInterface::default()
             }],
         }],
         firmware: vec![FirmwareItem {
@@ -196,4 +203,32 @@ pub fn onboarding(first_sequence: u64, bmc_mac: &str, inventory: Inventory) -> V
         stored(first_sequence + 1, &found),
         stored(first_sequence + 2, &scrape),
     ]
+}
+
+/// `metal-cli rescan` of the machine of `bmc_mac`: a fresh request with its own
+/// correlation, naming the inventory at `previous` (event id unknown here: nil).
+pub fn rescan(sequence: u64, bmc_mac: &str, previous: Option<u64>) -> Envelope {
+    let mac = mac(bmc_mac);
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("rescan {sequence}").as_bytes(),
+    );
+    Envelope {
+        event_id: id,
+        event_type: subjects::RESCAN_REQUESTED.to_string(),
+        machine_id: Some(metal_core::MachineId::from_bmc_mac(&mac)),
+        bmc_mac: Some(mac),
+        time: at(sequence as i64),
+        correlation_id: id,
+        causation_id: None,
+        data: serde_json::to_value(RescanRequested {
+            redfish_url: "https://10.0.0.1".to_string(),
+            previous: previous.map(|sequence| InventoryRef {
+                event_id: uuid::Uuid::nil(),
+                sequence,
+            }),
+            requested_by: Some("test".to_string()),
+        })
+        .unwrap_or_default(),
+    }
 }

@@ -201,7 +201,10 @@ impl Projection {
         let mut statement = self
             .conn
             .prepare_cached(
-                "SELECT DISTINCT machine_id FROM nics WHERE mac = ?1 AND kind = 'host' LIMIT 2",
+                "SELECT machine_id FROM nics WHERE mac = ?1 AND kind = 'host'
+                 UNION
+                 SELECT machine_id FROM nics WHERE permanent_mac = ?1 AND kind = 'host'
+                 LIMIT 2",
             )
             .map_err(sql("resolving host MAC"))?;
         let ids = statement
@@ -239,11 +242,31 @@ impl Projection {
             return Ok(None);
         };
         let inventory = stored.inventory()?;
+        let inventory_event: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT events.sequence, events.event_id FROM machines
+                 JOIN events ON events.event_id = machines.inventory_event_id
+                 WHERE machines.machine_id = ?1",
+                params![machine_id.to_string()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(sql("reading inventory event"))?;
+        let inventory_event = inventory_event
+            .map(|(sequence, event_id)| {
+                Ok::<_, ProjectionError>(metal_core::events::InventoryRef {
+                    event_id: parse_uuid(&event_id)?,
+                    sequence: sequence.max(0) as u64,
+                })
+            })
+            .transpose()?;
         Ok(Some(MachineDetail {
             machine: stored.row()?,
             summary: inventory.as_ref().map(InventorySummary::of),
             inventory,
             last_sequence: self.last_sequence()?,
+            inventory_event,
         }))
     }
 

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::{sql, ProjectionError};
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Tables in export order, each with its primary-key ordering.
 pub const TABLES: &[(&str, &str)] = &[
@@ -121,6 +121,14 @@ CREATE TABLE events (
 CREATE INDEX events_by_machine ON events (machine_id, sequence);
 ";
 
+/// Version 2: rescans (the correlation of the machine's current rescan, whose answers
+/// update the inventory but whose failure leaves the machine as it was) and lookups by
+/// permanent MAC.
+const SCHEMA_V2: &str = "
+ALTER TABLE machines ADD COLUMN rescan_correlation_id TEXT;
+CREATE INDEX nics_by_permanent_mac ON nics (permanent_mac, kind);
+";
+
 /// Brings the schema to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     let version: i64 = conn
@@ -139,6 +147,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)
             .map_err(sql("creating schema"))?;
+    }
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2)
+            .map_err(sql("migrating schema to version 2"))?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(sql("setting schema version"))?;

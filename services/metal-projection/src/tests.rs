@@ -452,3 +452,122 @@ fn mac_references_are_normalised() {
     let upper: Mac = "52:54:00:00:00:A1".parse().unwrap();
     assert!(projection.boot_lookup(&upper).unwrap().is_some());
 }
+
+#[test]
+fn rescans_replace_the_inventory_and_a_failed_one_keeps_it() {
+    let mut messages = onboarding(1, BMC_A, intel(HOST_A));
+    // A rescan that finds an AMD board now (another NIC too), with its changes.
+    let first = fixtures::rescan(4, BMC_A, Some(3));
+    let changed = fixtures::answer(
+        &first,
+        subjects::HARDWARE_CHANGED,
+        &metal_core::events::HardwareChanged {
+            previous: metal_core::events::InventoryRef {
+                event_id: uuid::Uuid::nil(),
+                sequence: 3,
+            },
+            changes: metal_core::inventory::diff::diff(&intel(HOST_A), &amd(HOST_B)),
+        },
+    );
+    messages.push(stored(4, &first));
+    messages.push(stored(5, &changed));
+    messages.push(stored(6, &fixtures::scraped(&first, amd(HOST_B))));
+    // A second rescan whose BMC does not answer.
+    let second = fixtures::rescan(7, BMC_A, Some(6));
+    messages.push(stored(7, &second));
+    messages.push(stored(
+        8,
+        &fixtures::scrape_failed(&second, "BMC unreachable"),
+    ));
+    let projection = check(&messages, &[(BMC_A, Some(MachineState::Inventoried), None)]);
+    let detail = projection.machine(BMC_A).unwrap().unwrap();
+    assert_eq!(
+        detail.inventory_event.map(|r| r.sequence),
+        Some(6),
+        "the rescan's inventory is the machine's"
+    );
+    assert_eq!(
+        projection
+            .boot_lookup(&fixtures::mac(HOST_B))
+            .unwrap()
+            .map(|f| f.state),
+        Some(MachineState::Inventoried),
+        "still bootable after the failed rescan"
+    );
+    assert!(projection
+        .boot_lookup(&fixtures::mac(HOST_A))
+        .unwrap()
+        .is_none());
+    let history = projection.history(BMC_A).unwrap().unwrap();
+    let summaries: Vec<&str> = history.events.iter().map(|e| e.summary.as_str()).collect();
+    assert!(
+        summaries[4].starts_with("hardware changed since sequence 3: "),
+        "{summaries:?}"
+    );
+    assert!(
+        summaries[4].contains("nic 52:54:00:00:00:b1 added"),
+        "{summaries:?}"
+    );
+    assert!(
+        summaries[5].starts_with("rescan inventory:"),
+        "{summaries:?}"
+    );
+    assert!(
+        summaries[7]
+            .starts_with("rescan failed, keeping the last inventory: auth: BMC unreachable"),
+        "{summaries:?}"
+    );
+    // A new onboarding request ends the rescan: its late answers are stale.
+    messages.push(request(9, BMC_A).0);
+    let late = fixtures::rescan(10, BMC_A, Some(6));
+    messages.push(stored(10, &late));
+    messages.push(request(11, BMC_A).0);
+    messages.push(stored(12, &fixtures::scraped(&late, intel(HOST_A))));
+    let projection = check(&messages, &[(BMC_A, Some(MachineState::Requested), None)]);
+    let history = projection.history(BMC_A).unwrap().unwrap();
+    assert!(history.events.last().unwrap().summary.contains("stale"));
+}
+
+#[test]
+fn lookups_by_permanent_mac_and_macs_shared_between_machines() {
+    const SHARED: &str = "52:54:00:00:00:ff";
+    const PERMANENT: &str = "52:54:00:00:00:a9";
+    let mut a = inventory("A", "Intel Xeon", &[HOST_A, SHARED]);
+    a.systems[0].ethernet_interfaces[0].permanent_mac = Some(fixtures::mac(PERMANENT));
+    // A board that reports its unique MAC twice (a VLAN) is still one machine.
+    let vlan = a.systems[0].ethernet_interfaces[0].clone();
+    a.systems[0].ethernet_interfaces.push(vlan);
+    let b = inventory("B", "AMD EPYC", &[HOST_B, SHARED]);
+    let mut messages = onboarding(1, BMC_A, a);
+    messages.extend(onboarding(4, BMC_B, b));
+    let projection = check(&messages, &[]);
+    let machine_of = |mac: &str| {
+        projection
+            .boot_lookup(&fixtures::mac(mac))
+            .unwrap()
+            .map(|facts| facts.bmc_mac.to_string())
+    };
+    assert_eq!(machine_of(HOST_A).as_deref(), Some(BMC_A));
+    assert_eq!(
+        machine_of(PERMANENT).as_deref(),
+        Some(BMC_A),
+        "by permanent MAC"
+    );
+    assert_eq!(machine_of(HOST_B).as_deref(), Some(BMC_B));
+    assert_eq!(
+        machine_of(SHARED),
+        None,
+        "a MAC two machines report boots neither"
+    );
+    assert_eq!(
+        projection
+            .machine(PERMANENT)
+            .unwrap()
+            .map(|d| d.machine.bmc_mac.to_string())
+            .as_deref(),
+        Some(BMC_A),
+        "show finds a machine by a NIC's permanent MAC"
+    );
+    // Each BMC is still its own machine.
+    assert_eq!(projection.machines().unwrap().machines.len(), 2);
+}

@@ -31,10 +31,12 @@ pub enum RedfishError {
     Protocol { url: String, reason: String },
     #[error("response from {url} is larger than {limit} bytes")]
     TooLarge { url: String, limit: u64 },
-    #[error("scrape needs more than {limit} resources")]
-    TooManyResources { limit: usize },
+    #[error("scrape needs more than {limit} resources (the cap was reached reading {at})")]
+    TooManyResources { limit: usize, at: String },
     #[error("no credentials: {reason}")]
     NoCredentials { reason: String },
+    #[error("cannot keep the scrape: {reason}")]
+    Storage { reason: String },
     #[error("cannot build the HTTP client")]
     Client {
         #[source]
@@ -62,6 +64,7 @@ impl RedfishError {
             RedfishError::InvalidJson { .. }
             | RedfishError::Protocol { .. }
             | RedfishError::Client { .. }
+            | RedfishError::Storage { .. }
             | RedfishError::File { .. } => ScrapeFailureKind::Protocol,
             RedfishError::TooLarge { .. } | RedfishError::TooManyResources { .. } => {
                 ScrapeFailureKind::TooLarge
@@ -79,6 +82,7 @@ impl RedfishError {
                 | RedfishError::Timeout { .. }
                 | RedfishError::Deadline { .. }
                 | RedfishError::ServerError { .. }
+                | RedfishError::Storage { .. }
         )
     }
 }

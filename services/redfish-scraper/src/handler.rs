@@ -1,21 +1,29 @@
-//! The responder: `machine.bmc.located` in, `machine.hardware.scraped` or
-//! `machine.scrape.failed` out. [`plan`] and [`decide`] are pure (time is passed in);
-//! [`ScrapeHandler`] does the scrape between them.
+//! The responder: `machine.bmc.located` or `machine.rescan.requested` in;
+//! `machine.hardware.scraped` (plus `machine.hardware.changed` when a rescan finds other
+//! hardware) or `machine.scrape.failed` out. [`plan`] and [`decide`] are pure (time is
+//! passed in); [`ScrapeHandler`] does the I/O between them: the scrape, storing the raw
+//! bundle, reading the previous inventory.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use metal_core::config::{Credentials, RedfishConfig};
+use async_nats::jetstream::object_store::ObjectStore;
+use async_nats::jetstream::stream::Stream;
+use metal_core::config::{BmcAccess, RedfishConfig};
 use metal_core::envelope::{Decoded, Envelope};
-use metal_core::events::{BmcLocated, HardwareScraped, ScrapeFailed, ScrapeFailureKind};
+use metal_core::events::{
+    BmcLocated, HardwareChanged, HardwareScraped, InventoryRef, RawBundleRef, RescanRequested,
+    ScrapeFailed, ScrapeFailureKind,
+};
+use metal_core::inventory::diff::diff;
 use metal_core::inventory::Inventory;
+use metal_core::raw::{object_key, RawBundle};
 use metal_core::responder::{Handler, Input, Outcome};
 use metal_core::{subjects, Mac};
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 
 use crate::error::RedfishError;
-use crate::http::{scrape, HttpSettings};
+use crate::http::{HttpSettings, Scraper, Target};
+use crate::walk::Walked;
 
 /// What to do with one input, before any I/O.
 #[derive(Debug)]
@@ -32,71 +40,109 @@ pub enum Plan {
     Scrape {
         cause: Envelope,
         redfish_url: String,
-        credentials: Credentials,
+        access: BmcAccess,
+        /// For a rescan: the inventory to compare the new one with.
+        previous: Option<InventoryRef>,
     },
 }
 
-/// Reads the input and finds the BMC's credentials.
-pub fn plan(input: &Input, credentials_for: impl Fn(&Mac) -> Result<Credentials, String>) -> Plan {
+/// Reads the input and finds how to talk to the BMC.
+pub fn plan(input: &Input, access_for: impl Fn(&Mac) -> BmcAccess) -> Plan {
     let Decoded::Event(cause) = &input.decoded else {
         return Plan::Ignore;
     };
-    if cause.event_type != subjects::BMC_LOCATED {
-        return Plan::Ignore;
-    }
-    let located: BmcLocated = match cause.data_as() {
-        Ok(located) => located,
-        Err(error) => {
-            return Plan::Fail {
-                cause: cause.clone(),
-                redfish_url: String::new(),
-                kind: ScrapeFailureKind::Protocol,
-                reason: metal_core::error_chain(&error),
+    let fail = |redfish_url: String, kind, reason: String| Plan::Fail {
+        cause: cause.clone(),
+        redfish_url,
+        kind,
+        reason,
+    };
+    let (redfish_url, previous) = match cause.event_type.as_str() {
+        subjects::BMC_LOCATED => match cause.data_as::<BmcLocated>() {
+            Ok(located) => (located.redfish_url, None),
+            Err(error) => {
+                return fail(
+                    String::new(),
+                    ScrapeFailureKind::Protocol,
+                    metal_core::error_chain(&error),
+                )
             }
-        }
+        },
+        subjects::RESCAN_REQUESTED => match cause.data_as::<RescanRequested>() {
+            Ok(rescan) => (rescan.redfish_url, rescan.previous),
+            Err(error) => {
+                return fail(
+                    String::new(),
+                    ScrapeFailureKind::Protocol,
+                    metal_core::error_chain(&error),
+                )
+            }
+        },
+        _ => return Plan::Ignore,
     };
     let Some(bmc_mac) = cause.bmc_mac else {
-        return Plan::Fail {
-            cause: cause.clone(),
-            redfish_url: located.redfish_url,
-            kind: ScrapeFailureKind::NoCredentials,
-            reason: "event names no BMC MAC to look credentials up by".to_string(),
-        };
+        return fail(
+            redfish_url,
+            ScrapeFailureKind::NoCredentials,
+            "event names no BMC MAC to look credentials up by".to_string(),
+        );
     };
-    match credentials_for(&bmc_mac) {
-        Ok(credentials) => Plan::Scrape {
-            cause: cause.clone(),
-            redfish_url: located.redfish_url,
-            credentials,
-        },
-        Err(reason) => Plan::Fail {
-            cause: cause.clone(),
-            redfish_url: located.redfish_url,
-            kind: ScrapeFailureKind::NoCredentials,
-            reason,
-        },
+    Plan::Scrape {
+        cause: cause.clone(),
+        redfish_url,
+        access: access_for(&bmc_mac),
+        previous,
     }
 }
 
-/// Turns a scrape result into the outcome: the inventory, a retry (transient failure, not
-/// the last delivery) or `machine.scrape.failed`.
+/// A successful scrape, with what the handler stored and read around it.
+#[derive(Debug, Clone)]
+pub struct Scraped {
+    pub inventory: Inventory,
+    pub raw: Option<RawBundleRef>,
+    /// The inventory a rescan compares with, when it could be read.
+    pub previous: Option<(InventoryRef, Inventory)>,
+}
+
+/// Turns a scrape result into the outcome: the inventory (and, for a rescan that found
+/// other hardware, what changed), a retry (transient failure, not the last delivery) or
+/// `machine.scrape.failed`.
 pub fn decide(
     input: &Input,
     cause: &Envelope,
     redfish_url: &str,
-    result: Result<Inventory, RedfishError>,
+    result: Result<Scraped, RedfishError>,
     now: OffsetDateTime,
 ) -> Outcome {
     match result {
-        Ok(inventory) => publish(
-            cause,
-            subjects::HARDWARE_SCRAPED,
-            &HardwareScraped {
-                redfish_url: redfish_url.to_string(),
-                inventory,
-            },
-            now,
-        ),
+        Ok(scraped) => {
+            let changes = scraped
+                .previous
+                .as_ref()
+                .map(|(reference, before)| (*reference, diff(before, &scraped.inventory)));
+            // What changed goes first, so the rescan's inventory is its last word: a
+            // follower can stop at `hardware.scraped` having seen everything.
+            let mut events = Vec::new();
+            if let Some((previous, changes)) = changes.filter(|(_, c)| !c.is_empty()) {
+                events.extend(answer(
+                    cause,
+                    subjects::HARDWARE_CHANGED,
+                    &HardwareChanged { previous, changes },
+                    now,
+                ));
+            }
+            events.extend(answer(
+                cause,
+                subjects::HARDWARE_SCRAPED,
+                &HardwareScraped {
+                    redfish_url: redfish_url.to_string(),
+                    inventory: scraped.inventory,
+                    raw: scraped.raw,
+                },
+                now,
+            ));
+            Outcome::Publish(events)
+        }
         Err(error) if error.is_transient() && !input.is_last_attempt() => Outcome::Retry {
             reason: metal_core::error_chain(&error),
             delay: retry_delay(input.delivery_attempt),
@@ -121,16 +167,20 @@ pub fn failed(
     reason: String,
     now: OffsetDateTime,
 ) -> Outcome {
-    publish(
-        cause,
-        subjects::SCRAPE_FAILED,
-        &ScrapeFailed {
-            redfish_url: redfish_url.to_string(),
-            kind,
-            reason,
-            attempts: u32::try_from(input.delivery_attempt).unwrap_or(u32::MAX),
-        },
-        now,
+    Outcome::Publish(
+        answer(
+            cause,
+            subjects::SCRAPE_FAILED,
+            &ScrapeFailed {
+                redfish_url: redfish_url.to_string(),
+                kind,
+                reason,
+                attempts: u32::try_from(input.delivery_attempt).unwrap_or(u32::MAX),
+            },
+            now,
+        )
+        .into_iter()
+        .collect(),
     )
 }
 
@@ -140,50 +190,179 @@ pub fn retry_delay(delivery_attempt: u64) -> Duration {
     Duration::from_secs(5 * 2u64.pow(exponent)).min(Duration::from_secs(60))
 }
 
-fn publish<D: serde::Serialize>(
+fn answer<D: serde::Serialize>(
     cause: &Envelope,
     event_type: &str,
     data: &D,
     now: OffsetDateTime,
-) -> Outcome {
+) -> Option<Envelope> {
     match Envelope::answering(cause, event_type, data, now) {
-        Ok(event) => Outcome::Publish(vec![event]),
+        Ok(event) => Some(event),
         Err(error) => {
             // Encoding our own types cannot fail in practice; do not loop on it.
             tracing::error!(error = %metal_core::error_chain(&error), "cannot build {event_type} event");
-            Outcome::Publish(Vec::new())
+            None
         }
     }
 }
 
-/// The scraper's [`Handler`]: at most `global_concurrency` scrapes at once.
+/// Where the handler keeps raw bundles and reads earlier inventories.
+#[derive(Clone)]
+pub struct Storage {
+    pub raw: ObjectStore,
+    pub stream: Stream,
+}
+
+/// The scraper's [`Handler`]. Requests in flight are capped per BMC and in total by the
+/// shared [`Scraper`]; how many scrapes run at once is the consumer loop's concurrency.
 pub struct ScrapeHandler {
     config: RedfishConfig,
-    settings: HttpSettings,
-    scrapes: Arc<Semaphore>,
+    scraper: Scraper,
+    storage: Option<Storage>,
 }
 
 impl ScrapeHandler {
-    pub fn new(config: RedfishConfig) -> ScrapeHandler {
+    pub fn new(config: RedfishConfig) -> Result<ScrapeHandler, RedfishError> {
         let settings = HttpSettings::from_config(&config);
         ScrapeHandler::with_settings(config, settings)
     }
 
     /// With explicit HTTP settings (tests use short timeouts and backoff).
-    pub fn with_settings(config: RedfishConfig, settings: HttpSettings) -> ScrapeHandler {
-        let scrapes = Arc::new(Semaphore::new(config.global_concurrency.max(1)));
-        ScrapeHandler {
+    pub fn with_settings(
+        config: RedfishConfig,
+        settings: HttpSettings,
+    ) -> Result<ScrapeHandler, RedfishError> {
+        Ok(ScrapeHandler {
             config,
-            settings,
-            scrapes,
+            scraper: Scraper::new(settings)?,
+            storage: None,
+        })
+    }
+
+    /// Stores raw bundles and reads earlier inventories through JetStream.
+    pub fn with_storage(mut self, storage: Storage) -> ScrapeHandler {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Scrapes, stores the bundle and reads the previous inventory. A bundle that cannot
+    /// be stored is a transient failure (the inventory must not go out without it).
+    async fn scrape(
+        &self,
+        cause: &Envelope,
+        redfish_url: &str,
+        access: &BmcAccess,
+        previous: Option<InventoryRef>,
+    ) -> Result<Scraped, RedfishError> {
+        let (credentials, no_credentials_reason) = match &access.credentials {
+            Ok(credentials) => (Some(credentials), None),
+            Err(reason) => (None, Some(reason.as_str())),
+        };
+        let walked = self
+            .scraper
+            .scrape(Target {
+                base_url: redfish_url,
+                credentials,
+                no_credentials_reason,
+                insecure_tls: access.insecure_tls,
+            })
+            .await?;
+        let raw = match (&self.storage, cause.machine_id) {
+            (Some(storage), Some(machine_id)) => {
+                Some(store_bundle(&storage.raw, &machine_id, redfish_url, &walked).await?)
+            }
+            _ => None,
+        };
+        let previous = match (&self.storage, previous) {
+            (Some(storage), Some(reference)) => {
+                read_previous(&storage.stream, cause, reference).await
+            }
+            _ => None,
+        };
+        Ok(Scraped {
+            inventory: walked.inventory,
+            raw,
+            previous,
+        })
+    }
+}
+
+async fn store_bundle(
+    store: &ObjectStore,
+    machine_id: &metal_core::MachineId,
+    redfish_url: &str,
+    walked: &Walked,
+) -> Result<RawBundleRef, RedfishError> {
+    let bundle = RawBundle::new(
+        redfish_url.to_string(),
+        walked.expand.clone(),
+        walked.documents.clone(),
+    );
+    let encoded = bundle.encode().map_err(|error| RedfishError::Storage {
+        reason: metal_core::error_chain(&error),
+    })?;
+    let key = object_key(machine_id, &encoded.sha256);
+    // Content-addressed: an object already there under this key holds these very bytes.
+    if store.info(&key).await.is_err() {
+        store
+            .put(key.as_str(), &mut encoded.gzip.as_slice())
+            .await
+            .map_err(|error| RedfishError::Storage {
+                reason: format!(
+                    "cannot store raw bundle {key}: {}",
+                    metal_core::error_chain(&error)
+                ),
+            })?;
+    }
+    Ok(RawBundleRef {
+        bucket: subjects::RAW_BUCKET.to_string(),
+        key,
+        sha256: encoded.sha256,
+        bytes: encoded.gzip.len() as u64,
+        documents: walked.documents.len() as u64,
+    })
+}
+
+/// The inventory of the `machine.hardware.scraped` a rescan names, if it is that and of
+/// this machine; otherwise the rescan reports no changes (and says why in the log).
+async fn read_previous(
+    stream: &Stream,
+    cause: &Envelope,
+    reference: InventoryRef,
+) -> Option<(InventoryRef, Inventory)> {
+    let message = match metal_core::jetstream::read_message(stream, reference.sequence).await {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::warn!(sequence = reference.sequence, error = %metal_core::error_chain(&error), "cannot read the previous inventory; no hardware.changed");
+            return None;
+        }
+    };
+    let Decoded::Event(event) = message.decode() else {
+        return None;
+    };
+    let usable = event.event_id == reference.event_id
+        && event.event_type == subjects::HARDWARE_SCRAPED
+        && event.machine_id == cause.machine_id;
+    if !usable {
+        tracing::warn!(
+            sequence = reference.sequence,
+            "rescan names a sequence that is not this machine's inventory; no hardware.changed"
+        );
+        return None;
+    }
+    match event.data_as::<HardwareScraped>() {
+        Ok(data) => Some((reference, data.inventory)),
+        Err(error) => {
+            tracing::warn!(error = %metal_core::error_chain(&error), "previous inventory unreadable; no hardware.changed");
+            None
         }
     }
 }
 
 impl Handler for ScrapeHandler {
     async fn handle(&self, input: Input) -> Outcome {
-        let (cause, redfish_url, credentials) =
-            match plan(&input, |mac| self.config.credentials_for(mac)) {
+        let (cause, redfish_url, access, previous) =
+            match plan(&input, |mac| self.config.access_for(mac)) {
                 Plan::Ignore => return Outcome::Publish(Vec::new()),
                 Plan::Fail {
                     cause,
@@ -204,19 +383,18 @@ impl Handler for ScrapeHandler {
                 Plan::Scrape {
                     cause,
                     redfish_url,
-                    credentials,
-                } => (cause, redfish_url, credentials),
+                    access,
+                    previous,
+                } => (cause, redfish_url, access, previous),
             };
-        let result = {
-            let _permit = self.scrapes.acquire().await;
-            tracing::info!(%redfish_url, attempt = input.delivery_attempt, "scraping BMC");
-            scrape(&redfish_url, &credentials, &self.settings).await
-        };
+        tracing::info!(%redfish_url, attempt = input.delivery_attempt, rescan = cause.event_type == subjects::RESCAN_REQUESTED, "scraping BMC");
+        let result = self.scrape(&cause, &redfish_url, &access, previous).await;
         match &result {
-            Ok(inventory) => tracing::info!(
+            Ok(scraped) => tracing::info!(
                 %redfish_url,
-                systems = inventory.systems.len(),
-                firmware = inventory.firmware.len(),
+                systems = scraped.inventory.systems.len(),
+                firmware = scraped.inventory.firmware.len(),
+                raw = scraped.raw.as_ref().map(|r| r.key.as_str()).unwrap_or("not stored"),
                 "scraped BMC"
             ),
             Err(error) => tracing::warn!(
@@ -240,7 +418,7 @@ impl Handler for ScrapeHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metal_core::config::Secret;
+    use metal_core::config::{Credentials, Secret};
     use metal_core::MachineId;
 
     fn located(bmc_mac: Option<Mac>) -> Envelope {
@@ -275,11 +453,22 @@ mod tests {
         Mac::parse_any("aa:bb:cc:dd:ee:01").unwrap()
     }
 
-    fn creds(_: &Mac) -> Result<Credentials, String> {
-        Ok(Credentials {
-            username: "root".into(),
-            password: Secret::new("pw".into()),
-        })
+    fn creds(_: &Mac) -> BmcAccess {
+        BmcAccess {
+            credentials: Ok(Credentials {
+                username: "root".into(),
+                password: Secret::new("pw".into()),
+            }),
+            insecure_tls: false,
+        }
+    }
+
+    fn scraped(inventory: Inventory) -> Scraped {
+        Scraped {
+            inventory,
+            raw: None,
+            previous: None,
+        }
     }
 
     fn published_type(outcome: &Outcome) -> Vec<String> {
@@ -295,14 +484,13 @@ mod tests {
             plan(&input(located(Some(mac())), 1), creds),
             Plan::Scrape { .. }
         ));
+        // Without credentials the BMC is still scraped (anonymously).
         assert!(matches!(
-            plan(&input(located(Some(mac())), 1), |_| Err(
-                "no password".to_string()
-            )),
-            Plan::Fail {
-                kind: ScrapeFailureKind::NoCredentials,
-                ..
-            }
+            plan(&input(located(Some(mac())), 1), |_| BmcAccess {
+                credentials: Err("no password".to_string()),
+                insecure_tls: false,
+            }),
+            Plan::Scrape { .. }
         ));
         assert!(matches!(
             plan(&input(located(None), 1), creds),
@@ -344,7 +532,7 @@ mod tests {
             url: "u".into(),
             status: 401,
         };
-        let check = |attempt: u64, result: Result<Inventory, RedfishError>, expected: &str| {
+        let check = |attempt: u64, result: Result<Scraped, RedfishError>, expected: &str| {
             let input = input(cause.clone(), attempt);
             let outcome = decide(&input, &cause, "http://bmc", result, now);
             assert_eq!(
@@ -353,7 +541,11 @@ mod tests {
                 "attempt {attempt}"
             );
         };
-        check(1, Ok(Inventory::default()), subjects::HARDWARE_SCRAPED);
+        check(
+            1,
+            Ok(scraped(Inventory::default())),
+            subjects::HARDWARE_SCRAPED,
+        );
         check(1, Err(timeout()), "retry");
         check(3, Err(timeout()), subjects::SCRAPE_FAILED);
         check(1, Err(auth()), subjects::SCRAPE_FAILED);
@@ -371,5 +563,47 @@ mod tests {
         let data: ScrapeFailed = events[0].data_as().unwrap();
         assert_eq!(data.kind, ScrapeFailureKind::Auth);
         assert_eq!(events[0].causation_id, Some(cause.event_id));
+    }
+
+    #[test]
+    fn a_rescan_that_finds_other_hardware_says_what_changed() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let cause = located(Some(mac()));
+        let before = Inventory {
+            firmware: vec![metal_core::inventory::FirmwareItem {
+                id: "BMC".into(),
+                name: None,
+                version: Some("1.0".into()),
+            }],
+            ..Inventory::default()
+        };
+        let mut after = before.clone();
+        after.firmware[0].version = Some("1.1".into());
+        let reference = InventoryRef {
+            event_id: uuid::Uuid::nil(),
+            sequence: 7,
+        };
+        let outcome = |now_inventory: Inventory| {
+            decide(
+                &input(cause.clone(), 1),
+                &cause,
+                "http://bmc",
+                Ok(Scraped {
+                    inventory: now_inventory,
+                    raw: None,
+                    previous: Some((reference, before.clone())),
+                }),
+                now,
+            )
+        };
+        assert_eq!(
+            published_type(&outcome(after)),
+            vec![subjects::HARDWARE_CHANGED, subjects::HARDWARE_SCRAPED]
+        );
+        assert_eq!(
+            published_type(&outcome(before.clone())),
+            vec![subjects::HARDWARE_SCRAPED],
+            "no changes, no hardware.changed"
+        );
     }
 }

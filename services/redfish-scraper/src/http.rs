@@ -1,12 +1,16 @@
 //! The HTTP client for one BMC: Redfish session auth (basic auth where sessions are not
-//! offered), a per-request timeout, retries with exponential backoff on 5xx, timeouts and
-//! connection errors, a response-size cap read as a stream, same-host redirects only, and a
-//! cap on requests in flight to the BMC. [`scrape`] adds the per-scrape deadline and logout.
+//! offered, nothing where the BMC asks for nothing), one re-login when a session expires
+//! mid-walk, a per-request timeout, retries with exponential backoff on 5xx, timeouts and
+//! connection errors, a response-size cap read as a stream, same-host links and redirects
+//! only, and caps on requests in flight to one BMC and to all BMCs together.
+//! [`Scraper::scrape`] adds the per-scrape deadline and logout.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metal_core::config::{Credentials, RedfishConfig, Secret};
-use metal_core::inventory::Inventory;
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -16,7 +20,7 @@ use url::Url;
 
 use crate::error::RedfishError;
 use crate::source::RedfishSource;
-use crate::walk::{walk, WalkLimits, SERVICE_ROOT};
+use crate::walk::{walk, WalkLimits, Walked, SERVICE_ROOT};
 
 /// The standard session collection, used when the service root does not link one.
 pub const SESSIONS_PATH: &str = "/redfish/v1/SessionService/Sessions";
@@ -24,7 +28,10 @@ pub const SESSIONS_PATH: &str = "/redfish/v1/SessionService/Sessions";
 /// Hard upper bound of requests in flight to one BMC, whatever the config says.
 pub const MAX_PER_BMC_CONCURRENCY: usize = 4;
 
-/// How one scrape talks to a BMC.
+/// Logins after the first in one scrape: a session that expires mid-walk is renewed once.
+const MAX_RELOGINS: u32 = 1;
+
+/// How scrapes talk to BMCs.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub request_timeout: Duration,
@@ -35,9 +42,16 @@ pub struct HttpSettings {
     pub backoff: Duration,
     pub max_response_bytes: u64,
     pub per_bmc_concurrency: usize,
+    /// Requests in flight across every BMC this scraper talks to.
+    pub global_concurrency: usize,
     pub max_resources: usize,
+    /// Accept any certificate from every BMC.
     pub insecure_tls: bool,
+    /// Extra trusted certificates (PEM), besides the public roots.
+    pub ca_file: Option<PathBuf>,
     pub max_redirects: usize,
+    /// Use `$expand` where the service root offers it.
+    pub use_expand: bool,
 }
 
 impl HttpSettings {
@@ -49,9 +63,12 @@ impl HttpSettings {
             backoff: Duration::from_millis(500),
             max_response_bytes: config.max_response_bytes,
             per_bmc_concurrency: config.per_bmc_concurrency,
+            global_concurrency: config.global_concurrency,
             max_resources: config.max_resources,
             insecure_tls: config.insecure_tls,
+            ca_file: config.ca_file.clone(),
             max_redirects: 3,
+            use_expand: true,
         }
     }
 
@@ -60,34 +77,164 @@ impl HttpSettings {
     }
 }
 
-/// Logs in, walks the inventory and logs out, all within the scrape deadline (the
-/// logout gets one request timeout of its own, so a session is not left behind).
+/// One BMC to scrape.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub base_url: &'a str,
+    /// `None`: read anonymously (a BMC that asks for credentials then fails with
+    /// [`RedfishError::NoCredentials`]).
+    pub credentials: Option<&'a Credentials>,
+    /// Why there are no credentials, for that error.
+    pub no_credentials_reason: Option<&'a str>,
+    pub insecure_tls: bool,
+}
+
+/// Scrapes BMCs: two shared HTTP clients (verifying, and accepting any certificate for
+/// BMCs configured so) and the global cap on requests in flight.
+#[derive(Clone)]
+pub struct Scraper {
+    settings: HttpSettings,
+    verifying: reqwest::Client,
+    accepting: reqwest::Client,
+    global: Arc<Semaphore>,
+}
+
+impl Scraper {
+    pub fn new(settings: HttpSettings) -> Result<Scraper, RedfishError> {
+        let mut roots = Vec::new();
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path).map_err(|source| RedfishError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+            roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                RedfishError::Client {
+                    source: format!("{}: {}", path.display(), metal_core::error_chain(&source))
+                        .into(),
+                }
+            })?;
+            if roots.is_empty() {
+                return Err(RedfishError::Client {
+                    source: format!("{} holds no PEM certificate", path.display()).into(),
+                });
+            }
+        }
+        Ok(Scraper {
+            verifying: http_client(&settings, settings.insecure_tls, &roots)?,
+            accepting: http_client(&settings, true, &roots)?,
+            global: Arc::new(Semaphore::new(settings.global_concurrency.max(1))),
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &HttpSettings {
+        &self.settings
+    }
+
+    /// Logs in, walks the inventory and logs out, all within the scrape deadline (the
+    /// logout gets one request timeout of its own, so a session is not left behind).
+    pub async fn scrape(&self, target: Target<'_>) -> Result<Walked, RedfishError> {
+        let settings = &self.settings;
+        let started = Instant::now();
+        let deadline_error = || RedfishError::Deadline {
+            deadline_ms: settings.scrape_deadline.as_millis(),
+        };
+        let http = if target.insecure_tls {
+            self.accepting.clone()
+        } else {
+            self.verifying.clone()
+        };
+        let client = BmcClient::new(
+            target.base_url,
+            settings.clone(),
+            http,
+            Some(self.global.clone()),
+        )?;
+        let client = tokio::time::timeout(
+            settings.scrape_deadline,
+            client.login(target.credentials.cloned()),
+        )
+        .await
+        .map_err(|_| deadline_error())??;
+        let remaining = settings.scrape_deadline.saturating_sub(started.elapsed());
+        let limits = WalkLimits {
+            max_resources: settings.max_resources,
+            concurrency: settings.concurrency(),
+            use_expand: settings.use_expand,
+        };
+        let result = match tokio::time::timeout(remaining, walk(&client, limits)).await {
+            Ok(result) => result,
+            Err(_) => Err(deadline_error()),
+        };
+        client.logout().await;
+        match (result, target.credentials) {
+            (Err(RedfishError::Auth { status, .. }), None) => Err(RedfishError::NoCredentials {
+                reason: format!(
+                    "the BMC asks for credentials (HTTP {status}) and none are configured: {}",
+                    target
+                        .no_credentials_reason
+                        .unwrap_or("no password is configured for it")
+                ),
+            }),
+            (result, _) => result,
+        }
+    }
+}
+
+/// Logs in with `credentials`, walks and logs out: [`Scraper::scrape`] for one BMC.
 pub async fn scrape(
     base_url: &str,
     credentials: &Credentials,
     settings: &HttpSettings,
-) -> Result<Inventory, RedfishError> {
-    let started = Instant::now();
-    let deadline_error = || RedfishError::Deadline {
-        deadline_ms: settings.scrape_deadline.as_millis(),
-    };
-    let client = tokio::time::timeout(
-        settings.scrape_deadline,
-        BmcClient::login(base_url, credentials, settings.clone()),
-    )
-    .await
-    .map_err(|_| deadline_error())??;
-    let remaining = settings.scrape_deadline.saturating_sub(started.elapsed());
-    let limits = WalkLimits {
-        max_resources: settings.max_resources,
-        concurrency: settings.concurrency(),
-    };
-    let result = match tokio::time::timeout(remaining, walk(&client, limits)).await {
-        Ok(result) => result,
-        Err(_) => Err(deadline_error()),
-    };
-    client.logout().await;
-    result
+) -> Result<Walked, RedfishError> {
+    Scraper::new(settings.clone())?
+        .scrape(Target {
+            base_url,
+            credentials: Some(credentials),
+            no_credentials_reason: None,
+            insecure_tls: settings.insecure_tls,
+        })
+        .await
+}
+
+fn http_client(
+    settings: &HttpSettings,
+    accept_any_certificate: bool,
+    roots: &[reqwest::Certificate],
+) -> Result<reqwest::Client, RedfishError> {
+    let max_redirects = settings.max_redirects;
+    let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.follow();
+        };
+        let same_host = attempt.url().host_str() == first.host_str()
+            && attempt.url().port_or_known_default() == first.port_or_known_default();
+        if attempt.previous().len() > max_redirects {
+            attempt.error(format!("more than {max_redirects} redirects"))
+        } else if !same_host {
+            let target = attempt.url().clone();
+            attempt.error(format!(
+                "redirect to another host refused ({})",
+                target.host_str().unwrap_or("no host")
+            ))
+        } else {
+            attempt.follow()
+        }
+    });
+    let mut builder = reqwest::Client::builder()
+        .redirect(redirect)
+        .danger_accept_invalid_certs(accept_any_certificate)
+        .connect_timeout(settings.request_timeout)
+        // A walk reuses its connections back to back; idle ones are closed soon after, so a
+        // fleet of scraped BMCs does not hold four sockets each for long.
+        .pool_idle_timeout(Duration::from_secs(2))
+        .user_agent(concat!("metal-redfish-scraper/", env!("CARGO_PKG_VERSION")));
+    for root in roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder.build().map_err(|source| RedfishError::Client {
+        source: Box::new(source),
+    })
 }
 
 /// How requests are authenticated.
@@ -103,13 +250,23 @@ enum Auth {
     },
 }
 
+/// The current authentication and how many logins produced it.
+struct AuthState {
+    auth: Auth,
+    generation: u64,
+}
+
 /// A client for one BMC. Implements [`RedfishSource`].
 pub struct BmcClient {
     http: reqwest::Client,
     base: Url,
     settings: HttpSettings,
-    auth: Auth,
+    auth: RwLock<AuthState>,
+    credentials: Option<Credentials>,
+    relogin: tokio::sync::Mutex<()>,
+    relogins: AtomicU32,
     permits: Semaphore,
+    global: Option<Arc<Semaphore>>,
 }
 
 /// A response whose body was read (2xx only) within the size cap.
@@ -122,7 +279,12 @@ struct Reply {
 
 impl BmcClient {
     /// A client without credentials yet; [`BmcClient::login`] is the usual way in.
-    pub fn new(base_url: &str, settings: HttpSettings) -> Result<BmcClient, RedfishError> {
+    pub fn new(
+        base_url: &str,
+        settings: HttpSettings,
+        http: reqwest::Client,
+        global: Option<Arc<Semaphore>>,
+    ) -> Result<BmcClient, RedfishError> {
         let mut base = Url::parse(base_url).map_err(|error| RedfishError::Protocol {
             url: base_url
                 .split('@')
@@ -140,50 +302,49 @@ impl BmcClient {
                 reason: "Redfish base URL must be http(s)://host[:port]".to_string(),
             });
         }
-        let max_redirects = settings.max_redirects;
-        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-            let Some(first) = attempt.previous().first() else {
-                return attempt.follow();
-            };
-            let same_host = attempt.url().host_str() == first.host_str()
-                && attempt.url().port_or_known_default() == first.port_or_known_default();
-            if attempt.previous().len() > max_redirects {
-                attempt.error(format!("more than {max_redirects} redirects"))
-            } else if !same_host {
-                attempt.error("redirect to another host refused")
-            } else {
-                attempt.follow()
-            }
-        });
-        let http = reqwest::Client::builder()
-            .redirect(redirect)
-            .danger_accept_invalid_certs(settings.insecure_tls)
-            .connect_timeout(settings.request_timeout)
-            .user_agent(concat!("metal-redfish-scraper/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| RedfishError::Client {
-                source: Box::new(source),
-            })?;
         let permits = Semaphore::new(settings.concurrency());
         Ok(BmcClient {
             http,
             base,
             settings,
-            auth: Auth::None,
+            auth: RwLock::new(AuthState {
+                auth: Auth::None,
+                generation: 0,
+            }),
+            credentials: None,
+            relogin: tokio::sync::Mutex::new(()),
+            relogins: AtomicU32::new(0),
             permits,
+            global,
         })
     }
 
+    /// A client with its own HTTP client and no global cap (tests, tools).
+    pub fn standalone(base_url: &str, settings: HttpSettings) -> Result<BmcClient, RedfishError> {
+        let http = http_client(&settings, settings.insecure_tls, &[])?;
+        BmcClient::new(base_url, settings, http, None)
+    }
+
     /// Opens a Redfish session (the service root's `Links.Sessions`, else the standard
-    /// path); falls back to basic auth when the service offers no sessions.
+    /// path); falls back to basic auth when the service offers no sessions, and to no
+    /// authentication at all without credentials.
     pub async fn login(
-        base_url: &str,
-        credentials: &Credentials,
-        settings: HttpSettings,
+        mut self,
+        credentials: Option<Credentials>,
     ) -> Result<BmcClient, RedfishError> {
-        let mut client = BmcClient::new(base_url, settings)?;
+        let Some(credentials) = credentials else {
+            tracing::debug!(bmc = %self.base, "no credentials: reading anonymously");
+            return Ok(self);
+        };
+        self.credentials = Some(credentials.clone());
+        let auth = self.authenticate(&credentials).await?;
+        self.set_auth(auth);
+        Ok(self)
+    }
+
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Auth, RedfishError> {
         // The service root is readable without credentials on a conforming service.
-        let sessions_path = match client.get_json(SERVICE_ROOT).await {
+        let sessions_path = match self.get_json_once(SERVICE_ROOT, false).await {
             Ok(Some(root)) => root
                 .get("Links")
                 .and_then(|links| links.get("Sessions"))
@@ -196,7 +357,7 @@ impl BmcClient {
                 }),
             Ok(None) => {
                 return Err(RedfishError::Protocol {
-                    url: client.base.to_string(),
+                    url: self.base.to_string(),
                     reason: "no Redfish service root".to_string(),
                 })
             }
@@ -204,47 +365,64 @@ impl BmcClient {
             Err(error) => return Err(error),
         };
         if let Some(path) = sessions_path {
-            if let Some(session) = client.create_session(&path, credentials).await? {
-                client.auth = session;
-                tracing::debug!(bmc = %client.base, "redfish session opened");
-                return Ok(client);
+            if let Some(session) = self.create_session(&path, credentials).await? {
+                tracing::debug!(bmc = %self.base, "redfish session opened");
+                return Ok(session);
             }
         }
-        tracing::debug!(bmc = %client.base, "no redfish sessions offered, using basic auth");
-        client.auth = Auth::Basic {
+        tracing::debug!(bmc = %self.base, "no redfish sessions offered, using basic auth");
+        Ok(Auth::Basic {
             username: credentials.username.clone(),
             password: credentials.password.clone(),
-        };
-        Ok(client)
+        })
+    }
+
+    fn set_auth(&self, auth: Auth) {
+        let mut state = self.auth.write().unwrap_or_else(|e| e.into_inner());
+        state.auth = auth;
+        state.generation += 1;
+    }
+
+    fn generation(&self) -> u64 {
+        self.auth
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
     }
 
     /// `"session"`, `"basic"` or `"none"`.
     pub fn auth_method(&self) -> &'static str {
-        match self.auth {
+        match self.auth.read().unwrap_or_else(|e| e.into_inner()).auth {
             Auth::None => "none",
             Auth::Basic { .. } => "basic",
             Auth::Session { .. } => "session",
         }
     }
 
+    /// Logins after the first.
+    pub fn relogins(&self) -> u32 {
+        self.relogins.load(Ordering::SeqCst)
+    }
+
     /// Deletes the session, if there is one. Best effort: one try, bounded by the request timeout.
     pub async fn logout(self) {
-        let Auth::Session {
-            location: Some(location),
-            ..
-        } = &self.auth
-        else {
-            return;
+        let location = match &self.auth.read().unwrap_or_else(|e| e.into_inner()).auth {
+            Auth::Session {
+                location: Some(location),
+                ..
+            } => location.clone(),
+            _ => return,
         };
+        // Through the caps like every other request: a fleet finishing at once must not
+        // burst its logouts past them.
         let request = self.authorise(self.http.request(Method::DELETE, location.clone()));
-        match tokio::time::timeout(self.settings.request_timeout, request.send()).await {
-            Ok(Ok(response)) => {
-                tracing::debug!(bmc = %self.base, status = %response.status(), "redfish session closed")
+        match self.send_once(&location, request).await {
+            Ok(reply) => {
+                tracing::debug!(bmc = %self.base, status = %reply.status, "redfish session closed")
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 tracing::debug!(bmc = %self.base, error = %metal_core::error_chain(&error), "session logout failed")
             }
-            Err(_) => tracing::debug!(bmc = %self.base, "session logout timed out"),
         }
     }
 
@@ -308,12 +486,57 @@ impl BmcClient {
         }
     }
 
-    /// GETs a resource as JSON: `None` for 404 (and 405/410/501), errors otherwise.
+    /// GETs a resource as JSON: `None` for 404 (and 405/410/501), errors otherwise. A
+    /// session the BMC stops accepting (401) is renewed once per scrape and the GET
+    /// tried again.
     pub async fn get_json(&self, path: &str) -> Result<Option<Value>, RedfishError> {
+        let generation = self.generation();
+        match self.get_json_once(path, true).await {
+            Err(RedfishError::Auth { status: 401, .. }) if self.credentials.is_some() => {
+                self.renew_session(generation).await?;
+                self.get_json_once(path, true).await
+            }
+            result => result,
+        }
+    }
+
+    /// Logs in again after a 401 seen with auth `generation`, unless another request
+    /// already did; at most [`MAX_RELOGINS`] times.
+    async fn renew_session(&self, generation: u64) -> Result<(), RedfishError> {
+        let _one_at_a_time = self.relogin.lock().await;
+        if self.generation() != generation {
+            return Ok(());
+        }
+        let is_session = matches!(
+            self.auth.read().unwrap_or_else(|e| e.into_inner()).auth,
+            Auth::Session { .. }
+        );
+        let Some(credentials) = self.credentials.as_ref().filter(|_| is_session) else {
+            return Ok(());
+        };
+        if self.relogins.fetch_add(1, Ordering::SeqCst) >= MAX_RELOGINS {
+            return Ok(());
+        }
+        tracing::debug!(bmc = %self.base, "redfish session expired, logging in again");
+        let auth = self.authenticate(credentials).await?;
+        self.set_auth(auth);
+        Ok(())
+    }
+
+    async fn get_json_once(
+        &self,
+        path: &str,
+        authorised: bool,
+    ) -> Result<Option<Value>, RedfishError> {
         let url = self.url_for(path)?;
         let reply = self
             .send_with_retries(&url, || {
-                self.authorise(self.http.request(Method::GET, url.clone()))
+                let request = self.http.request(Method::GET, url.clone());
+                if authorised {
+                    self.authorise(request)
+                } else {
+                    request
+                }
             })
             .await?;
         let status = reply.status;
@@ -347,7 +570,7 @@ impl BmcClient {
     }
 
     fn authorise(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.auth {
+        match &self.auth.read().unwrap_or_else(|e| e.into_inner()).auth {
             Auth::None => request,
             Auth::Basic { username, password } => {
                 request.basic_auth(username, Some(password.expose()))
@@ -420,14 +643,16 @@ impl BmcClient {
         url: &Url,
         request: reqwest::RequestBuilder,
     ) -> Result<Reply, RedfishError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| RedfishError::Protocol {
-                url: url.to_string(),
-                reason: "client is shutting down".to_string(),
-            })?;
+        let closed = || RedfishError::Protocol {
+            url: url.to_string(),
+            reason: "client is shutting down".to_string(),
+        };
+        // The BMC's own permit first, so a BMC at its cap holds no global permit waiting.
+        let _permit = self.permits.acquire().await.map_err(|_| closed())?;
+        let _global = match &self.global {
+            Some(global) => Some(global.acquire().await.map_err(|_| closed())?),
+            None => None,
+        };
         match tokio::time::timeout(self.settings.request_timeout, self.exchange(url, request)).await
         {
             Ok(result) => result,

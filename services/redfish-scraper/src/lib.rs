@@ -22,6 +22,7 @@
 pub mod error;
 pub mod handler;
 pub mod http;
+pub mod parse;
 pub mod source;
 pub mod walk;
 
@@ -38,6 +39,8 @@ pub use source::RedfishSource;
 pub enum RunError {
     #[error("cannot set up JetStream")]
     JetStream(#[source] JetStreamError),
+    #[error("cannot set up the Redfish client")]
+    Setup(#[source] RedfishError),
 }
 
 /// Runs the scraper until `shutdown` resolves: ensures the `MACHINES` stream and the
@@ -52,8 +55,17 @@ pub async fn run(
     let consumer = ensure_consumer(&stream, DurableConsumer::RedfishScraper)
         .await
         .map_err(RunError::JetStream)?;
+    let raw = metal_core::jetstream::ensure_raw_store(&js)
+        .await
+        .map_err(RunError::JetStream)?;
     let concurrency = config.redfish.global_concurrency.max(1);
-    let handler = Arc::new(ScrapeHandler::new(config.redfish));
+    let handler = ScrapeHandler::new(config.redfish)
+        .map_err(RunError::Setup)?
+        .with_storage(handler::Storage {
+            raw,
+            stream: stream.clone(),
+        });
+    let handler = Arc::new(handler);
     tracing::info!(concurrency, "redfish-scraper consuming machine.bmc.located");
     metal_core::responder::run(js, consumer, handler, concurrency, shutdown).await;
     tracing::info!("redfish-scraper stopped");

@@ -25,29 +25,24 @@ fn credentials(password: &str) -> Credentials {
     }
 }
 
-fn settings() -> HttpSettings {
-    HttpSettings {
-        request_timeout: Duration::from_secs(10),
-        scrape_deadline: Duration::from_secs(60),
-        retries: 1,
-        backoff: Duration::from_millis(10),
-        ..HttpSettings::from_config(&RedfishConfig::default())
-    }
-}
-
 #[tokio::test]
 async fn every_mockup_over_http_with_a_session() {
     for folder in test_harness::paths::mockup_folders() {
         let server = serve_mockup_with_auth(&folder, USER, PASSWORD).await;
-        let inventory = scrape(&server.base_url(), &credentials(PASSWORD), &settings())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "scrape of {} failed: {}",
-                    folder.display(),
-                    metal_core::error_chain(&e)
-                )
-            });
+        let inventory = scrape(
+            &server.base_url(),
+            &credentials(PASSWORD),
+            &common::relaxed_settings(),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "scrape of {} failed: {}",
+                folder.display(),
+                metal_core::error_chain(&e)
+            )
+        })
+        .inventory;
         common::check_summary(&folder, &inventory);
         assert_eq!(
             server.sessions_created(),
@@ -68,9 +63,13 @@ async fn every_mockup_over_http_with_a_session() {
 async fn wrong_password_is_an_auth_error_without_retries() {
     let folder = &test_harness::paths::mockup_folders()[0];
     let server = serve_mockup_with_auth(folder, USER, PASSWORD).await;
-    let error = scrape(&server.base_url(), &credentials("wrong"), &settings())
-        .await
-        .expect_err("wrong password must fail");
+    let error = scrape(
+        &server.base_url(),
+        &credentials("wrong"),
+        &common::relaxed_settings(),
+    )
+    .await
+    .expect_err("wrong password must fail");
     assert_eq!(error.kind(), ScrapeFailureKind::Auth, "{error}");
     assert!(!error.is_transient());
     assert!(
@@ -111,13 +110,16 @@ async fn basic_auth_when_sessions_are_not_offered() {
     )
     .unwrap();
     let server = serve_mockup_with_auth(copy.path(), USER, PASSWORD).await;
-    let client = BmcClient::login(&server.base_url(), &credentials(PASSWORD), settings())
+    let client = BmcClient::standalone(&server.base_url(), common::relaxed_settings())
+        .unwrap()
+        .login(Some(credentials(PASSWORD)))
         .await
         .unwrap();
     assert_eq!(client.auth_method(), "basic");
     let inventory = redfish_scraper::walk::walk(&client, Default::default())
         .await
-        .unwrap();
+        .unwrap()
+        .inventory;
     common::check_summary(copy.path(), &inventory);
     assert_eq!(server.sessions_created(), 0);
 }
@@ -205,7 +207,7 @@ async fn handler_scrapes_a_located_bmc() {
         password_env: variable.to_string(),
         ..RedfishConfig::default()
     };
-    let handler = ScrapeHandler::with_settings(config.clone(), settings());
+    let handler = ScrapeHandler::with_settings(config.clone(), common::relaxed_settings()).unwrap();
     let mac = Mac::parse_any("aa:bb:cc:00:00:01").unwrap();
     let event = only_event(
         handler
@@ -217,12 +219,12 @@ async fn handler_scrapes_a_located_bmc() {
     common::check_summary(folder, &data.inventory);
     assert!(!serde_json::to_string(&event).unwrap().contains(PASSWORD));
 
-    // No password variable: failed at once, never retried.
+    // No password variable: read anonymously, refused, and failed without a retry.
     let config = RedfishConfig {
         password_env: "REDFISH_SCRAPER_TEST_UNSET_PASSWORD_VARIABLE".to_string(),
         ..config
     };
-    let handler = ScrapeHandler::with_settings(config, settings());
+    let handler = ScrapeHandler::with_settings(config, common::relaxed_settings()).unwrap();
     let event = only_event(
         handler
             .handle(located_input(&server.base_url(), mac, 1))
@@ -248,9 +250,10 @@ async fn handler_retries_an_unreachable_bmc_then_fails() {
         config,
         HttpSettings {
             retries: 0,
-            ..settings()
+            ..common::relaxed_settings()
         },
-    );
+    )
+    .unwrap();
     let mac = Mac::parse_any("aa:bb:cc:00:00:02").unwrap();
     match handler.handle(located_input(&url, mac, 1)).await {
         Outcome::Retry { delay, .. } => assert!(delay > Duration::ZERO),
@@ -264,7 +267,7 @@ async fn handler_retries_an_unreachable_bmc_then_fails() {
 
 #[tokio::test]
 async fn other_inputs_are_acked_without_output() {
-    let handler = ScrapeHandler::new(RedfishConfig::default());
+    let handler = ScrapeHandler::new(RedfishConfig::default()).unwrap();
     let input = Input {
         decoded: Decoded::Malformed {
             subject: "machine.bmc.located".to_string(),

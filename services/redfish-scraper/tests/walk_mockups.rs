@@ -12,16 +12,7 @@ async fn every_mockup_matches_expected_json() {
     let folders = test_harness::paths::mockup_folders();
     assert!(!folders.is_empty(), "no mockup folders found");
     for folder in &folders {
-        let source = MockupDirSource::new(folder);
-        let inventory = walk(&source, WalkLimits::default())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "walk of {} failed: {}",
-                    folder.display(),
-                    metal_core::error_chain(&e)
-                )
-            });
+        let inventory = common::walk_folder(folder).await;
         common::check_summary(folder, &inventory);
         // Every mockup here has at least one system.
         assert!(
@@ -38,7 +29,7 @@ async fn resource_cap_is_enforced() {
     let source = MockupDirSource::new(folder);
     let limits = WalkLimits {
         max_resources: 5,
-        concurrency: 4,
+        ..WalkLimits::default()
     };
     let error = walk(&source, limits)
         .await
@@ -81,7 +72,10 @@ async fn a_broken_optional_collection_is_absent_not_fatal() {
         inner: MockupDirSource::new(&folder),
         failing_suffixes: &["/Systems/1/Storage"],
     };
-    let inventory = walk(&source, WalkLimits::default()).await.unwrap();
+    let inventory = walk(&source, WalkLimits::default())
+        .await
+        .unwrap()
+        .inventory;
     let system = &inventory.systems[0];
     assert!(
         system.absent.contains(&"Storage (HTTP 500)".to_string()),
@@ -107,4 +101,27 @@ async fn a_broken_optional_collection_is_absent_not_fatal() {
             "{error}"
         );
     }
+}
+
+/// The project's own recordings in `tests/data/mockups` (not in `shared/`): each one with an
+/// `expected.json` (in the shared format, checked by hand) must match it too.
+#[tokio::test]
+async fn own_mockups_match_their_expected_json() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mockups");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let folder = entry.unwrap().path();
+        if !folder.join("redfish/v1/index.json").is_file()
+            || !folder.join("expected.json").is_file()
+        {
+            continue;
+        }
+        let inventory = common::walk_folder(&folder).await;
+        common::check_summary(&folder, &inventory);
+        checked.push(common::folder_name(&folder));
+    }
+    assert!(
+        checked.contains(&"dmtf-redfish-interface-emulator".to_string()),
+        "the DMTF interface emulator tree was not checked: {checked:?}"
+    );
 }

@@ -2,16 +2,21 @@
 //!
 //! # Layout
 //! - [`nats`]: a real `nats-server -js` on a free loopback port with a temp store, killed on drop.
-//! - [`sushy`]: the sushy-tools Redfish emulator (PyPI `sushy-tools`) on a free port.
+//! - [`sushy`]: the sushy-tools Redfish emulator (PyPI `sushy-tools`) on a free port, over
+//!   libvirt's `test:///` driver or its own fake driver (optionally behind basic auth).
 //! - [`mockup`]: a server for a recorded Redfish mockup folder (DMTF layout) on a loopback port.
+//! - [`fake_bmc`]: a fleet of fake Redfish BMCs (one loopback port each) with latency, auth
+//!   and injected faults, for load and robustness tests.
 //! - [`netns`]: a real dnsmasq and a DHCP-client "BMC" in two network namespaces (root only).
 //! - [`schemas`]: validation of events against the JSON Schemas in schemas/.
 //! - [`paths`]: where the workspace, shared/ and the mockups are.
 //! - [`stream`]: reading and waiting on the MACHINES stream.
+//! - [`tls`]: a TLS-terminating proxy with a fresh CA, in front of any loopback server.
 //! - [`unifi`]: a strict fake UniFi controller (classic, UniFi OS, Integration API) over TLS.
 //!
 //! Missing tools are reported with a clear message naming them; tests never skip.
 
+pub mod fake_bmc;
 pub mod mockup;
 pub mod nats;
 pub mod netns;
@@ -19,4 +24,5 @@ pub mod paths;
 pub mod schemas;
 pub mod stream;
 pub mod sushy;
+pub mod tls;
 pub mod unifi;

@@ -6,6 +6,8 @@
 //! session (201, `X-Auth-Token`, `Location`) and `DELETE` of its `Location` closes it (204).
 //! With [`serve_mockup_with_auth`], every resource but the service root needs a valid token
 //! or basic auth, and a session needs the right user name and password; otherwise 401.
+//! [`serve_mockup_with`] adds what recordings cannot show: `$expand`, paged collections and
+//! sessions that expire, see [`MockupOptions`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +23,24 @@ use axum::Router;
 use serde_json::{json, Value};
 
 const SESSIONS: &str = "redfish/v1/SessionService/Sessions";
+/// The `$expand` values served with [`MockupOptions::expand`]: one level, with or without links.
+const EXPAND_ONE_LEVEL: [&str; 4] = [".", "*", ".($levels=1)", "*($levels=1)"];
+
+/// How a mockup is served beyond its files; `Default` serves them as recorded, without auth.
+#[derive(Clone, Debug, Default)]
+pub struct MockupOptions {
+    /// User name and password that every resource but the service root needs.
+    pub credentials: Option<(String, String)>,
+    /// The service root advertises `ProtocolFeaturesSupported.ExpandQuery` (one level), and
+    /// `$expand=.` or `*` (optionally `($levels=1)`) inlines each `Members` entry whose file
+    /// exists. Without it `$expand` is ignored, as the recordings have no expanded documents.
+    pub expand: bool,
+    /// Collections are served `n` members at a time: `?$skip=k` gives members `k..k+n` and,
+    /// while more remain, `Members@odata.nextLink`; `Members@odata.count` stays the full count.
+    pub page_size: Option<usize>,
+    /// With credentials, a session token answers 401 once it has served this many requests.
+    pub session_expire_after_requests: Option<u32>,
+}
 
 /// A running mockup server. Dropping it shuts the server down.
 pub struct MockupServer {
@@ -45,9 +65,24 @@ impl MockupServer {
         self.state.sessions_created.load(Ordering::SeqCst)
     }
 
-    /// Sessions opened and not yet deleted.
+    /// Sessions opened and not yet deleted or expired.
     pub fn sessions_open(&self) -> usize {
         self.state.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Sessions closed by `DELETE`.
+    pub fn sessions_deleted(&self) -> u64 {
+        self.state.sessions_deleted.load(Ordering::SeqCst)
+    }
+
+    /// Sessions that reached [`MockupOptions::session_expire_after_requests`].
+    pub fn sessions_expired(&self) -> u64 {
+        self.state.sessions_expired.load(Ordering::SeqCst)
+    }
+
+    /// Requests whose query carried `$expand`, whether or not it was honoured.
+    pub fn expand_requests(&self) -> u64 {
+        self.state.expand_requests.load(Ordering::SeqCst)
     }
 
     /// Requests answered so far.
@@ -73,12 +108,21 @@ impl Drop for MockupServer {
 
 struct MockupState {
     dir: PathBuf,
-    credentials: Option<(String, String)>,
+    options: MockupOptions,
     has_session_service: bool,
-    /// Token → session id.
-    sessions: Mutex<HashMap<String, u64>>,
+    /// Token → session.
+    sessions: Mutex<HashMap<String, Session>>,
     sessions_created: AtomicU64,
+    sessions_deleted: AtomicU64,
+    sessions_expired: AtomicU64,
     requests: AtomicU64,
+    expand_requests: AtomicU64,
+}
+
+struct Session {
+    id: u64,
+    /// Authenticated requests served with this session's token.
+    used: u32,
 }
 
 /// Serves `dir` on `127.0.0.1:0` without authentication. Panics if it cannot bind.
@@ -96,19 +140,42 @@ pub async fn serve_mockup_with_auth(dir: &Path, username: &str, password: &str) 
         .unwrap_or_else(|e| panic!("cannot bind a loopback port for the mockup server: {e}"))
 }
 
+/// Serves `dir` on `127.0.0.1:0` with these options. Panics if it cannot bind.
+pub async fn serve_mockup_with(dir: &Path, options: MockupOptions) -> MockupServer {
+    serve_mockup_on_with(dir, SocketAddr::from(([127, 0, 0, 1], 0)), options)
+        .await
+        .unwrap_or_else(|e| panic!("cannot bind a loopback port for the mockup server: {e}"))
+}
+
 /// Serves `dir` on `addr` (port 0 for any free port), optionally requiring credentials.
 pub async fn serve_mockup_on(
     dir: &Path,
     addr: SocketAddr,
     credentials: Option<(String, String)>,
 ) -> std::io::Result<MockupServer> {
+    let options = MockupOptions {
+        credentials,
+        ..MockupOptions::default()
+    };
+    serve_mockup_on_with(dir, addr, options).await
+}
+
+/// Serves `dir` on `addr` (port 0 for any free port) with these options.
+pub async fn serve_mockup_on_with(
+    dir: &Path,
+    addr: SocketAddr,
+    options: MockupOptions,
+) -> std::io::Result<MockupServer> {
     let state = Arc::new(MockupState {
         dir: dir.to_path_buf(),
-        credentials,
+        options,
         has_session_service: dir.join("redfish/v1/SessionService/index.json").is_file(),
         sessions: Mutex::new(HashMap::new()),
         sessions_created: AtomicU64::new(0),
+        sessions_deleted: AtomicU64::new(0),
+        sessions_expired: AtomicU64::new(0),
         requests: AtomicU64::new(0),
+        expand_requests: AtomicU64::new(0),
     });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
@@ -163,7 +230,19 @@ fn segments(uri: &Uri) -> Option<Vec<String>> {
     Some(out)
 }
 
-fn percent_decode(segment: &str) -> Option<String> {
+/// The percent-decoded value of the first `name` parameter of a query (`$` may come as `%24`).
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(key)? == name {
+            percent_decode(value)
+        } else {
+            None
+        }
+    })
+}
+
+pub(crate) fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -188,6 +267,9 @@ async fn answer(
     body: Bytes,
 ) -> Response {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    if query_param(uri.query(), "$expand").is_some() {
+        state.expand_requests.fetch_add(1, Ordering::SeqCst);
+    }
     let Some(segments) = segments(&uri) else {
         return redfish_error(StatusCode::BAD_REQUEST, "path leaves the mockup");
     };
@@ -208,8 +290,9 @@ async fn answer(
                 return redfish_error(StatusCode::INTERNAL_SERVER_ERROR, "session table poisoned");
             };
             let before = sessions.len();
-            sessions.retain(|_, id| Some(*id) != session_id);
+            sessions.retain(|_, session| Some(session.id) != session_id);
             if sessions.len() < before {
+                state.sessions_deleted.fetch_add(1, Ordering::SeqCst);
                 StatusCode::NO_CONTENT.into_response()
             } else {
                 redfish_error(StatusCode::NOT_FOUND, "no such session")
@@ -220,15 +303,11 @@ async fn answer(
             if !is_root && !authorised(&state, &headers) {
                 return redfish_error(StatusCode::UNAUTHORIZED, "authentication required");
             }
-            let file = segments
-                .iter()
-                .fold(state.dir.clone(), |dir, segment| dir.join(segment))
-                .join("index.json");
-            match tokio::fs::read(&file).await {
+            match tokio::fs::read(document_file(&state.dir, &segments)).await {
                 Ok(content) => (
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/json")],
-                    content,
+                    shape(&state, &path, uri.query(), content).await,
                 )
                     .into_response(),
                 Err(_) => redfish_error(
@@ -244,6 +323,126 @@ async fn answer(
     }
 }
 
+fn document_file(dir: &Path, segments: &[String]) -> PathBuf {
+    segments
+        .iter()
+        .fold(dir.to_path_buf(), |dir, segment| dir.join(segment))
+        .join("index.json")
+}
+
+/// The document as [`MockupOptions`] wants it served; the file's own bytes when nothing
+/// changes, so recordings stay byte-exact by default.
+async fn shape(state: &MockupState, path: &str, query: Option<&str>, content: Vec<u8>) -> Vec<u8> {
+    let options = &state.options;
+    let advertise = options.expand && (path == "redfish/v1");
+    let expand = query_param(query, "$expand")
+        .filter(|v| options.expand && EXPAND_ONE_LEVEL.contains(&v.as_str()));
+    if !advertise && expand.is_none() && options.page_size.is_none() {
+        return content;
+    }
+    let Ok(mut doc) = serde_json::from_slice::<Value>(&content) else {
+        return content;
+    };
+    let mut changed = false;
+    if advertise {
+        changed |= advertise_expand(&mut doc);
+    }
+    if let Some(page_size) = options.page_size {
+        let skip = query_param(query, "$skip").and_then(|skip| skip.parse::<usize>().ok());
+        let skip = skip.unwrap_or(0);
+        changed |= page(&mut doc, path, page_size.max(1), skip, expand.as_deref());
+    }
+    if expand.is_some() {
+        changed |= expand_members(&state.dir, &mut doc).await;
+    }
+    if !changed {
+        return content;
+    }
+    serde_json::to_vec(&doc).unwrap_or(content)
+}
+
+fn advertise_expand(root: &mut Value) -> bool {
+    let Some(root) = root.as_object_mut() else {
+        return false;
+    };
+    let features = root
+        .entry("ProtocolFeaturesSupported")
+        .or_insert_with(|| json!({}));
+    if !features.is_object() {
+        *features = json!({});
+    }
+    if let Some(features) = features.as_object_mut() {
+        features.insert(
+            "ExpandQuery".to_string(),
+            json!({"ExpandAll": true, "Levels": true, "Links": true, "NoLinks": true, "MaxLevels": 1}),
+        );
+    }
+    true
+}
+
+/// Cuts `Members` to `skip..skip + size`, linking the next page while members remain; the
+/// link keeps an honoured `$expand` so every page comes the way the first one did.
+fn page(doc: &mut Value, path: &str, size: usize, skip: usize, expand: Option<&str>) -> bool {
+    let base = doc
+        .get("@odata.id")
+        .and_then(Value::as_str)
+        .map(|id| id.split(['?', '#']).next().unwrap_or(id).to_string())
+        .unwrap_or_else(|| format!("/{path}"));
+    let Some(object) = doc.as_object_mut() else {
+        return false;
+    };
+    let Some(Value::Array(members)) = object.get_mut("Members") else {
+        return false;
+    };
+    let total = members.len();
+    if skip == 0 && total <= size {
+        return false;
+    }
+    let end = skip.saturating_add(size).min(total);
+    let kept: Vec<Value> = members.drain(skip.min(total)..end).collect();
+    *members = kept;
+    object.insert("Members@odata.count".to_string(), json!(total));
+    object.remove("Members@odata.nextLink");
+    if end < total {
+        let expand = expand.map(|e| format!("&$expand={e}")).unwrap_or_default();
+        object.insert(
+            "Members@odata.nextLink".to_string(),
+            json!(format!("{base}?$skip={end}{expand}")),
+        );
+    }
+    true
+}
+
+/// Replaces each bare `{"@odata.id": ...}` entry of `Members` by that member's document.
+async fn expand_members(dir: &Path, doc: &mut Value) -> bool {
+    let Some(Value::Array(members)) = doc.get_mut("Members") else {
+        return false;
+    };
+    let mut changed = false;
+    for member in members.iter_mut() {
+        let Some(entry) = member.as_object() else {
+            continue;
+        };
+        let Some(id) = entry.get("@odata.id").and_then(Value::as_str) else {
+            continue;
+        };
+        if entry.len() != 1 {
+            continue;
+        }
+        let Some(segments) = id.parse::<Uri>().ok().as_ref().and_then(segments) else {
+            continue;
+        };
+        let Ok(content) = tokio::fs::read(document_file(dir, &segments)).await else {
+            continue;
+        };
+        if let Ok(expanded) = serde_json::from_slice::<Value>(&content) {
+            *member = expanded;
+            changed = true;
+        }
+    }
+    changed
+}
+
 fn create_session(state: &MockupState, body: &[u8]) -> Response {
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let username = request
@@ -254,7 +453,7 @@ fn create_session(state: &MockupState, body: &[u8]) -> Response {
         .get("Password")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if let Some((want_user, want_password)) = &state.credentials {
+    if let Some((want_user, want_password)) = &state.options.credentials {
         if username != want_user || password != want_password {
             return redfish_error(StatusCode::UNAUTHORIZED, "invalid credentials");
         }
@@ -262,7 +461,7 @@ fn create_session(state: &MockupState, body: &[u8]) -> Response {
     let id = state.sessions_created.fetch_add(1, Ordering::SeqCst) + 1;
     let token = format!("mockup-token-{id}-{:x}", rand_ish(id));
     if let Ok(mut sessions) = state.sessions.lock() {
-        sessions.insert(token.clone(), id);
+        sessions.insert(token.clone(), Session { id, used: 0 });
     }
     let location = format!("/{SESSIONS}/{id}");
     let body = json!({
@@ -294,17 +493,21 @@ fn rand_ish(seed: u64) -> u64 {
 }
 
 fn authorised(state: &MockupState, headers: &HeaderMap) -> bool {
-    let Some((username, password)) = &state.credentials else {
+    let Some((username, password)) = &state.options.credentials else {
         return true;
     };
     if let Some(token) = headers.get("x-auth-token").and_then(|v| v.to_str().ok()) {
-        if state
-            .sessions
-            .lock()
-            .map(|s| s.contains_key(token))
-            .unwrap_or(false)
-        {
-            return true;
+        if let Ok(mut sessions) = state.sessions.lock() {
+            if let Some(session) = sessions.get_mut(token) {
+                let limit = state.options.session_expire_after_requests;
+                if limit.is_some_and(|limit| session.used >= limit) {
+                    sessions.remove(token);
+                    state.sessions_expired.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    session.used += 1;
+                    return true;
+                }
+            }
         }
     }
     let expected = format!(

@@ -80,7 +80,13 @@ fn nats_files_are_what_the_services_load() {
     assert!(locator.max_ack_pending >= 10_000);
     let scraper = DurableConsumer::RedfishScraper.config().unwrap();
     assert_eq!(scraper.durable_name.as_deref(), Some("redfish-scraper"));
-    assert_eq!(scraper.filter_subject, subjects::BMC_LOCATED);
+    assert_eq!(
+        scraper.filter_subjects,
+        vec![
+            subjects::BMC_LOCATED.to_string(),
+            subjects::RESCAN_REQUESTED.to_string()
+        ]
+    );
     // The scraper's ack wait must outlast its scrape deadline, or a slow scrape is redelivered.
     let defaults = metal_core::config::Config::default();
     assert!(scraper.ack_wait > Duration::from_secs(defaults.redfish.scrape_deadline_secs));

@@ -4,7 +4,11 @@
 
 use std::path::Path;
 
+use std::time::Duration;
+
+use metal_core::config::RedfishConfig;
 use metal_core::inventory::{Inventory, InventorySummary};
+use redfish_scraper::http::HttpSettings;
 use serde_json::Value;
 
 /// `expected.json` of a mockup folder without its `notes` key.
@@ -39,4 +43,32 @@ pub fn folder_name(folder: &Path) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// Generous timeouts for well-behaved servers on a loaded machine.
+pub fn relaxed_settings() -> HttpSettings {
+    HttpSettings {
+        request_timeout: Duration::from_secs(10),
+        scrape_deadline: Duration::from_secs(60),
+        retries: 1,
+        backoff: Duration::from_millis(10),
+        ..HttpSettings::from_config(&RedfishConfig::default())
+    }
+}
+
+/// Walks a mockup folder from disk; panics with the folder and the reason.
+pub async fn walk_folder(folder: &Path) -> Inventory {
+    redfish_scraper::walk::walk(
+        &redfish_scraper::source::MockupDirSource::new(folder),
+        redfish_scraper::walk::WalkLimits::default(),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "walk of {} failed: {}",
+            folder.display(),
+            metal_core::error_chain(&e)
+        )
+    })
+    .inventory
 }

@@ -1,0 +1,98 @@
+//! TLS in front of any loopback server: a fresh CA, a leaf certificate for 127.0.0.1 signed
+//! by it, and a proxy that terminates TLS and passes the bytes to the plain backend. Tests
+//! of certificate checks use it in front of a mockup server, as a BMC with a real chain.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+/// A TLS-terminating proxy on `127.0.0.1:<free port>`; stopped on drop.
+pub struct TlsFront {
+    addr: SocketAddr,
+    ca_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TlsFront {
+    /// Serves TLS for `backend` (plain TCP on loopback). Panics when it cannot.
+    pub async fn start(backend: SocketAddr) -> TlsFront {
+        let fail =
+            |error: rcgen::Error| -> ! { panic!("TLS front: cannot make certificates: {error}") };
+        let now = time::OffsetDateTime::now_utc();
+        let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let mut ca_params = rcgen::CertificateParams::default();
+        let mut ca_name = rcgen::DistinguishedName::new();
+        ca_name.push(rcgen::DnType::CommonName, "metal test BMC CA");
+        ca_params.distinguished_name = ca_name;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.not_before = now - time::Duration::days(1);
+        ca_params.not_after = now + time::Duration::days(30);
+        let ca = ca_params.self_signed(&ca_key).unwrap_or_else(|e| fail(e));
+        let leaf_key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let mut leaf_params = rcgen::CertificateParams::default();
+        leaf_params.subject_alt_names =
+            vec![rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+        let mut leaf_name = rcgen::DistinguishedName::new();
+        leaf_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+        leaf_params.distinguished_name = leaf_name;
+        leaf_params.not_before = now - time::Duration::days(1);
+        leaf_params.not_after = now + time::Duration::days(30);
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .unwrap_or_else(|e| fail(e));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| {
+                builder.with_no_client_auth().with_single_cert(
+                    vec![leaf.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+                )
+            })
+            .unwrap_or_else(|error| panic!("TLS front: cannot build the TLS config: {error}"));
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap_or_else(|error| panic!("TLS front: cannot bind a loopback port: {error}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("TLS front: no local address: {error}"));
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    let Ok(mut client) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut server) = tokio::net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        TlsFront {
+            addr,
+            ca_pem: ca.pem(),
+            task,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA that signed the front's certificate, as PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+}
