@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use metal_core::inventory::{
@@ -70,6 +70,7 @@ pub async fn walk<S: RedfishSource>(
         fetched: AtomicUsize::new(0),
         documents: Mutex::new(BTreeMap::new()),
         roles: Mutex::new(HashMap::new()),
+        fetches: Mutex::new(HashMap::new()),
         expand: Mutex::new(None),
         expand_failed: AtomicBool::new(false),
         expand_seen: AtomicBool::new(false),
@@ -110,6 +111,8 @@ struct Walker<'a, S> {
     documents: Mutex<BTreeMap<String, Value>>,
     /// The role each normalised path was read in, to tell a shared link from a loop.
     roles: Mutex<HashMap<String, Role>>,
+    /// Each resource's one fetch, shared by everyone who asks for it.
+    fetches: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<Value>>>>>,
     expand: Mutex<Option<String>>,
     expand_failed: AtomicBool,
     /// Whether any collection came back with its members written out.
@@ -170,13 +173,28 @@ impl<S: RedfishSource> Walker<'_, S> {
         role: &'static str,
     ) -> Result<Option<Value>, RedfishError> {
         if !self.claim(path, role)? {
-            return Ok(self.recorded(path));
+            if let Some(doc) = self.recorded(path) {
+                return Ok(Some(doc));
+            }
         }
-        let doc = self.fetch_raw(path).await?;
-        if let Some(doc) = &doc {
-            self.record(path, doc);
-        }
-        Ok(doc)
+        // One fetch per path: a caller that comes while another fetches waits for its answer.
+        let once = self
+            .fetches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(normalise_path(path))
+            .or_default()
+            .clone();
+        let doc = once
+            .get_or_try_init(|| async {
+                let doc = self.fetch_raw(path).await?;
+                if let Some(doc) = &doc {
+                    self.record(path, doc);
+                }
+                Ok::<_, RedfishError>(doc)
+            })
+            .await?;
+        Ok(doc.clone())
     }
 
     fn expand_query(&self) -> Option<String> {
