@@ -945,10 +945,7 @@ async fn mockup_session_expiring_mid_walk_is_renewed() {
         .await
         .unwrap_or_else(|e| panic!("expire after {expire}: {}", metal_core::error_chain(&e)));
     assert_eq!(walked.inventory, expected);
-    assert_eq!(server.sessions_created(), 2, "one re-login");
-    assert_eq!(server.sessions_expired(), 1);
-    assert_eq!(server.sessions_deleted(), 1, "the live session is deleted");
-    assert_eq!(server.sessions_open(), 0);
+    assert_one_relogin(&server);
 
     // With $expand honoured the walk is short: sessions of ten requests and one re-login
     // cover it.
@@ -966,10 +963,7 @@ async fn mockup_session_expiring_mid_walk_is_renewed() {
         .await
         .unwrap_or_else(|e| panic!("expanded, expire after 10: {}", metal_core::error_chain(&e)));
     assert_eq!(walked.inventory, expected);
-    assert_eq!(server.sessions_created(), 2, "one re-login");
-    assert_eq!(server.sessions_expired(), 1);
-    assert_eq!(server.sessions_deleted(), 1, "the live session is deleted");
-    assert_eq!(server.sessions_open(), 0);
+    assert_one_relogin(&server);
 
     // Walked plainly, a session of ten requests cannot be renewed often enough.
     let server = serve_mockup_with(
@@ -1251,4 +1245,12 @@ async fn expand_off_in_the_settings_is_never_sent() {
         );
         assert_eq!(served.expand, None, "{name}");
     }
+}
+
+/// The mockup server saw one expired session, one re-login, and the live session deleted.
+fn assert_one_relogin(server: &test_harness::mockup::MockupServer) {
+    assert_eq!(server.sessions_created(), 2, "one re-login");
+    assert_eq!(server.sessions_expired(), 1);
+    assert_eq!(server.sessions_deleted(), 1, "the live session is deleted");
+    assert_eq!(server.sessions_open(), 0);
 }

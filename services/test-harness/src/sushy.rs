@@ -129,37 +129,41 @@ pub fn sushy_config(systems: &[SushySystem]) -> String {
     let mut storage = String::from("SUSHY_EMULATOR_STORAGE = {\n");
     let mut drives = String::from("SUSHY_EMULATOR_DRIVES = {\n");
     for system in systems.iter().filter(|s| !s.drives.is_empty()) {
-        let ids: Vec<String> = system
-            .drives
-            .iter()
-            .map(|d| format!("{:?}", d.id))
-            .collect();
-        let _ = writeln!(
-            storage,
-            "  {:?}: [{{'Id': '1', 'Name': 'Local Storage Controller', 'StorageControllers': [{{'MemberId': '0', 'Name': 'Integrated RAID', 'SpeedGbps': 12}}], 'Drives': [{}]}}],",
-            system.uuid,
-            ids.join(", ")
-        );
-        let entries: Vec<String> = system
-            .drives
-            .iter()
-            .map(|d| {
-                format!(
-                    "{{'Id': {:?}, 'Name': 'Drive {}', 'CapacityBytes': {}, 'Protocol': {:?}}}",
-                    d.id, d.id, d.capacity_bytes, d.protocol
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            drives,
-            "  ({:?}, '1'): [{}],",
-            system.uuid,
-            entries.join(", ")
-        );
+        storage_entries(&mut storage, &mut drives, &system.uuid, &system.drives);
     }
     storage.push_str("}\n");
     drives.push_str("}\n");
     format!("{storage}{drives}SUSHY_EMULATOR_VMEDIA_VERIFY_SSL = False\n")
+}
+
+/// One system's lines of `SUSHY_EMULATOR_STORAGE` (one controller, `Storage/1`, listing the
+/// drives) and of `SUSHY_EMULATOR_DRIVES`.
+fn storage_entries(storage: &mut String, drives: &mut String, uuid: &str, disks: &[SushyDrive]) {
+    let ids: Vec<String> = disks.iter().map(|d| py_str(&d.id)).collect();
+    let _ = writeln!(
+        storage,
+        "  {}: [{{'Id': '1', 'Name': 'Local Storage Controller', 'StorageControllers': [{{'MemberId': '0', 'Name': 'Integrated RAID', 'SpeedGbps': 12}}], 'Drives': [{}]}}],",
+        py_str(uuid),
+        ids.join(", ")
+    );
+    let entries: Vec<String> = disks
+        .iter()
+        .map(|d| {
+            format!(
+                "{{'Id': {}, 'Name': {}, 'CapacityBytes': {}, 'Protocol': {}}}",
+                py_str(&d.id),
+                py_str(&format!("Drive {}", d.id)),
+                d.capacity_bytes,
+                py_str(&d.protocol)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        drives,
+        "  ({}, '1'): [{}],",
+        py_str(uuid),
+        entries.join(", ")
+    );
 }
 
 /// `text` as a Python string literal: a JSON string is one (its escapes are Python's too).
@@ -215,32 +219,7 @@ pub fn sushy_fake_config(
             let _ = writeln!(storage, "  {}: [],", py_str(&uuid));
             continue;
         }
-        let ids: Vec<String> = system.drives.iter().map(|d| py_str(&d.id)).collect();
-        let _ = writeln!(
-            storage,
-            "  {}: [{{'Id': '1', 'Name': 'Local Storage Controller', 'StorageControllers': [{{'MemberId': '0', 'Name': 'Integrated RAID', 'SpeedGbps': 12}}], 'Drives': [{}]}}],",
-            py_str(&uuid),
-            ids.join(", ")
-        );
-        let entries: Vec<String> = system
-            .drives
-            .iter()
-            .map(|d| {
-                format!(
-                    "{{'Id': {}, 'Name': {}, 'CapacityBytes': {}, 'Protocol': {}}}",
-                    py_str(&d.id),
-                    py_str(&format!("Drive {}", d.id)),
-                    d.capacity_bytes,
-                    py_str(&d.protocol)
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            drives,
-            "  ({}, '1'): [{}],",
-            py_str(&uuid),
-            entries.join(", ")
-        );
+        storage_entries(&mut storage, &mut drives, &uuid, &system.drives);
     }
     fake.push_str("]\n");
     storage.push_str("}\n");
