@@ -182,26 +182,32 @@ pub async fn export(client: &async_nats::Client, timeout: Duration) -> Result<Ex
     }
 }
 
+/// One machine from the inventory service, by machine id, BMC MAC or host NIC MAC.
+pub async fn machine(
+    client: &async_nats::Client,
+    reference: &str,
+) -> Result<metal_core::query::MachineDetail, CliError> {
+    query(
+        client,
+        metal_core::subjects::QUERY_MACHINE,
+        &metal_core::query::MachineRef {
+            machine: reference.trim().to_string(),
+        },
+        Duration::from_secs(10),
+    )
+    .await
+}
+
 /// Asks the inventory service about `machine` every 100 ms until `done` accepts what it
 /// says. A projector that is starting (no responders, a timeout) or has not seen the
 /// machine yet (404) is asked again: the caller bounds the wait.
 pub async fn poll_machine<T>(
     client: &async_nats::Client,
-    machine: &str,
+    reference: &str,
     mut done: impl FnMut(metal_core::query::MachineDetail) -> Option<T>,
 ) -> Result<T, CliError> {
-    let reference = metal_core::query::MachineRef {
-        machine: machine.to_string(),
-    };
     loop {
-        match query(
-            client,
-            metal_core::subjects::QUERY_MACHINE,
-            &reference,
-            Duration::from_secs(10),
-        )
-        .await
-        {
+        match machine(client, reference).await {
             Ok(detail) => {
                 if let Some(value) = done(detail) {
                     return Ok(value);

@@ -9,9 +9,7 @@ use std::time::Duration;
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use futures::StreamExt;
 use metal_core::locate::{LocateReply, LocateRequest};
-use metal_core::query::{
-    History, MachineDetail, MachineList, MachineRef, MachineState, ReplayReport,
-};
+use metal_core::query::{History, MachineList, MachineRef, MachineState, ReplayReport};
 use metal_core::{subjects, Decoded, Mac, MachineId};
 use uuid::Uuid;
 
@@ -246,13 +244,7 @@ pub async fn show(
     machine: &str,
     json: bool,
 ) -> Result<ExitCode, CliError> {
-    let detail: MachineDetail = client::query(
-        client,
-        subjects::QUERY_MACHINE,
-        &reference(machine),
-        QUERY_TIMEOUT,
-    )
-    .await?;
+    let detail = client::machine(client, machine).await?;
     print_as(&detail, json, render::machine_detail);
     Ok(ExitCode::SUCCESS)
 }

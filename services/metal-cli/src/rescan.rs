@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use metal_core::events::{HardwareChanged, HardwareScraped, InventoryRef, RescanRequested};
-use metal_core::query::{MachineDetail, MachineRef};
 use metal_core::raw::RawBundle;
 use metal_core::{subjects, Decoded, Envelope};
 use time::OffsetDateTime;
@@ -17,22 +16,8 @@ use uuid::Uuid;
 use crate::client::{self, CliError};
 use crate::render;
 
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Largest raw bundle `raw` downloads.
 const MAX_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
-
-async fn machine(client: &async_nats::Client, reference: &str) -> Result<MachineDetail, CliError> {
-    client::query(
-        client,
-        subjects::QUERY_MACHINE,
-        &MachineRef {
-            machine: reference.trim().to_string(),
-        },
-        QUERY_TIMEOUT,
-    )
-    .await
-}
 
 pub struct RescanOptions {
     pub json: bool,
@@ -48,7 +33,7 @@ pub async fn rescan(
     reference: &str,
     options: RescanOptions,
 ) -> Result<ExitCode, CliError> {
-    let detail = machine(client, reference).await?;
+    let detail = client::machine(client, reference).await?;
     let Some(redfish_url) = detail.machine.redfish_url.clone() else {
         eprintln!(
             "metal-cli: machine {} has no Redfish URL yet (state {}); onboard it first",
@@ -176,7 +161,7 @@ pub async fn raw(
     sequence: Option<u64>,
     output: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
-    let detail = machine(client, reference).await?;
+    let detail = client::machine(client, reference).await?;
     let mac = detail.machine.bmc_mac;
     let sequence = match (sequence, detail.inventory_event) {
         (Some(sequence), _) => sequence,

@@ -267,9 +267,15 @@ impl ScrapeHandler {
                 insecure_tls: access.insecure_tls,
             })
             .await?;
+        let Walked {
+            inventory,
+            documents,
+            expand,
+        } = walked;
         let raw = match (&self.storage, cause.machine_id) {
             (Some(storage), Some(machine_id)) => {
-                Some(store_bundle(&storage.raw, &machine_id, redfish_url, &walked).await?)
+                let bundle = RawBundle::new(redfish_url.to_string(), expand, documents);
+                Some(store_bundle(&storage.raw, &machine_id, &bundle).await?)
             }
             _ => None,
         };
@@ -280,7 +286,7 @@ impl ScrapeHandler {
             _ => None,
         };
         Ok(Scraped {
-            inventory: walked.inventory,
+            inventory,
             raw,
             previous,
         })
@@ -290,14 +296,8 @@ impl ScrapeHandler {
 async fn store_bundle(
     store: &ObjectStore,
     machine_id: &metal_core::MachineId,
-    redfish_url: &str,
-    walked: &Walked,
+    bundle: &RawBundle,
 ) -> Result<RawBundleRef, RedfishError> {
-    let bundle = RawBundle::new(
-        redfish_url.to_string(),
-        walked.expand.clone(),
-        walked.documents.clone(),
-    );
     let encoded = bundle.encode().map_err(|error| RedfishError::Storage {
         reason: metal_core::error_chain(&error),
     })?;
@@ -319,7 +319,7 @@ async fn store_bundle(
         key,
         sha256: encoded.sha256,
         bytes: encoded.gzip.len() as u64,
-        documents: walked.documents.len() as u64,
+        documents: bundle.documents.len() as u64,
     })
 }
 

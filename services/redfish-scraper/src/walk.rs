@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::{StreamExt, TryStreamExt};
 use metal_core::inventory::{
@@ -71,7 +71,7 @@ pub async fn walk<S: RedfishSource>(
         documents: Mutex::new(BTreeMap::new()),
         roles: Mutex::new(HashMap::new()),
         fetches: Mutex::new(HashMap::new()),
-        expand: Mutex::new(None),
+        expand: OnceLock::new(),
         expand_failed: AtomicBool::new(false),
         expand_seen: AtomicBool::new(false),
     };
@@ -79,11 +79,7 @@ pub async fn walk<S: RedfishSource>(
     // What the service did, not what was asked: a service that ignores `$expand` and
     // answers plain collections was walked plainly.
     let expand = if walker.expand_seen.load(Ordering::Relaxed) {
-        walker
-            .expand
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        walker.expand.get().cloned()
     } else {
         None
     };
@@ -104,6 +100,20 @@ struct Members {
     absent: Vec<String>,
 }
 
+impl Members {
+    /// The documents that are there, and the paths of those that answered 404.
+    fn from_docs(docs: MemberDocs) -> Members {
+        let mut members = Members::default();
+        for (path, doc) in docs {
+            match doc {
+                Some(doc) => members.resources.push((path, doc)),
+                None => members.absent.push(normalise_path(&path)),
+            }
+        }
+        members
+    }
+}
+
 struct Walker<'a, S> {
     source: &'a S,
     limits: WalkLimits,
@@ -113,7 +123,8 @@ struct Walker<'a, S> {
     roles: Mutex<HashMap<String, Role>>,
     /// Each resource's one fetch, shared by everyone who asks for it.
     fetches: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<Value>>>>>,
-    expand: Mutex<Option<String>>,
+    /// The `$expand` query the service root offers, set once the root is read.
+    expand: OnceLock<String>,
     expand_failed: AtomicBool,
     /// Whether any collection came back with its members written out.
     expand_seen: AtomicBool,
@@ -201,10 +212,7 @@ impl<S: RedfishSource> Walker<'_, S> {
         if self.expand_failed.load(Ordering::Relaxed) {
             return None;
         }
-        self.expand
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.expand.get().cloned()
     }
 
     /// The first page of a collection: expanded when the service offers it; a failed
@@ -382,29 +390,21 @@ impl<S: RedfishSource> Walker<'_, S> {
         absent_name: String,
         optional: bool,
     ) -> Result<Members, RedfishError> {
-        let mut members = Members::default();
+        let absent = |name: String| Members {
+            absent: vec![name],
+            ..Members::default()
+        };
         let Some(collection_link) = link(doc, property) else {
-            members.absent.push(absent_name);
-            return Ok(members);
+            return Ok(absent(absent_name));
         };
         match self.collection(&collection_link, role).await {
-            Ok(Some(docs)) => {
-                for (path, doc) in docs {
-                    match doc {
-                        Some(doc) => members.resources.push((path, doc)),
-                        None => members.absent.push(normalise_path(&path)),
-                    }
-                }
-            }
-            Ok(None) => members.absent.push(absent_name),
+            Ok(Some(docs)) => Ok(Members::from_docs(docs)),
+            Ok(None) => Ok(absent(absent_name)),
             Err(RedfishError::ServerError { status, .. }) if optional => {
-                members
-                    .absent
-                    .push(format!("{absent_name} (HTTP {status})"));
+                Ok(absent(format!("{absent_name} (HTTP {status})")))
             }
-            Err(error) => return Err(error),
+            Err(error) => Err(error),
         }
-        Ok(members)
     }
 
     /// Reads resources listed as an array of links (`doc[property]` = `[{"@odata.id"}]`).
@@ -419,14 +419,9 @@ impl<S: RedfishSource> Walker<'_, S> {
             .and_then(Value::as_array)
             .map(|items| items.iter().filter_map(odata_id).collect())
             .unwrap_or_default();
-        let mut members = Members::default();
-        for (path, doc) in self.fetch_all(unique_links(links), role).await? {
-            match doc {
-                Some(doc) => members.resources.push((path, doc)),
-                None => members.absent.push(normalise_path(&path)),
-            }
-        }
-        Ok(members)
+        Ok(Members::from_docs(
+            self.fetch_all(unique_links(links), role).await?,
+        ))
     }
 
     async fn inventory(&self) -> Result<Inventory, RedfishError> {
@@ -436,8 +431,8 @@ impl<S: RedfishSource> Walker<'_, S> {
                 reason: "no Redfish service root".to_string(),
             });
         };
-        if self.limits.use_expand {
-            *self.expand.lock().unwrap_or_else(|e| e.into_inner()) = expand_query_for(&root);
+        if let Some(query) = expand_query_for(&root).filter(|_| self.limits.use_expand) {
+            let _ = self.expand.set(query);
         }
         let mut inventory = Inventory {
             service: ServiceInfo {
