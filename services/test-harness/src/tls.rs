@@ -5,6 +5,27 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+/// A server TLS config (HTTP/1.1) presenting `cert_der` with its PKCS#8 key; panics,
+/// naming `who`, when rustls refuses them.
+pub fn http_server_config(
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+    who: &str,
+) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| {
+            builder.with_no_client_auth().with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(cert_der)],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.into()),
+            )
+        })
+        .unwrap_or_else(|error| panic!("{who}: cannot build the TLS config: {error}"));
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(tls)
+}
+
 /// A TLS-terminating proxy on `127.0.0.1:<free port>`; stopped on drop.
 pub struct TlsFront {
     addr: SocketAddr,
@@ -46,18 +67,8 @@ impl TlsFront {
         let leaf = leaf_params
             .signed_by(&leaf_key, &issuer)
             .unwrap_or_else(|e| fail(e));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .and_then(|builder| {
-                builder.with_no_client_auth().with_single_cert(
-                    vec![leaf.der().clone()],
-                    rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-                )
-            })
-            .unwrap_or_else(|error| panic!("TLS front: cannot build the TLS config: {error}"));
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let tls = http_server_config(leaf.der().to_vec(), leaf_key.serialize_der(), "TLS front");
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap_or_else(|error| panic!("TLS front: cannot bind a loopback port: {error}"));

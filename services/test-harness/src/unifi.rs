@@ -297,17 +297,7 @@ impl FakeUnifi {
         let fixtures = Fixtures::load(&options.fixtures_dir);
         let sites = build_sites(&options, &fixtures);
         let (cert_pem, cert_der, key_der) = self_signed_certificate();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .and_then(|builder| {
-                builder.with_no_client_auth().with_single_cert(
-                    vec![rustls::pki_types::CertificateDer::from(cert_der.clone())],
-                    rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.into()),
-                )
-            })
-            .unwrap_or_else(|error| panic!("fake UniFi: cannot build the TLS config: {error}"));
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = crate::tls::http_server_config(cert_der.clone(), key_der, "fake UniFi");
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap_or_else(|error| panic!("fake UniFi: cannot bind a loopback port: {error}"));
@@ -325,7 +315,7 @@ impl FakeUnifi {
             next_id: AtomicU64::new(1),
         });
         let app = Router::new().fallback(answer).with_state(shared.clone());
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(accept_loop(
             listener,
