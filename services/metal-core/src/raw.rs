@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -99,7 +99,7 @@ impl RawBundle {
     /// serves as a Redfish mockup. Returns how many files were written.
     pub fn write_mockup(&self, dir: &Path) -> Result<usize, RawError> {
         for (path, doc) in &self.documents {
-            let file = mockup_file(dir, path)?;
+            let file = mockup_file(dir, path).ok_or_else(|| RawError::Path(path.clone()))?;
             if let Some(parent) = file.parent() {
                 std::fs::create_dir_all(parent).map_err(|source| RawError::Write {
                     path: parent.display().to_string(),
@@ -116,18 +116,20 @@ impl RawBundle {
     }
 }
 
-/// `<dir>/<path>/index.json`, refusing any path that would leave `dir`.
-fn mockup_file(dir: &Path, path: &str) -> Result<PathBuf, RawError> {
-    let relative = Path::new(path.trim_start_matches('/'));
+/// Where a mockup folder keeps the document of a (normalised) resource path:
+/// `<dir>/<path>/index.json`. `None` for a path that would leave `dir` (`..`, `.`, a
+/// backslash). Readers (`redfish_scraper::source::MockupDirSource`) and the bundle writer
+/// both use it, so a written folder reads back the same.
+pub fn mockup_file(dir: &Path, path: &str) -> Option<PathBuf> {
     let mut file = dir.to_path_buf();
-    for component in relative.components() {
-        match component {
-            Component::Normal(part) if !part.to_string_lossy().contains('\\') => file.push(part),
-            _ => return Err(RawError::Path(path.to_string())),
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        if segment == ".." || segment == "." || segment.contains('\\') {
+            return None;
         }
+        file.push(segment);
     }
     file.push("index.json");
-    Ok(file)
+    Some(file)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -39,16 +39,7 @@ impl MockupDirSource {
 
     /// The `index.json` for a path, or `None` for a path that tries to leave the folder.
     pub fn file_for(dir: &Path, path: &str) -> Option<PathBuf> {
-        let normalised = normalise_path(path);
-        let mut file = dir.to_path_buf();
-        for segment in normalised.split('/').filter(|s| !s.is_empty()) {
-            if segment == ".." || segment == "." || segment.contains('\\') {
-                return None;
-            }
-            file.push(segment);
-        }
-        file.push("index.json");
-        Some(file)
+        metal_core::raw::mockup_file(dir, &normalise_path(path))
     }
 }
 
