@@ -1,159 +1,727 @@
-//! boot-bench: boot-api's `GET /v1/boot/<mac>` throughput as a ratio of a trivial axum
-//! handler's on the same machine, in the same run, with the same load generator.
+//! boot-bench: the real boot-api binary's `GET /v1/boot/<mac>` throughput, with its boot
+//! events, as a ratio of a trivial axum handler's under the same load, in the same run.
 //!
-//! boot-api serves from a projection of many inventoried machines (built directly with
-//! the projection code, no NATS); the baseline route answers a constant boot spec.
-//! Both listen on loopback; requests use keep-alive, as Pixiecore's Go client does.
+//! It starts a nats-server (test harness), publishes a fleet of armed machines to
+//! `MACHINES` (onboarding, provision request and profile assignment per machine), starts
+//! the release `boot-api` binary against it and waits until its projection has caught up.
+//! Then `wrk` loads boot-api and `trivial-boot-server` (one axum route answering boot-api's
+//! own answer as a constant) alternately, with the same flags and a Lua script that walks
+//! every machine's host MAC. Each boot-api round records a `machine.boot.served` per MAC
+//! (boot-api's event window is set so every round starts a fresh one), which boot-api
+//! publishes and its own follow loop applies while it serves.
 
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::future::IntoFuture;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use axum::routing::get;
+use anyhow::{bail, Context};
+use async_nats::jetstream;
 use clap::Parser;
-use futures::StreamExt;
-use metal_projection::{fixtures, LiveProjection, Projection};
+use futures::{StreamExt, TryStreamExt};
+use metal_core::jetstream::{ensure_stream, last_sequence, StoredMessage};
+use metal_core::subjects;
+use metal_projection::fixtures;
 
-/// boot-api req/s ÷ trivial axum handler req/s, same load, same run.
+/// boot-api req/s ÷ a trivial axum handler's req/s, same wrk load, same run.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Inventoried machines in boot-api's projection.
-    #[arg(long, default_value_t = 10_000)]
+    /// Armed machines on the stream (one host NIC each; MACs from three bytes of the index).
+    #[arg(long, default_value_t = 100_000)]
     machines: u64,
-    /// Requests per measurement.
-    #[arg(long, default_value_t = 40_000)]
-    requests: u64,
-    /// Requests in flight at once.
+    /// wrk threads (`-t`).
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// wrk connections, all keep-alive (`-c`).
     #[arg(long, default_value_t = 32)]
-    concurrency: usize,
-    /// Rounds of (baseline, boot-api); the best of each is reported.
+    connections: u32,
+    /// Seconds of each wrk run (`-d`).
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Rounds of (trivial handler, boot-api); the best rate and the worst p99 of each count.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// boot-api's `boot_event_window_secs`. boot-api rounds start at least this plus
+    /// `--duration-secs` apart, so every round records one `machine.boot.served` per MAC
+    /// it reaches.
+    #[arg(long, default_value_t = 10)]
+    event_window_secs: u64,
+    /// Give up when boot-api has not caught up with the stream after this long.
+    #[arg(long, default_value_t = 900)]
+    catch_up_timeout_secs: u64,
+    /// Where the boot-api and trivial-boot-server binaries are (default: beside this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Keep the work directory (config, logs, wrk script, boot-api's projection).
+    #[arg(long)]
+    keep: bool,
+}
+
+/// The install-token key handed to boot-api (it needs at least 16 bytes).
+const TOKEN_KEY: &str = "boot-bench-install-token-key-0123456789";
+/// Messages published before waiting for acks (the JetStream context allows 5,000).
+const PUBLISH_IN_FLIGHT: usize = 4_096;
+
+fn index_bytes(index: u64) -> [u8; 3] {
+    let b = index.to_be_bytes();
+    [b[5], b[6], b[7]]
+}
+
+fn bmc_mac(index: u64) -> String {
+    let [a, b, c] = index_bytes(index);
+    format!("02:4d:00:{a:02x}:{b:02x}:{c:02x}")
 }
 
 fn host_mac(index: u64) -> String {
+    let [a, b, c] = index_bytes(index);
+    format!("52:54:00:{a:02x}:{b:02x}:{c:02x}")
+}
+
+/// One machine's five messages: onboarding (request, located, scraped), a provision request
+/// naming G1 (Intel, even indexes) or G2 (AMD, odd), and its `machine.profile.assigned`.
+/// The provisioning happens now, so boot-api's install deadline is far away.
+fn machine_messages(index: u64, now: time::OffsetDateTime) -> Vec<StoredMessage> {
+    let (cpu, profile) = if index.is_multiple_of(2) {
+        ("Intel(R) Xeon(R) Gold 6338", "G1")
+    } else {
+        ("AMD EPYC 7302P 16-Core Processor", "G2")
+    };
+    let bmc = bmc_mac(index);
+    let inventory = fixtures::inventory("ProLiant DL325 Gen10 Plus", cpu, &[&host_mac(index)]);
+    let first = 5 * index + 1;
+    let mut messages = fixtures::onboarding(first, &bmc, inventory);
+    let mut provision = fixtures::provision(first + 3, &bmc, Some(profile));
+    provision.time = now;
+    let assigned = fixtures::assigned(&provision, profile);
+    messages.push(fixtures::stored(first + 3, &provision));
+    messages.push(fixtures::stored(first + 4, &assigned));
+    messages
+}
+
+/// Publishes every machine's messages with their `Nats-Msg-Id`, many acks outstanding.
+async fn fill(js: &jetstream::Context, machines: u64) -> anyhow::Result<u64> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut duplicates = 0u64;
+    for index in 0..machines {
+        for message in machine_messages(index, now) {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(id) = &message.msg_id {
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+            }
+            let ack = js
+                .publish_with_headers(message.subject, headers, message.payload)
+                .await?;
+            in_flight.push(ack.into_future());
+            if in_flight.len() >= PUBLISH_IN_FLIGHT {
+                if let Some(ack) = in_flight.next().await {
+                    duplicates += u64::from(ack?.duplicate);
+                }
+            }
+        }
+    }
+    while let Some(ack) = in_flight.next().await {
+        duplicates += u64::from(ack?.duplicate);
+    }
+    Ok(duplicates)
+}
+
+/// A process run for the benchmark; killed when dropped.
+struct Service {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    fn spawn(
+        name: &'static str,
+        binary: &Path,
+        args: &[&str],
+        work: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Service> {
+        anyhow::ensure!(
+            binary.is_file(),
+            "{} not found: build it with `cargo build --release -p bench -p boot-api` (or pass --bin-dir)",
+            binary.display()
+        );
+        let log = work.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let mut command = Command::new(binary);
+        command
+            .args(args)
+            // No .env of the repository, no operator overrides: only the config counts.
+            .current_dir(work)
+            .env_remove("NATS_URL")
+            .env_remove("METAL_CONFIG")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("METAL__") {
+                command.env_remove(key);
+            }
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        Ok(Service { name, child, log })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// An error with the end of its log if it has exited.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); last lines of {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log, 30)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A field of /proc/<pid>/status in KiB (`VmHWM`: peak resident set; `VmRSS`: now).
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::File::open(format!("/proc/{pid}/status"))?;
+    for line in BufReader::new(status).lines() {
+        let line = line?;
+        if let Some(rest) = line
+            .strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+        {
+            return Ok(rest.trim().trim_end_matches("kB").trim().parse()?);
+        }
+    }
+    bail!("no {field} in /proc/{pid}/status")
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// CPU time (user + system, in clock ticks) a process has used so far.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15.
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// Waits until the process uses under 5 % of a core for a whole second: boot-api has
+/// published its queued events and applied what its follow loop read.
+async fn wait_idle(service: &mut Service, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut before = cpu_ticks(service.pid())?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        service.check_running()?;
+        let now = cpu_ticks(service.pid())?;
+        if now - before <= 5 {
+            return Ok(started.elapsed());
+        }
+        before = now;
+        if started.elapsed() > timeout {
+            bail!("{} was still busy after {timeout:?}", service.name);
+        }
+    }
+}
+
+/// How many messages the stream holds on `subject`.
+async fn stored_on(stream: &jetstream::stream::Stream, subject: &str) -> anyhow::Result<u64> {
+    let mut info = stream.info_with_subjects(subject).await?;
+    let mut total = 0u64;
+    while let Some((found, count)) = info.try_next().await? {
+        if found == subject {
+            total += count as u64;
+        }
+    }
+    Ok(total)
+}
+
+/// The highest `dropped=N` boot-api logged for its boot-event queue (it logs at powers of two).
+fn dropped_events(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("boot events dropped"))
+        .filter_map(|line| {
+            let rest = &line[line.find("dropped=")? + "dropped=".len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn config_toml(nats_url: &str, listen: &str, database: &Path, window_secs: u64) -> String {
+    let profiles = test_harness::paths::workspace_root().join("profiles/boot-profiles.toml");
     format!(
-        "52:54:00:0b:{:02x}:{:02x}",
-        (index / 256) % 256,
-        index % 256
+        "nats_url = \"{nats_url}\"\n\n[boot_api]\nlisten = \"{listen}\"\ndatabase = {:?}\nprofiles = {:?}\npublic_url = \"http://{listen}\"\ninstall_deadline_secs = 86400\nboot_event_window_secs = {window_secs}\n",
+        database.display().to_string(),
+        profiles.display().to_string(),
     )
 }
 
-async fn serve(router: axum::Router) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(format!("http://{address}"))
+/// The wrk script: every thread walks all host MACs in order from its own offset, with the
+/// requests built in `init`; `done` prints what the benchmark parses.
+fn wrk_script(machines: u64, threads: u32) -> String {
+    format!(
+        r#"-- boot-bench: GET /v1/boot/<host MAC> over all {machines} machines.
+local machines = {machines}
+local threads = {threads}
+local next_id = 0
+local requests = {{}}
+local i = 0
+
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+end
+
+function init(args)
+  for k = 0, machines - 1 do
+    local path = string.format("/v1/boot/52:54:00:%02x:%02x:%02x",
+      math.floor(k / 65536) % 256, math.floor(k / 256) % 256, k % 256)
+    requests[k] = wrk.format("GET", path)
+  end
+  i = math.floor(id * machines / threads)
+end
+
+function request()
+  local r = requests[i]
+  i = i + 1
+  if i >= machines then i = 0 end
+  return r
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BOOT-BENCH requests=%.0f duration_us=%.0f bytes=%.0f connect=%.0f read=%.0f write=%.0f status=%.0f timeout=%.0f p50_us=%.0f p99_us=%.0f p999_us=%.0f max_us=%.0f\n",
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+    latency.max))
+end
+"#
+    )
 }
 
-/// Sends `requests` GETs for host MACs of `machines` machines; every answer must be 200.
-async fn load(
-    base: &str,
-    machines: u64,
+/// One wrk run's figures.
+#[derive(Debug, Clone)]
+struct WrkRun {
     requests: u64,
-    concurrency: usize,
-) -> anyhow::Result<Duration> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let started = Instant::now();
-    let failures = futures::stream::iter(0..requests)
-        .map(|n| {
-            let url = format!("{base}/v1/boot/{}", host_mac((n * 7919) % machines));
-            let client = client.clone();
-            async move {
-                match client.get(&url).send().await {
-                    Ok(response) if response.status() == 200 => {
-                        response.bytes().await.is_err() as u64
-                    }
-                    _ => 1,
-                }
-            }
-        })
-        .buffer_unordered(concurrency)
-        .fold(0u64, |sum, failed| async move { sum + failed })
-        .await;
+    rate: f64,
+    bytes_per_request: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+}
+
+fn wrk_field(line: &str, key: &str) -> anyhow::Result<f64> {
+    let wanted = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(wanted.as_str()))
+        .with_context(|| format!("wrk printed no {key}: {line}"))?
+        .parse()
+        .with_context(|| format!("wrk's {key} is not a number: {line}"))
+}
+
+/// Parses wrk's output (the script's `done` line, and the summary's non-2xx count) and
+/// fails unless every request answered 2xx without socket errors.
+fn parse_wrk(output: &str) -> anyhow::Result<WrkRun> {
+    let line = output
+        .lines()
+        .find(|line| line.starts_with("BOOT-BENCH "))
+        .with_context(|| format!("wrk printed no result line:\n{output}"))?;
+    let field = |key| wrk_field(line, key);
+    let non_2xx: u64 = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .map(|n| n.trim().parse())
+        .transpose()?
+        .unwrap_or(0);
+    let errors = field("connect")? + field("read")? + field("write")? + field("timeout")?;
+    let failed = field("status")?;
     anyhow::ensure!(
-        failures == 0,
-        "{failures} of {requests} requests did not answer 200"
+        non_2xx == 0 && failed == 0.0 && errors == 0.0,
+        "not every answer was a 200: {non_2xx} non-2xx, {failed} ≥ 400, {errors} socket errors or timeouts:\n{output}"
     );
-    Ok(started.elapsed())
+    let requests = field("requests")?;
+    anyhow::ensure!(requests > 0.0, "wrk made no requests:\n{output}");
+    let seconds = field("duration_us")? / 1e6;
+    Ok(WrkRun {
+        requests: requests as u64,
+        rate: requests / seconds,
+        bytes_per_request: field("bytes")? / requests,
+        p50_ms: field("p50_us")? / 1e3,
+        p99_ms: field("p99_us")? / 1e3,
+        p999_ms: field("p999_us")? / 1e3,
+        max_ms: field("max_us")? / 1e3,
+    })
+}
+
+async fn run_wrk(args: &Args, script: &Path, base_url: &str) -> anyhow::Result<WrkRun> {
+    let output = tokio::process::Command::new("wrk")
+        .arg(format!("-t{}", args.threads))
+        .arg(format!("-c{}", args.connections))
+        .arg(format!("-d{}s", args.duration_secs))
+        .arg("--timeout")
+        .arg("5s")
+        .arg("--latency")
+        .arg("-s")
+        .arg(script)
+        .arg(base_url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("cannot run wrk (scripts/bench installs it: apt-get install -y wrk)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "wrk failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_wrk(&stdout)
+}
+
+fn have_wrk() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("wrk").is_file()))
+}
+
+/// Polls `url` until it answers 200 (boot-api's projection has the machine armed) and
+/// returns the body; fails if the service exits or `timeout` passes.
+async fn wait_for_200(
+    http: &reqwest::Client,
+    url: &str,
+    service: &mut Service,
+    timeout: Duration,
+) -> anyhow::Result<bytes::Bytes> {
+    let started = Instant::now();
+    loop {
+        service.check_running()?;
+        if let Ok(response) = http.get(url).send().await {
+            if response.status() == 200 {
+                return Ok(response.bytes().await?);
+            }
+        }
+        if started.elapsed() > timeout {
+            bail!("{url} did not answer 200 within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until boot-api's durable consumer has answered every provision request.
+async fn wait_consumer_drained(
+    stream: &jetstream::stream::Stream,
+    service: &mut Service,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        service.check_running()?;
+        if let Ok(info) = stream.consumer_info("boot-api").await {
+            if info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.delivered.stream_sequence > 0
+            {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > timeout {
+            bail!("boot-api's consumer did not drain within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What one boot-api round stored.
+#[derive(Debug, Default, Clone, Copy)]
+struct Events {
+    /// `machine.boot.served` stored by the moment wrk finished.
+    during: u64,
+    /// The same once boot-api was idle again.
+    total: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tokio::select! {
+        result = run(args) => result,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.machines <= 65_536,
-        "at most 65536 machines (two MAC bytes)"
+        (1..=1 << 24).contains(&args.machines),
+        "--machines must be between 1 and 16777216 (three MAC bytes)"
     );
-    let dir = tempfile::tempdir()?;
-    let mut projection = Projection::open(&dir.path().join("boot-api.db"))?;
-    let messages: Vec<_> = (0..args.machines)
-        .flat_map(|index| {
-            let bmc = format!(
-                "02:4d:00:0b:{:02x}:{:02x}",
-                (index / 256) % 256,
-                index % 256
-            );
-            let cpu = if index % 2 == 0 {
-                "Intel(R) Xeon(R) Gold 6338"
-            } else {
-                "AMD EPYC 7302P 16-Core Processor"
-            };
-            let inventory =
-                fixtures::inventory("ProLiant DL325 Gen10 Plus", cpu, &[&host_mac(index)]);
-            fixtures::onboarding(1 + 3 * index, &bmc, inventory)
-        })
-        .collect();
-    for chunk in messages.chunks(1024) {
-        projection.apply_batch(chunk)?;
+    anyhow::ensure!(
+        args.threads >= 1 && args.connections >= args.threads,
+        "wrk needs at least one thread and a connection per thread"
+    );
+    anyhow::ensure!(
+        args.event_window_secs >= 1,
+        "--event-window-secs must be at least 1"
+    );
+    anyhow::ensure!(
+        have_wrk(),
+        "wrk not found on PATH: `apt-get install -y wrk` (scripts/bench does this)"
+    );
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary has no directory")?
+            .to_path_buf(),
+    };
+    let work = tempfile::Builder::new().prefix("boot-bench.").tempdir()?;
+
+    let server = test_harness::nats::NatsServer::start();
+    let client = server.connect().await;
+    let js = jetstream::new(client.clone());
+    let mut stream = ensure_stream(&js).await?;
+
+    eprintln!(
+        "publishing {} armed machines ({} events)",
+        args.machines,
+        args.machines * 5
+    );
+    let started = Instant::now();
+    let duplicates = fill(&js, args.machines).await?;
+    let last = last_sequence(&mut stream).await?;
+    let info = stream.info().await?;
+    eprintln!(
+        "stored {last} events, {} MB, in {:.1} s",
+        info.state.bytes / 1_000_000,
+        started.elapsed().as_secs_f64()
+    );
+    anyhow::ensure!(
+        duplicates == 0 && last == args.machines * 5,
+        "expected {} events stored, got {last} ({duplicates} duplicates)",
+        args.machines * 5
+    );
+
+    let boot_port = test_harness::nats::free_port();
+    let boot_listen = format!("127.0.0.1:{boot_port}");
+    let config = work.path().join("metal.toml");
+    std::fs::write(
+        &config,
+        config_toml(
+            &server.url(),
+            &boot_listen,
+            &work.path().join("boot-api.db"),
+            args.event_window_secs,
+        ),
+    )?;
+    let config_arg = config.display().to_string();
+    let nats_url = server.url();
+    eprintln!("starting boot-api; waiting for its projection to catch up");
+    let started = Instant::now();
+    let mut boot_api = Service::spawn(
+        "boot-api",
+        &bin_dir.join("boot-api"),
+        &["--config", &config_arg, "--nats-url", &nats_url],
+        work.path(),
+        &[("METAL_BOOT_TOKEN_KEY", TOKEN_KEY)],
+    )?;
+    let http = reqwest::Client::new();
+    let boot_url = format!("http://{boot_listen}");
+    let catch_up_timeout = Duration::from_secs(args.catch_up_timeout_secs);
+    let last_mac = host_mac(args.machines - 1);
+    let body = wait_for_200(
+        &http,
+        &format!("{boot_url}/v1/boot/{last_mac}"),
+        &mut boot_api,
+        catch_up_timeout,
+    )
+    .await?;
+    let catch_up = started.elapsed();
+    eprintln!(
+        "boot-api serves the last machine after {:.1} s (peak RSS {:.0} MiB)",
+        catch_up.as_secs_f64(),
+        mib(status_kib(boot_api.pid(), "VmHWM")?)
+    );
+    wait_consumer_drained(&stream, &mut boot_api, catch_up_timeout).await?;
+    let drained = started.elapsed();
+    let settled = wait_idle(&mut boot_api, catch_up_timeout).await?;
+    let rss_after_catch_up = status_kib(boot_api.pid(), "VmHWM")?;
+    eprintln!(
+        "boot-api answered all {} provision requests (duplicates of the stored assignments) after {:.1} s, idle {:.1} s later; peak RSS {:.0} MiB",
+        args.machines,
+        drained.as_secs_f64(),
+        settled.as_secs_f64(),
+        mib(rss_after_catch_up)
+    );
+    anyhow::ensure!(
+        serde_json::from_slice::<boot_api::BootSpec>(&body).is_ok(),
+        "boot-api's answer is not a boot spec: {}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // The baseline answers boot-api's own answer for the last machine, as a constant.
+    let body_file = work.path().join("trivial-body.json");
+    std::fs::write(&body_file, &body)?;
+    let trivial_listen = format!("127.0.0.1:{}", test_harness::nats::free_port());
+    let body_arg = body_file.display().to_string();
+    let mut trivial = Service::spawn(
+        "trivial-boot-server",
+        &bin_dir.join("trivial-boot-server"),
+        &["--listen", &trivial_listen, "--body-file", &body_arg],
+        work.path(),
+        &[],
+    )?;
+    let trivial_url = format!("http://{trivial_listen}");
+    wait_for_200(
+        &http,
+        &format!("{trivial_url}/v1/boot/{last_mac}"),
+        &mut trivial,
+        Duration::from_secs(30),
+    )
+    .await?;
+
+    let script = work.path().join("boot.lua");
+    std::fs::write(&script, wrk_script(args.machines, args.threads))?;
+    let served_before = stored_on(&stream, subjects::BOOT_SERVED).await?;
+    let spacing = Duration::from_secs(args.event_window_secs + args.duration_secs + 1);
+    let spacing = std::env::var("XX_SPACING")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(spacing);
+    let mut last_boot_round: Option<Instant> = None;
+    let mut trivial_runs = Vec::new();
+    let mut boot_runs = Vec::new();
+    let mut events = Vec::new();
+    for round in 1..=args.rounds {
+        let baseline = run_wrk(&args, &script, &trivial_url).await?;
+        trivial.check_running()?;
+        if let Some(at) = last_boot_round {
+            let next = at + spacing;
+            tokio::time::sleep_until(next.into()).await;
+        }
+        last_boot_round = Some(Instant::now());
+        let before = stored_on(&stream, subjects::BOOT_SERVED).await?;
+        let boot = run_wrk(&args, &script, &boot_url).await?;
+        let during = stored_on(&stream, subjects::BOOT_SERVED).await? - before;
+        boot_api.check_running()?;
+        let idle_after = wait_idle(&mut boot_api, Duration::from_secs(300)).await?;
+        let total = stored_on(&stream, subjects::BOOT_SERVED).await? - before;
+        eprintln!(
+            "round {round}: trivial {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms, {:.0} B/answer); \
+             boot-api {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms, {:.0} B/answer), \
+             {} requests, boot.served stored {during} while loaded and {total} in all (idle {:.1} s after)",
+            baseline.rate,
+            baseline.p50_ms,
+            baseline.p99_ms,
+            baseline.p999_ms,
+            baseline.max_ms,
+            baseline.bytes_per_request,
+            boot.rate,
+            boot.p50_ms,
+            boot.p99_ms,
+            boot.p999_ms,
+            boot.max_ms,
+            boot.bytes_per_request,
+            boot.requests,
+            idle_after.as_secs_f64()
+        );
+        trivial_runs.push(baseline);
+        boot_runs.push(boot);
+        events.push(Events { during, total });
+    }
+    let peak_rss = status_kib(boot_api.pid(), "VmHWM")?;
+    let dropped = dropped_events(&boot_api.log);
+    let served_total = stored_on(&stream, subjects::BOOT_SERVED).await? - served_before;
+
+    let best = |runs: &[WrkRun]| runs.iter().map(|r| r.rate).fold(0.0, f64::max);
+    let worst_p99 = |runs: &[WrkRun]| runs.iter().map(|r| r.p99_ms).fold(0.0, f64::max);
+    let (trivial_rate, boot_rate) = (best(&trivial_runs), best(&boot_runs));
+    let (trivial_p99, boot_p99) = (worst_p99(&trivial_runs), worst_p99(&boot_runs));
+    let ratio = boot_rate / trivial_rate;
+    let during_min = events.iter().map(|e| e.during).min().unwrap_or(0);
+    let mut per_round = String::new();
+    for (i, e) in events.iter().enumerate() {
+        let _ = write!(
+            per_round,
+            "{}{} / {}",
+            if i == 0 { "" } else { ", " },
+            e.during,
+            e.total
+        );
     }
     eprintln!(
-        "projection of {} machines ({} events) built",
-        args.machines,
-        messages.len()
+        "boot.served stored per boot-api round (while loaded / in all): {per_round}; {served_total} in the whole run; boot-api dropped {dropped} events"
     );
-
-    let profiles_path = test_harness::paths::workspace_root().join("profiles/boot-profiles.toml");
-    let profiles = boot_api::Profiles::load(&profiles_path)
-        .with_context(|| format!("loading {}", profiles_path.display()))?;
-    let state = boot_api::AppState {
-        live: LiveProjection::new(projection)?,
-        profiles: Arc::new(profiles),
-    };
-    let boot_url = serve(boot_api::app(state)).await?;
-    // The baseline answers what boot-api answers, without looking anything up.
-    let constant = r#"{"kernel":"http://boot.example.internal/images/g1/vmlinuz","initrd":["http://boot.example.internal/images/g1/initrd.img"],"cmdline":"console=ttyS0,115200 metal.profile=G1","message":"metal boot profile G1"}"#;
-    let trivial = axum::Router::new().route(
-        "/v1/boot/{mac}",
-        get(move || async move { ([("content-type", "application/json")], constant) }),
-    );
-    let trivial_url = serve(trivial).await?;
-
-    let mut best_trivial = Duration::MAX;
-    let mut best_boot = Duration::MAX;
-    for round in 1..=args.rounds {
-        let trivial = load(&trivial_url, args.machines, args.requests, args.concurrency).await?;
-        let boot = load(&boot_url, args.machines, args.requests, args.concurrency).await?;
-        eprintln!(
-            "round {round}: trivial handler {:.0} req/s, boot-api {:.0} req/s",
-            args.requests as f64 / trivial.as_secs_f64(),
-            args.requests as f64 / boot.as_secs_f64()
-        );
-        best_trivial = best_trivial.min(trivial);
-        best_boot = best_boot.min(boot);
+    if during_min == 0 {
+        eprintln!("warning: a boot-api round stored no boot.served event while it was loaded");
     }
-    let trivial_rate = args.requests as f64 / best_trivial.as_secs_f64();
-    let boot_rate = args.requests as f64 / best_boot.as_secs_f64();
-    println!("| machines | concurrency | trivial axum handler (req/s) | boot-api (req/s) | boot-api ÷ trivial |");
-    println!("|---|---|---|---|---|");
     println!(
-        "| {} | {} | {trivial_rate:.0} | {boot_rate:.0} | {:.3} |",
-        args.machines,
-        args.concurrency,
-        boot_rate / trivial_rate
+        "| machines | wrk threads / connections | trivial axum handler (req/s) | boot-api (req/s) | boot-api ÷ trivial | p99 trivial (ms) | p99 boot-api (ms) | boot.served stored (whole run) | catch-up (s) | boot-api peak RSS (MiB): caught up / after load |"
     );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} / {} | {trivial_rate:.0} | {boot_rate:.0} | {ratio:.3} | {trivial_p99:.2} | {boot_p99:.2} | {served_total} | {:.1} | {:.0} / {:.0} |",
+        args.machines,
+        args.threads,
+        args.connections,
+        catch_up.as_secs_f64(),
+        mib(rss_after_catch_up),
+        mib(peak_rss)
+    );
+    let met = ratio >= 0.7 && boot_p99 < 5.0;
+    println!(
+        "\ngoal (boot-api ÷ trivial ≥ 0.7, boot-api p99 < 5 ms): {}",
+        if met { "met" } else { "NOT met" }
+    );
+
+    drop(trivial);
+    drop(boot_api);
+    if args.keep {
+        let kept = work.keep();
+        eprintln!("kept {}", kept.display());
+    }
     Ok(())
 }

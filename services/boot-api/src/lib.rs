@@ -1,39 +1,51 @@
-//! boot-api: the Pixiecore API-mode server. It follows the MACHINES stream into its own
-//! projection file and answers `GET /v1/boot/{mac}` from it.
+//! boot-api: netboot decisions for Pixiecore (API mode) and iPXE, the installer's
+//! phone-home, and arming machines with boot profiles. It follows the MACHINES stream into
+//! its own projection file and keeps an in-memory boot index beside it.
 //!
 //! # Layout
-//! - [`profiles`]: the boot profiles file, matching and rendering.
-//! - [`app`]: the axum router (`/v1/boot/{mac}`, `/healthz`), testable with `oneshot`.
-//! - [`run`]: profiles, projection, the follow loop and the HTTP server, until shutdown.
+//! - [`index`]: MAC → machine, state and provisioning, in memory; what a boot request reads.
+//! - [`http`]: the routes (`/v1/boot/{mac}`, `/v1/ipxe/{mac}`, `/boot.ipxe`,
+//!   `/v1/machines/{id}/installed|failed`, `/healthz`), testable with `oneshot`.
+//! - [`boot_events`]: `machine.boot.*`, one per MAC, outcome and window, published off the
+//!   request path.
+//! - [`token`]: install tokens, HMACs of machine and provisioning under an environment key.
+//! - [`provision`]: the `boot-api` consumer answering `machine.provision.requested`, and
+//!   the install deadline.
+//! - [`run`]: wires all of it until shutdown.
 //!
-//! Answers are pure reads of the projection, so Pixiecore's repeated calls for one boot
-//! get the same answer. Anything that is not a bootable, inventoried machine with a matching
-//! profile gets a 404, which Pixiecore takes as "ignore this machine".
+//! Boot answers are pure reads of the index, so Pixiecore's repeated calls for one boot get
+//! the same answer, and anything not armed gets a 404 (an `exit` script for iPXE).
 //! Run the tests with `cargo test -p boot-api`.
 
-pub mod profiles;
+pub mod boot_events;
+pub mod http;
+pub mod index;
+pub mod provision;
+pub mod token;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use metal_core::config::BootApiConfig;
-use metal_core::query::MachineState;
-use metal_core::Mac;
+use metal_core::jetstream::{ensure_consumer, ensure_stream, DurableConsumer};
+use metal_core::profiles::{Profiles, ProfilesError};
 use metal_projection::follow::{follow, FollowError};
-use metal_projection::LiveProjection;
+use metal_projection::{Applied, LiveProjection, Projection};
 
-pub use profiles::{BootSpec, Profiles, ProfilesError};
+pub use boot_events::BootEvents;
+pub use http::{router, BootSpec};
+pub use index::{BootDecision, BootIndex};
+pub use token::{TokenKey, TokenKeyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootApiError {
     #[error("cannot load boot profiles")]
     Profiles(#[source] ProfilesError),
+    #[error("cannot read the install-token key")]
+    TokenKey(#[source] TokenKeyError),
+    #[error("boot_api.public_url {url:?} is not usable: {problem}")]
+    PublicUrl { url: String, problem: String },
     #[error("cannot open boot-api projection")]
     Open(#[source] FollowError),
     #[error("following the stream failed")]
@@ -46,123 +58,234 @@ pub enum BootApiError {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub live: LiveProjection,
-    pub profiles: Arc<Profiles>,
+    pub index: Arc<BootIndex>,
+    pub events: Arc<BootEvents>,
+    pub key: TokenKey,
+    /// `boot_api.public_url` without a trailing slash.
+    pub public_url: String,
+    pub event_window: Duration,
+    /// Where phone-homes are recorded (`None` only in tests without NATS).
+    pub js: Option<async_nats::jetstream::Context>,
 }
 
-/// The HTTP API.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/boot/{mac}", get(boot))
-        .route("/healthz", get(healthz))
-        .with_state(state)
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-fn not_found(reason: &'static str) -> Response {
-    (StatusCode::NOT_FOUND, reason).into_response()
-}
-
-/// Pixiecore's `GET /v1/boot/<mac>`: 200 with a boot spec, or 404.
-async fn boot(State(state): State<AppState>, mac: Result<Path<String>, PathRejection>) -> Response {
-    let Ok(Path(text)) = mac else {
-        return not_found("malformed MAC\n");
-    };
-    let Ok(mac) = Mac::parse_device(&text) else {
-        tracing::debug!(mac = %text.escape_debug(), "boot request for a malformed MAC");
-        return not_found("malformed MAC\n");
-    };
-    let lookup = state
-        .live
-        .with(move |projection| projection.boot_lookup(&mac))
-        .await;
-    let facts = match lookup {
-        Ok(Ok(Some(facts))) => facts,
-        Ok(Ok(None)) => {
-            tracing::info!(%mac, "boot request for an unknown or ambiguous MAC");
-            return not_found("unknown MAC\n");
+/// Checks `boot_api.public_url` and returns it without a trailing slash.
+pub fn public_url(config: &BootApiConfig) -> Result<String, BootApiError> {
+    let url = config.public_url.trim_end_matches('/').to_string();
+    metal_core::profiles::check_url("boot_api.public_url", &url).map_err(|problem| {
+        BootApiError::PublicUrl {
+            url: config.public_url.clone(),
+            problem,
         }
-        Ok(Err(error)) => {
-            tracing::error!(%mac, error = %metal_core::error_chain(&error), "boot lookup failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n").into_response();
-        }
-        Err(error) => {
-            tracing::error!(%mac, error = %metal_core::error_chain(&error), "boot lookup failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "lookup failed\n").into_response();
-        }
-    };
-    if facts.state != MachineState::Inventoried {
-        tracing::info!(%mac, machine_id = %facts.machine_id, state = facts.state.as_str(), "machine is not to be booted");
-        return not_found("machine is not to be booted\n");
+    })?;
+    Ok(url)
+}
+
+/// What start-up checks before touching the network: the profiles file, the token key
+/// and the public URL.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub profiles: Profiles,
+    pub key: TokenKey,
+    /// `public_url` without a trailing slash.
+    pub public_url: String,
+}
+
+impl Checked {
+    /// Loads the profiles, reads the key from `config.token_key_env`, checks the URL.
+    pub fn from_config(config: &BootApiConfig) -> Result<Checked, BootApiError> {
+        let key = TokenKey::from_env(&config.token_key_env).map_err(BootApiError::TokenKey)?;
+        Checked::with_key(config, key)
     }
-    let Some(profile) = state.profiles.choose(&facts) else {
-        tracing::info!(%mac, machine_id = %facts.machine_id, "no boot profile matches");
-        return not_found("no matching boot profile\n");
-    };
-    tracing::info!(%mac, machine_id = %facts.machine_id, profile = %profile.name, "boot spec served");
-    Json(profile.render(&facts)).into_response()
+
+    /// The same with a key from elsewhere (tests, benchmarks).
+    pub fn with_key(config: &BootApiConfig, key: TokenKey) -> Result<Checked, BootApiError> {
+        Ok(Checked {
+            profiles: Profiles::load(&config.profiles).map_err(BootApiError::Profiles)?,
+            key,
+            public_url: public_url(config)?,
+        })
+    }
 }
 
-/// Runs boot-api until `shutdown` resolves: loads the profiles, opens the projection at
-/// `config.database`, follows the stream into it and serves HTTP on `listener`.
+/// Opens the projection with the boot index following it.
+pub async fn open_indexed(
+    database: std::path::PathBuf,
+) -> Result<(LiveProjection, Arc<BootIndex>), FollowError> {
+    let (projection, targets) = tokio::task::spawn_blocking(move || {
+        let projection = Projection::open(&database)?;
+        let targets = projection.boot_targets(None)?;
+        Ok::<_, metal_projection::ProjectionError>((projection, targets))
+    })
+    .await
+    .map_err(FollowError::Task)?
+    .map_err(FollowError::Projection)?;
+    indexed(projection, targets)
+}
+
+/// A live projection whose every applied batch refreshes the index's changed machines.
+pub fn indexed(
+    projection: Projection,
+    targets: Vec<metal_projection::BootTarget>,
+) -> Result<(LiveProjection, Arc<BootIndex>), FollowError> {
+    let index = Arc::new(BootIndex::new(targets));
+    let observer = {
+        let index = Arc::clone(&index);
+        Arc::new(move |projection: &Projection, applied: &[Applied]| {
+            let mut changed: Vec<_> = applied
+                .iter()
+                .filter_map(|a| match a {
+                    Applied::Changed(id) => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            changed.sort();
+            changed.dedup();
+            if changed.is_empty() {
+                return;
+            }
+            match projection.boot_targets(Some(&changed)) {
+                Ok(targets) => index.update(targets),
+                Err(error) => {
+                    tracing::error!(error = %metal_core::error_chain(&error), "cannot refresh the boot index")
+                }
+            }
+        })
+    };
+    let live = LiveProjection::new(projection)
+        .map_err(FollowError::Projection)?
+        .observed(observer);
+    Ok((live, index))
+}
+
+/// Runs boot-api until `shutdown` resolves: opens the projection at
+/// `config.database`, follows the stream into it, answers provision requests, watches the
+/// install deadline and serves HTTP on `listener`.
 pub async fn run(
     config: &BootApiConfig,
+    checked: Checked,
     client: async_nats::Client,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BootApiError> {
-    let profiles = Profiles::load(&config.profiles).map_err(BootApiError::Profiles)?;
-    let live = LiveProjection::open(config.database.clone())
+    let Checked {
+        profiles,
+        key,
+        public_url,
+    } = checked;
+    let (live, index) = open_indexed(config.database.clone())
         .await
         .map_err(BootApiError::Open)?;
     let shutdown = metal_core::Shutdown::spawn_from(shutdown);
+    let js = async_nats::jetstream::new(client);
+    let window = Duration::from_secs(config.boot_event_window_secs.max(1));
+    let (events, queue) = BootEvents::new(window);
 
     let follower = {
         let live = live.clone();
+        let js = js.clone();
         let stop = shutdown.wait();
-        tokio::spawn(async move { follow_with_retry(client, &live, stop).await })
+        tokio::spawn(async move { follow_with_retry(js, &live, stop).await })
     };
+    let responder = {
+        let handler = Arc::new(provision::ProvisionHandler {
+            live: live.clone(),
+            profiles: Arc::new(profiles),
+        });
+        let js = js.clone();
+        let stop = shutdown.wait();
+        tokio::spawn(async move { answer_provisioning(js, handler, stop).await })
+    };
+    let publisher = tokio::spawn(boot_events::publish(js.clone(), queue));
+    let deadlines = tokio::spawn(provision::watch_deadlines(
+        js.clone(),
+        Arc::clone(&index),
+        Duration::from_secs(config.install_deadline_secs.max(1)),
+        shutdown.wait(),
+    ));
     let state = AppState {
         live,
-        profiles: Arc::new(profiles),
+        index,
+        events: Arc::new(events),
+        key,
+        public_url,
+        event_window: window,
+        js: Some(js),
     };
-    tracing::info!(address = ?listener.local_addr().ok(), "boot-api listening");
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.wait())
-        .await
-        .map_err(BootApiError::Serve);
-    // Whatever ended serving, stop following too.
+    tracing::info!(address = ?listener.local_addr().ok(), machines = state.index.len(), "boot-api listening");
+    let served = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.wait())
+    .await
+    .map_err(BootApiError::Serve);
+    // Whatever ended serving, stop the rest too.
     let followed = match follower.await {
         Ok(result) => result.map_err(BootApiError::Follow),
         Err(error) => Err(BootApiError::Follow(FollowError::Task(error))),
     };
+    let _ = responder.await;
+    let _ = deadlines.await;
+    // The router (and so the last sender of the queue) is gone: the publisher drains and ends.
+    let _ = tokio::time::timeout(Duration::from_secs(5), publisher).await;
     served.and(followed)
 }
 
-/// Ensures the stream (retrying while NATS is away) and follows it; HTTP keeps answering
-/// from the projection meanwhile.
+/// Ensures the stream, retrying every second while NATS is away, until `stop`.
+async fn stream_with_retry(
+    js: &async_nats::jetstream::Context,
+    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<async_nats::jetstream::stream::Stream> {
+    loop {
+        match ensure_stream(js).await {
+            Ok(stream) => return Some(stream),
+            Err(error) => {
+                tracing::warn!(error = %metal_core::error_chain(&error), "cannot ensure stream, retrying");
+                tokio::select! {
+                    _ = stop.as_mut() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Ensures the stream and follows it; HTTP keeps answering from the index meanwhile.
 async fn follow_with_retry(
-    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
     live: &LiveProjection,
     stop: impl Future<Output = ()>,
 ) -> Result<(), FollowError> {
     tokio::pin!(stop);
-    let js = async_nats::jetstream::new(client);
-    let stream = loop {
-        match metal_core::jetstream::ensure_stream(&js).await {
-            Ok(stream) => break stream,
+    let Some(stream) = stream_with_retry(&js, &mut stop).await else {
+        return Ok(());
+    };
+    follow(&stream, live, stop).await
+}
+
+/// Runs the `boot-api` consumer (provision requests) once stream and consumer exist.
+async fn answer_provisioning(
+    js: async_nats::jetstream::Context,
+    handler: Arc<provision::ProvisionHandler>,
+    stop: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(stop);
+    let consumer = loop {
+        let Some(stream) = stream_with_retry(&js, &mut stop).await else {
+            return;
+        };
+        match ensure_consumer(&stream, DurableConsumer::BootApi).await {
+            Ok(consumer) => break consumer,
             Err(error) => {
-                tracing::warn!(error = %metal_core::error_chain(&error), "cannot ensure stream, retrying");
+                tracing::warn!(error = %metal_core::error_chain(&error), "cannot ensure consumer, retrying");
                 tokio::select! {
-                    _ = &mut stop => return Ok(()),
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = stop.as_mut() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         }
     };
-    follow(&stream, live, stop).await
+    metal_core::responder::run(js, consumer, handler, 4, stop).await;
 }
 
 #[cfg(test)]

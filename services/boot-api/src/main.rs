@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-/// Pixiecore API-mode server (`GET /v1/boot/<mac>`) backed by its own projection of the
-/// MACHINES stream.
+/// Netboots armed machines: answers Pixiecore (`GET /v1/boot/<mac>`) and iPXE
+/// (`GET /v1/ipxe/<mac>`, `GET /boot.ipxe`), takes the installer's phone-home
+/// (`POST /v1/machines/<id>/installed|failed`), and arms machines with boot profiles on
+/// machine.provision.requested. Follows the MACHINES stream into its own projection.
+/// Install tokens are derived from the key in $METAL_BOOT_TOKEN_KEY (boot_api.token_key_env).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -21,6 +24,10 @@ struct Args {
     /// The boot profiles file (overrides boot_api.profiles).
     #[arg(long)]
     profiles: Option<PathBuf>,
+    /// The URL machines reach boot-api at, e.g. http://10.0.0.1:8081 (overrides
+    /// boot_api.public_url); phone-home URLs and the iPXE chain are built from it.
+    #[arg(long)]
+    public_url: Option<String>,
 }
 
 #[tokio::main]
@@ -37,8 +44,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(profiles) = args.profiles {
         config.boot_api.profiles = profiles;
     }
-    // Fail early and clearly on a bad profiles file, before touching the network.
-    boot_api::Profiles::load(&config.boot_api.profiles)?;
+    if let Some(public_url) = args.public_url {
+        config.boot_api.public_url = public_url;
+    }
+    // Fail early and clearly on a bad profiles file, key or URL, before touching the network.
+    let checked = boot_api::Checked::from_config(&config.boot_api)?;
     let listener = tokio::net::TcpListener::bind(&config.boot_api.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.boot_api.listen))?;
@@ -47,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
     boot_api::run(
         &config.boot_api,
+        checked,
         client,
         listener,
         metal_core::shutdown_signal(),

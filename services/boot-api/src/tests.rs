@@ -1,59 +1,119 @@
-//! Handler tests through `app(state).oneshot(request)`, and profiles-file checks.
+//! The HTTP contract through `router(state).oneshot(request)`, against an index built from
+//! fixture events: Pixiecore's answer shape (../shared/netboot/README.md §1.2), 404
+//! semantics, MAC notations, stable answers, one event per boot, iPXE scripts, phone-home
+//! checks, arming and the deadline.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use metal_projection::fixtures::{self, inventory, onboarding, request, stored};
-use metal_projection::{LiveProjection, Projection};
+use metal_core::events::{BootPath, BootServed, InstallCompleted, ProvisionRequested};
+use metal_core::profiles::Profiles;
+use metal_core::query::MachineState;
+use metal_core::{subjects, MachineId};
+use metal_projection::fixtures::{
+    self, about_provisioning, assigned, inventory, onboarding, provision, request, stored,
+};
+use metal_projection::Projection;
+use tokio::sync::mpsc;
 use tower::ServiceExt;
 
-use crate::{app, AppState, BootSpec, Profiles, ProfilesError};
+use crate::{indexed, router, AppState, BootEvents, BootSpec, TokenKey};
 
 const SHIPPED_PROFILES: &str = include_str!("../../../profiles/boot-profiles.toml");
 
-const INTEL_HOST: &str = "52:54:00:12:34:56";
-const AMD_HOST: &str = "52:54:00:ab:cd:ef";
-const ARM_HOST: &str = "52:54:00:00:00:03";
-const FRESH_HOST: &str = "52:54:00:00:00:04";
+const ARMED_BMC: &str = "aa:bb:cc:00:00:01";
+const ARMED_HOST: &str = "52:54:00:12:34:56";
+const ARMED_SECOND_NIC: &str = "52:54:00:12:34:57";
+const IDLE_HOST: &str = "52:54:00:ab:cd:ef";
+const INSTALLED_BMC: &str = "aa:bb:cc:00:00:03";
+const INSTALLED_HOST: &str = "52:54:00:00:00:03";
+const SHARED_HOST: &str = "52:54:00:00:00:99";
 
-fn state() -> AppState {
+fn key() -> TokenKey {
+    TokenKey::new("TEST_KEY", b"test key of at least sixteen bytes".to_vec()).unwrap()
+}
+
+struct Fixture {
+    state: AppState,
+    queue: mpsc::Receiver<metal_core::Envelope>,
+    armed_provision: metal_core::Envelope,
+}
+
+/// Machines: armed (two NICs), inventoried only, installed, and two sharing a NIC.
+fn fixture() -> Fixture {
     let mut messages = onboarding(
         1,
-        "aa:bb:cc:00:00:01",
-        inventory("DL360", "Intel(R) Xeon(R) Gold 6130", &[INTEL_HOST]),
+        ARMED_BMC,
+        inventory(
+            "DL360",
+            "Intel(R) Xeon(R) Gold 6130",
+            &[ARMED_HOST, ARMED_SECOND_NIC],
+        ),
     );
     messages.extend(onboarding(
         4,
         "aa:bb:cc:00:00:02",
-        inventory("DL385", "AMD EPYC 7302", &[AMD_HOST]),
+        inventory("DL385", "AMD EPYC 7302", &[IDLE_HOST]),
     ));
     messages.extend(onboarding(
         7,
-        "aa:bb:cc:00:00:03",
-        inventory("Altra", "Ampere Altra Q80-30", &[ARM_HOST]),
+        INSTALLED_BMC,
+        inventory("DL360", "Intel Xeon", &[INSTALLED_HOST]),
     ));
-    // Inventoried, then onboarded again: back to requested, so not to be booted.
     messages.extend(onboarding(
         10,
         "aa:bb:cc:00:00:04",
-        inventory("DL360", "Intel Xeon", &[FRESH_HOST]),
+        inventory("DL360", "Intel Xeon", &[SHARED_HOST]),
     ));
-    messages.push(request(13, "aa:bb:cc:00:00:04").0);
+    messages.extend(onboarding(
+        13,
+        "aa:bb:cc:00:00:05",
+        inventory("DL360", "Intel Xeon", &[SHARED_HOST]),
+    ));
+    let armed = provision(20, ARMED_BMC, None);
+    let installed = provision(22, INSTALLED_BMC, None);
+    let installed_assigned = assigned(&installed, "G1");
+    let done = about_provisioning(
+        &installed,
+        subjects::INSTALL_COMPLETED,
+        &InstallCompleted {
+            provision_id: installed.event_id,
+            profile: "G1".to_string(),
+        },
+        60,
+    );
+    messages.extend([
+        stored(20, &armed),
+        stored(21, &assigned(&armed, "G1")),
+        stored(22, &installed),
+        stored(23, &installed_assigned),
+        stored(24, &done),
+    ]);
     let mut projection = Projection::open_in_memory().unwrap();
     projection.apply_batch(&messages).unwrap();
-    AppState {
-        live: LiveProjection::new(projection).unwrap(),
-        profiles: Arc::new(
-            Profiles::parse(SHIPPED_PROFILES, Path::new("boot-profiles.toml")).unwrap(),
-        ),
+    let targets = projection.boot_targets(None).unwrap();
+    let (live, index) = indexed(projection, targets).unwrap();
+    let (events, queue) = BootEvents::new(Duration::from_secs(300));
+    Fixture {
+        state: AppState {
+            live,
+            index,
+            events: Arc::new(events),
+            key: key(),
+            public_url: "http://boot.test:8081".to_string(),
+            event_window: Duration::from_secs(300),
+            js: None,
+        },
+        queue,
+        armed_provision: armed,
     }
 }
 
-/// GETs `uri` and returns the status and, for a 200, the boot spec.
-async fn check(state: &AppState, uri: &str) -> (StatusCode, Option<BootSpec>) {
-    let response = app(state.clone())
+async fn get(state: &AppState, uri: &str) -> (StatusCode, Vec<u8>) {
+    let response = router(state.clone())
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -61,210 +121,451 @@ async fn check(state: &AppState, uri: &str) -> (StatusCode, Option<BootSpec>) {
     let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
         .await
         .unwrap();
-    let spec = (status == StatusCode::OK).then(|| serde_json::from_slice(&body).unwrap());
-    (status, spec)
+    (status, body.to_vec())
+}
+
+fn drain(queue: &mut mpsc::Receiver<metal_core::Envelope>) -> Vec<metal_core::Envelope> {
+    let mut out = Vec::new();
+    while let Ok(event) = queue.try_recv() {
+        out.push(event);
+    }
+    out
 }
 
 #[tokio::test]
-async fn profiles_by_cpu_vendor() {
-    let state = state();
-    let cases = [
-        (format!("/v1/boot/{INTEL_HOST}"), Some("G1")),
-        (format!("/v1/boot/{AMD_HOST}"), Some("G2")),
-        (
-            "/v1/boot/52%3A54%3A00%3A12%3A34%3A56".to_string(),
-            Some("G1"),
-        ),
-        (
-            "/v1/boot/52%3a54%3a00%3aAB%3aCD%3aEF".to_string(),
-            Some("G2"),
-        ),
-        (format!("/v1/boot/{}", AMD_HOST.to_uppercase()), Some("G2")),
-        // Unknown, malformed, no matching profile, not inventoried (re-onboarding).
-        ("/v1/boot/52:54:00:99:99:99".to_string(), None),
-        ("/v1/boot/not-a-mac".to_string(), None),
-        ("/v1/boot/52:54:00:12:34".to_string(), None),
-        ("/v1/boot/%FF%FE".to_string(), None),
-        ("/v1/boot/ff:ff:ff:ff:ff:ff".to_string(), None),
-        (format!("/v1/boot/{ARM_HOST}"), None),
-        (format!("/v1/boot/{FRESH_HOST}"), None),
-        // BMC NICs never boot.
-        (format!("/v1/boot/{}", fixtures::ILO_VIRTUAL_NIC), None),
-        ("/v1/boot/".to_string(), None),
-        (format!("/v1/boot/{INTEL_HOST}/extra"), None),
-    ];
-    for (uri, profile) in cases {
-        let (status, spec) = check(&state, &uri).await;
-        match profile {
-            Some(name) => {
-                assert_eq!(status, StatusCode::OK, "{uri}");
-                let spec = spec.unwrap();
-                assert!(spec.message.contains(name), "{uri}: {spec:?}");
-                assert!(spec.kernel.starts_with("http://"), "{uri}: {spec:?}");
-                assert_eq!(spec.initrd.len(), 1);
-                assert!(
-                    spec.cmdline.contains(&format!("metal.profile={name}")),
-                    "{spec:?}"
-                );
-                assert!(
-                    !spec.cmdline.contains('{') && !spec.cmdline.contains('\n'),
-                    "{spec:?}"
-                );
-            }
-            None => assert_eq!(status, StatusCode::NOT_FOUND, "{uri}"),
-        }
+async fn pixiecore_gets_exactly_its_fields_for_an_armed_machine() {
+    let f = fixture();
+    let (status, body) = get(&f.state, &format!("/v1/boot/{ARMED_HOST}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let object = value.as_object().unwrap();
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["cmdline", "initrd", "kernel", "message"]);
+    assert!(object["kernel"].is_string());
+    assert!(
+        object["cmdline"].is_string(),
+        "cmdline must be a string, not the deprecated object"
+    );
+    assert!(object["message"].is_string());
+    let initrd = object["initrd"].as_array().unwrap();
+    assert_eq!(initrd.len(), 1);
+    assert!(initrd.iter().all(|u| u.is_string()));
+    let spec: BootSpec = serde_json::from_value(value.clone()).unwrap();
+    for url in std::iter::once(&spec.kernel).chain(&spec.initrd) {
+        assert!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "{url} not absolute"
+        );
+    }
+    let machine_id = MachineId::from_bmc_mac(&fixtures::mac(ARMED_BMC));
+    let token = key().token(machine_id, f.armed_provision.event_id);
+    assert_eq!(
+        spec.cmdline,
+        format!(
+            "console=ttyS0 id={machine_id} bmc={ARMED_BMC} BOOTIF={ARMED_HOST} p=G1 token={token} home=http://boot.test:8081/v1/machines/{machine_id}/installed"
+        )
+    );
+    assert!(!spec.cmdline.contains('{') && !spec.cmdline.contains('\n'));
+}
+
+#[tokio::test]
+async fn mac_notations_all_find_the_machine() {
+    let f = fixture();
+    for uri in [
+        "/v1/boot/52:54:00:12:34:56",
+        "/v1/boot/52%3A54%3A00%3A12%3A34%3A56",
+        "/v1/boot/52%3a54%3a00%3a12%3a34%3a56",
+        "/v1/boot/52:54:00:12:34:56"
+            .to_uppercase()
+            .replace("/V1/BOOT/", "/v1/boot/")
+            .as_str(),
+        "/v1/boot/52-54-00-12-34-56",
+        "/v1/boot/5254.0012.3456",
+        // The second NIC of the same machine.
+        "/v1/boot/52:54:00:12:34:57",
+    ] {
+        let (status, _) = get(&f.state, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
     }
 }
 
 #[tokio::test]
-async fn answers_are_stable_and_substituted() {
-    let state = state();
-    let uri = format!("/v1/boot/{INTEL_HOST}");
-    let (_, first) = check(&state, &uri).await;
-    let (_, second) = check(&state, &uri).await;
-    assert_eq!(first, second);
-    let spec = first.unwrap();
-    let machine_id = metal_core::MachineId::from_bmc_mac(&fixtures::mac("aa:bb:cc:00:00:01"));
+async fn everything_not_armed_is_a_404() {
+    let f = fixture();
+    for uri in [
+        format!("/v1/boot/{IDLE_HOST}"),
+        format!("/v1/boot/{INSTALLED_HOST}"),
+        format!("/v1/boot/{SHARED_HOST}"),
+        "/v1/boot/52:54:00:99:99:99".to_string(),
+        "/v1/boot/not-a-mac".to_string(),
+        "/v1/boot/52:54:00:12:34".to_string(),
+        "/v1/boot/%FF%FE".to_string(),
+        "/v1/boot/ff:ff:ff:ff:ff:ff".to_string(),
+        format!("/v1/boot/{}", fixtures::ILO_VIRTUAL_NIC),
+        format!("/v1/boot/{ARMED_BMC}"),
+        "/v1/boot/".to_string(),
+        format!("/v1/boot/{ARMED_HOST}/extra"),
+    ] {
+        let (status, body) = get(&f.state, &uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&body).is_err(),
+            "{uri}: a 404 body is not a boot spec"
+        );
+    }
+}
+
+#[tokio::test]
+async fn five_calls_of_one_boot_get_one_answer_and_one_event() {
+    let mut f = fixture();
+    let uri = format!("/v1/boot/{ARMED_HOST}");
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(get(&f.state, &uri).await);
+    }
     assert!(
-        spec.cmdline
-            .contains(&format!("metal.machine_id={machine_id}")),
-        "{spec:?}"
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "answers changed within a boot"
+    );
+    let events = drain(&mut f.queue);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event_type, subjects::BOOT_SERVED);
+    let served: BootServed = events[0].data_as().unwrap();
+    assert_eq!(served.provision_id, f.armed_provision.event_id);
+    assert_eq!(served.path, BootPath::Pixiecore);
+    assert_eq!(events[0].correlation_id, f.armed_provision.event_id);
+    crate::tests::schema_valid(&events[0]);
+    // The same boot asking over iPXE is the same outcome; a storm stays one event per
+    // MAC and outcome.
+    for _ in 0..50 {
+        get(&f.state, &format!("/v1/ipxe/{ARMED_HOST}")).await;
+        get(&f.state, &format!("/v1/boot/{IDLE_HOST}")).await;
+        get(&f.state, "/v1/boot/52:54:00:99:99:99").await;
+    }
+    let events = drain(&mut f.queue);
+    let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    types.sort();
+    assert_eq!(types, [subjects::BOOT_IGNORED, subjects::BOOT_UNKNOWN]);
+    for event in &events {
+        crate::tests::schema_valid(event);
+    }
+    let unknown = events
+        .iter()
+        .find(|e| e.event_type == subjects::BOOT_UNKNOWN)
+        .unwrap();
+    assert!(unknown.machine_id.is_none());
+    assert_eq!(f.state.events.dropped(), 0);
+}
+
+pub(crate) fn schema_valid(event: &metal_core::Envelope) {
+    test_harness::schemas::validate_event(event);
+}
+
+#[tokio::test]
+async fn ipxe_scripts_boot_the_armed_and_exit_for_the_rest() {
+    let f = fixture();
+    let (status, body) = get(&f.state, &format!("/v1/ipxe/{ARMED_HOST}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let script = String::from_utf8(body).unwrap();
+    let lines: Vec<&str> = script.lines().collect();
+    assert_eq!(lines[0], "#!ipxe");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("kernel http://images.example/G1/vmlinuz console=ttyS0 ")),
+        "{script}"
     );
     assert!(
-        spec.cmdline.contains("metal.bmc_mac=aa:bb:cc:00:00:01"),
-        "{spec:?}"
+        lines.contains(&"initrd http://images.example/G1/initrd.img"),
+        "{script}"
     );
+    assert_eq!(lines.last(), Some(&"boot"));
+    for uri in [
+        format!("/v1/ipxe/{IDLE_HOST}"),
+        format!("/v1/ipxe/{INSTALLED_HOST}"),
+        "/v1/ipxe/52-54-00-99-99-99".to_string(),
+        "/v1/ipxe/garbage".to_string(),
+    ] {
+        let (status, body) = get(&f.state, &uri).await;
+        let script = String::from_utf8(body).unwrap();
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert!(
+            script.starts_with("#!ipxe\n") && script.trim_end().ends_with("exit"),
+            "{uri}: {script}"
+        );
+        assert!(!script.contains("kernel"), "{uri}: {script}");
+    }
+    let (status, body) = get(&f.state, "/boot.ipxe").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "#!ipxe\nchain http://boot.test:8081/v1/ipxe/${net0/mac:hexhyp} || exit\n"
+    );
+}
+
+async fn post(
+    state: &AppState,
+    uri: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (StatusCode, String) {
+    let mut request = Request::post(uri);
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = router(state.clone())
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn phone_home_refuses_wrong_old_and_foreign_tokens() {
+    let f = fixture();
+    let armed = MachineId::from_bmc_mac(&fixtures::mac(ARMED_BMC));
+    let installed = MachineId::from_bmc_mac(&fixtures::mac(INSTALLED_BMC));
+    let good = key().token(armed, f.armed_provision.event_id);
+    let installed_old = key().token(installed, provision(22, INSTALLED_BMC, None).event_id);
+    let cases = [
+        (
+            format!("/v1/machines/{armed}/installed"),
+            None,
+            String::new(),
+            "no token",
+        ),
+        (
+            format!("/v1/machines/{armed}/installed"),
+            Some("0".repeat(32)),
+            String::new(),
+            "does not match",
+        ),
+        // The armed machine's token presented for another machine.
+        (
+            format!("/v1/machines/{installed}/installed"),
+            Some(good.clone()),
+            String::new(),
+            "not being provisioned",
+        ),
+        // An installed machine's own, old token: replayed.
+        (
+            format!("/v1/machines/{installed}/installed"),
+            Some(installed_old),
+            String::new(),
+            "not being provisioned",
+        ),
+        (
+            format!(
+                "/v1/machines/{}/installed",
+                MachineId(uuid::Uuid::from_u128(5))
+            ),
+            Some(good.clone()),
+            String::new(),
+            "no such machine",
+        ),
+        (
+            format!("/v1/machines/{armed}/failed"),
+            None,
+            r#"{"token": "nope"}"#.to_string(),
+            "does not match",
+        ),
+    ];
+    for (uri, bearer, body, why) in cases {
+        let (status, text) = post(&f.state, &uri, bearer.as_deref(), &body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} {why}: {text}");
+        assert!(text.contains(why), "{uri}: {text:?} lacks {why:?}");
+        assert!(!text.contains(&good), "a token never appears in an answer");
+    }
+    let (status, _) = post(
+        &f.state,
+        &format!("/v1/machines/{armed}/installed"),
+        None,
+        "{not json",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = post(
+        &f.state,
+        "/v1/machines/not-a-uuid/installed",
+        Some(&good),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let big = format!(r#"{{"token": "{}"}}"#, "x".repeat(64 * 1024));
+    let (status, _) = post(
+        &f.state,
+        &format!("/v1/machines/{armed}/installed"),
+        None,
+        &big,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Nothing changed: still armed.
+    assert_eq!(
+        get(&f.state, &format!("/v1/boot/{ARMED_HOST}")).await.0,
+        StatusCode::OK
+    );
+    // A good token without an event log to record it: 503, still armed.
+    let (status, _) = post(
+        &f.state,
+        &format!("/v1/machines/{armed}/installed"),
+        Some(&good),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn index_follows_batches_applied_after_start() {
+    let f = fixture();
+    let idle_bmc = "aa:bb:cc:00:00:02";
+    assert_eq!(
+        get(&f.state, &format!("/v1/boot/{IDLE_HOST}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let request = provision(30, idle_bmc, Some("G2"));
+    f.state
+        .live
+        .apply_batch(vec![
+            stored(30, &request),
+            stored(31, &assigned(&request, "G2")),
+        ])
+        .await
+        .unwrap();
+    let (status, body) = get(&f.state, &format!("/v1/boot/{IDLE_HOST}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let spec: BootSpec = serde_json::from_slice(&body).unwrap();
+    assert!(spec.kernel.contains("/G2/"));
+    let done = about_provisioning(
+        &request,
+        subjects::INSTALL_COMPLETED,
+        &InstallCompleted {
+            provision_id: request.event_id,
+            profile: "G2".to_string(),
+        },
+        5,
+    );
+    f.state
+        .live
+        .apply_batch(vec![stored(32, &done)])
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&f.state, &format!("/v1/boot/{IDLE_HOST}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let id = MachineId::from_bmc_mac(&fixtures::mac(idle_bmc));
+    assert_eq!(
+        f.state.index.machine(&id).unwrap().state,
+        MachineState::Installed
+    );
+}
+
+#[test]
+fn assign_by_name_by_selectors_or_says_why_not() {
+    let profiles = Profiles::parse(SHIPPED_PROFILES, Path::new("boot-profiles.toml")).unwrap();
+    let mut projection = Projection::open_in_memory().unwrap();
+    let mut messages = onboarding(
+        1,
+        ARMED_BMC,
+        inventory("DL360", "Intel(R) Xeon(R) Gold", &[ARMED_HOST]),
+    );
+    messages.extend(onboarding(
+        4,
+        "aa:bb:cc:00:00:07",
+        inventory("Altra", "Ampere Altra", &[IDLE_HOST]),
+    ));
+    messages.push(request(7, "aa:bb:cc:00:00:08").0);
+    projection.apply_batch(&messages).unwrap();
+    let detail = |mac: &str| projection.machine(mac).unwrap();
+    let ask = |profile: Option<&str>, power: bool| ProvisionRequested {
+        profile: profile.map(str::to_string),
+        power,
+        requested_by: None,
+    };
+    let intel = detail(ARMED_BMC);
+    let chosen = crate::provision::assign(&ask(None, true), intel.as_ref(), &profiles).unwrap();
+    assert_eq!(
+        (chosen.profile.as_str(), chosen.chosen_by.as_str()),
+        ("G1", "selectors")
+    );
+    assert!(chosen.power);
+    assert_eq!(chosen.redfish_url.as_deref(), Some("https://10.0.0.1"));
+    let named =
+        crate::provision::assign(&ask(Some("G2"), false), intel.as_ref(), &profiles).unwrap();
+    assert_eq!(
+        (named.profile.as_str(), named.chosen_by.as_str()),
+        ("G2", "operator")
+    );
+    let cases = [
+        (
+            ask(Some("G9"), false),
+            detail(ARMED_BMC),
+            "unknown profile \"G9\" (profiles: G1, G2)",
+        ),
+        (
+            ask(None, false),
+            detail("aa:bb:cc:00:00:07"),
+            "no profile matches this machine",
+        ),
+        (
+            ask(None, false),
+            detail("aa:bb:cc:00:00:08"),
+            "machine is requested, without an inventory",
+        ),
+        (ask(None, false), None, "no such machine"),
+    ];
+    for (request, machine, why) in cases {
+        let error = crate::provision::assign(&request, machine.as_ref(), &profiles).unwrap_err();
+        assert!(error.contains(why), "{error:?} lacks {why:?}");
+    }
+}
+
+#[tokio::test]
+async fn overdue_provisionings_fail_with_a_timeout_once_per_provisioning() {
+    let f = fixture();
+    let assigned_at = f.state.index.armed()[0].1.assigned_at;
+    let deadline = Duration::from_secs(600);
+    let early = crate::provision::overdue(
+        &f.state.index,
+        deadline,
+        assigned_at + time::Duration::seconds(599),
+    );
+    assert!(early.is_empty());
+    let late = crate::provision::overdue(
+        &f.state.index,
+        deadline,
+        assigned_at + time::Duration::seconds(600),
+    );
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].event_type, subjects::INSTALL_FAILED);
+    let again = crate::provision::overdue(
+        &f.state.index,
+        deadline,
+        assigned_at + time::Duration::seconds(900),
+    );
+    assert_eq!(
+        again[0].event_id, late[0].event_id,
+        "replicas and later sweeps send the same event id"
+    );
+    let data: metal_core::events::InstallFailed = late[0].data_as().unwrap();
     assert!(
-        spec.cmdline.contains(&format!("BOOTIF={INTEL_HOST}")),
-        "{spec:?}"
+        data.reason.contains("timeout") && data.reason.contains("600 s"),
+        "{}",
+        data.reason
     );
+    schema_valid(&late[0]);
 }
 
 #[tokio::test]
 async fn healthz_answers() {
-    let response = app(state())
-        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
-#[tokio::test]
-async fn scraped_after_start_becomes_bootable() {
-    let state = state();
-    let (again, envelope) = request(14, "aa:bb:cc:00:00:05");
-    let found = fixtures::located(&envelope, "10.0.0.5");
-    let scrape = fixtures::scraped(
-        &found,
-        inventory("DL385", "AMD EPYC", &["52:54:00:00:00:05"]),
-    );
-    assert_eq!(
-        check(&state, "/v1/boot/52:54:00:00:00:05").await.0,
-        StatusCode::NOT_FOUND
-    );
-    state
-        .live
-        .apply_batch(vec![again, stored(15, &found), stored(16, &scrape)])
-        .await
-        .unwrap();
-    let (status, spec) = check(&state, "/v1/boot/52:54:00:00:00:05").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(spec.unwrap().message.contains("G2"));
-}
-
-/// Parses profiles text; `Err` carries the error's message.
-fn parse(text: &str) -> Result<Profiles, String> {
-    Profiles::parse(text, Path::new("test-profiles.toml"))
-        .map_err(|e: ProfilesError| metal_core::error_chain(&e))
-}
-
-#[test]
-fn profile_file_errors_name_file_and_problem() {
-    let profile = |kernel: &str, cmdline: &str| {
-        format!("[[profile]]\nname = \"P\"\nkernel = \"{kernel}\"\ninitrd = []\ncmdline = \"{cmdline}\"\n")
-    };
-    let cases = [
-        (profile("http://h/k", "quiet {mac}"), None),
-        (profile("/k", ""), Some("not an absolute")),
-        (profile("file:///k", ""), Some("not an absolute")),
-        (profile("http:///k", ""), Some("no host")),
-        (profile("http://h/k", "a {{ .X }}"), Some("braces")),
-        (profile("http://h/k", "a {unknown}"), Some("braces")),
-        (profile("http://h/k", "a } b"), Some("braces")),
-        (profile("http://h/k", "a\\nb"), Some("newline")),
-        ("".to_string(), Some("no [[profile]]")),
-        (
-            "[[profile]]\nname = \"P\"\n".to_string(),
-            Some("not valid TOML"),
-        ),
-        (
-            format!(
-                "{}\n[profile.match]\ncpu_vendor = \"arm\"\n",
-                profile("http://h/k", "")
-            ),
-            Some("not valid TOML"),
-        ),
-        (
-            format!("{}\nbogus = 1\n", profile("http://h/k", "")),
-            Some("not valid TOML"),
-        ),
-        (
-            format!("{}{}", profile("http://h/k", ""), profile("http://h/k", "")),
-            Some("defined twice"),
-        ),
-    ];
-    for (text, expected) in cases {
-        match (parse(&text), expected) {
-            (Ok(_), None) => {}
-            (Err(message), Some(fragment)) => {
-                assert!(message.contains("test-profiles.toml"), "{message}");
-                assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
-            }
-            (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
-        }
-    }
-    let missing = Profiles::load(Path::new("/nonexistent/boot-profiles.toml")).unwrap_err();
-    assert!(metal_core::error_chain(&missing).contains("/nonexistent/boot-profiles.toml"));
-}
-
-#[test]
-fn first_match_wins_and_all_conditions_hold() {
-    let text = r#"
-        [[profile]]
-        name = "big-intel"
-        kernel = "https://h/big"
-        [profile.match]
-        cpu_vendor = "intel"
-        system_model_contains = "dl360"
-        min_memory_mib = 65536
-        min_cpus = 2
-        min_host_nics = 1
-        min_drives = 1
-
-        [[profile]]
-        name = "any"
-        kernel = "https://h/any"
-    "#;
-    let profiles = parse(text).unwrap();
-    let mut projection = Projection::open_in_memory().unwrap();
-    projection
-        .apply_batch(&onboarding(
-            1,
-            "aa:bb:cc:00:00:01",
-            inventory("DL360", "Xeon", &[INTEL_HOST]),
-        ))
-        .unwrap();
-    let mut facts = projection
-        .boot_lookup(&fixtures::mac(INTEL_HOST))
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        profiles.choose(&facts).map(|p| p.name.as_str()),
-        Some("big-intel")
-    );
-    facts.memory_mib = 1024;
-    assert_eq!(
-        profiles.choose(&facts).map(|p| p.name.as_str()),
-        Some("any")
-    );
+    let f = fixture();
+    assert_eq!(get(&f.state, "/healthz").await.0, StatusCode::OK);
 }

@@ -75,7 +75,7 @@ fn from_projection(error: ProjectionError) -> QueryError {
     }
 }
 
-/// Answers one of the read-only queries (machines, machine, history, status).
+/// Answers one of the read-only queries (machines, machine, history, status, unknown).
 pub fn answer(
     projection: &Projection,
     subject: &str,
@@ -84,6 +84,8 @@ pub fn answer(
     match subject {
         subjects::QUERY_MACHINES => json(&projection.machines().map_err(from_projection)?),
         subjects::QUERY_STATUS => json(&projection.status().map_err(from_projection)?),
+        // MACs that asked boot-api to netboot and that no machine has as a host NIC.
+        subjects::QUERY_UNKNOWN => json(&projection.unknown_macs().map_err(from_projection)?),
         subjects::QUERY_MACHINE => {
             let reference = machine_ref(payload)?;
             match projection.machine(&reference).map_err(from_projection)? {

@@ -35,6 +35,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("export", subjects::QUERY_EXPORT),
     ("replay", subjects::QUERY_REPLAY),
     ("status", subjects::QUERY_STATUS),
+    ("unknown", subjects::QUERY_UNKNOWN),
 ];
 
 /// Serves the query service until `stop` resolves.

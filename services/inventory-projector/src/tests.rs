@@ -1,8 +1,9 @@
 //! Query answers against an in-memory projection, through one `check` helper.
 
-use metal_core::query::{History, MachineDetail, MachineList, Status};
-use metal_core::subjects;
-use metal_projection::fixtures::{inventory, onboarding};
+use metal_core::events::{BootPath, BootUnknown};
+use metal_core::query::{History, MachineDetail, MachineList, Status, UnknownMacs};
+use metal_core::{subjects, Envelope};
+use metal_projection::fixtures::{at, inventory, mac, onboarding, stored};
 use metal_projection::Projection;
 
 use crate::answer::{answer, machine_ref};
@@ -83,6 +84,54 @@ fn queries() {
     );
     assert_eq!(check(subjects::QUERY_MACHINE, ""), Err(400));
     assert_eq!(check(subjects::QUERY_EXPORT, ""), Err(400));
+}
+
+/// boot-api's record of a netboot request from a MAC no machine has.
+fn boot_unknown(sequence: u64, text: &str) -> Envelope {
+    let id = metal_core::ids::derived_event_id(metal_core::ids::METAL_NAMESPACE, text);
+    Envelope {
+        event_id: id,
+        event_type: subjects::BOOT_UNKNOWN.to_string(),
+        machine_id: None,
+        bmc_mac: None,
+        time: at(sequence as i64),
+        correlation_id: id,
+        causation_id: None,
+        data: serde_json::to_value(BootUnknown {
+            mac: mac(text),
+            path: BootPath::Pixiecore,
+            reason: "no machine has this MAC".to_string(),
+        })
+        .unwrap(),
+    }
+}
+
+#[test]
+fn unknown_macs_are_those_no_machine_has() {
+    let mut projection = projection();
+    assert_eq!(
+        serde_json::from_slice::<UnknownMacs>(
+            &answer(&projection, subjects::QUERY_UNKNOWN, b"{}").unwrap()
+        )
+        .unwrap()
+        .macs,
+        Vec::new()
+    );
+    // One stranger; and the machine's own host NIC, which asked before it was onboarded.
+    projection
+        .apply(&stored(4, &boot_unknown(4, "02:00:00:00:00:99")))
+        .unwrap();
+    projection
+        .apply(&stored(5, &boot_unknown(5, HOST)))
+        .unwrap();
+    let reply: UnknownMacs =
+        serde_json::from_slice(&answer(&projection, subjects::QUERY_UNKNOWN, b"{}").unwrap())
+            .unwrap();
+    assert_eq!(reply.last_sequence, 5);
+    let macs: Vec<String> = reply.macs.iter().map(|m| m.mac.to_string()).collect();
+    assert_eq!(macs, ["02:00:00:00:00:99"]);
+    assert_eq!(reply.macs[0].events, 1);
+    assert_eq!(reply.macs[0].last_reason, "no machine has this MAC");
 }
 
 #[test]

@@ -7,8 +7,15 @@
 //! - [`commands`]: one function per subcommand, returning the process exit code.
 //! - [`rescan`]: `rescan` (walk a machine again, say what changed) and `raw` (a scrape's
 //!   raw documents as a mockup folder).
+//! - [`provision`]: `tag`, `provision` and `power`: requests about one known machine,
+//!   published and followed by correlation id.
+//! - [`fleet`]: `unknown` (MACs that netbooted and that no machine has), `profiles check`
+//!   (validate a boot profiles file, dry-run it against the inventory) and
+//!   `inventory --ansible`.
 
 pub mod client;
 pub mod commands;
+pub mod fleet;
+pub mod provision;
 pub mod render;
 pub mod rescan;

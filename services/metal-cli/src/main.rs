@@ -2,12 +2,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use metal_cli::commands::{self, OnboardOptions};
+use metal_cli::provision::{self, PowerOptions, ProvisionOptions, TagOptions};
+use metal_core::events::PowerAction;
 
-/// metal-cli: onboard bare-metal servers by their BMC's MAC address and look at the
-/// inventory. Talks to NATS only: requests go on the MACHINES stream, queries to the
-/// inventory-projector's query service and the locator's locate service.
+/// metal-cli: onboard bare-metal servers by their BMC's MAC address, look at the inventory,
+/// tag machines and provision them. Talks to NATS only: requests go on the MACHINES stream,
+/// queries to the inventory-projector's query service and the locator's locate service.
 #[derive(Parser, Debug)]
 #[command(version, propagate_version = true)]
 struct Cli {
@@ -116,6 +118,158 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Set or remove operator tags on a known machine; boot profiles can select on them.
+    ///
+    /// The machine is named by its BMC MAC or a host NIC MAC. Boot profiles select on tags: `[profile.match] tags = { role = "storage" }`. Keys are 1 to
+    /// 64 letters, digits, '-', '_', '.' or '/'; values one line of at most 256 characters.
+    /// Prints the machine's tags once the inventory shows the change.
+    #[command(
+        after_help = "Examples:\n  metal-cli tag aa:bb:cc:dd:ee:ff role=storage rack=r12\n  metal-cli tag aa:bb:cc:dd:ee:ff --remove rack"
+    )]
+    Tag {
+        /// The machine's BMC MAC (or one of its host NIC MACs).
+        mac: String,
+        /// Tags to set; a tag that exists gets the new value.
+        #[arg(value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Remove this tag; repeat for several.
+        #[arg(long, value_name = "KEY")]
+        remove: Vec<String>,
+        /// Print JSON (the machine and its tags) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting for the inventory to show the change after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Who asked, recorded in the event.
+        #[arg(long, env = "USER")]
+        requested_by: Option<String>,
+    },
+    /// Arm an inventoried machine to netboot and install a boot profile, and PXE-boot it.
+    ///
+    /// The machine is named by its BMC MAC or a host NIC MAC. boot-api assigns the profile of the boot profiles file whose [profile.match] fits the
+    /// machine's hardware and tags (or the one --profile names); then redfish-scraper tells
+    /// the BMC to boot from the network once and resets the machine. Pixiecore then gets the
+    /// profile from boot-api, and the installed system phones home. Prints each step.
+    /// Exit 0 once armed and reset (with --no-power: once armed); 1 if boot-api refused
+    /// (unknown profile, no profile fits) or the BMC did; nothing is published for a machine
+    /// that has no inventory.
+    Provision {
+        /// The machine's BMC MAC (or one of its host NIC MACs).
+        mac: String,
+        /// Arm with this profile instead of the one the selectors choose
+        /// (`metal-cli profiles check` shows which that would be).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// Do not touch the BMC: only arm boot-api. Someone powers the machine on or
+        /// PXE-boots it (or `metal-cli power <MAC> cycle`).
+        #[arg(long)]
+        no_power: bool,
+        /// Print JSON lines (the request, each event, the final machine) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting after this many seconds (each BMC step takes up to
+        /// scrape_deadline_secs, 120 by default, per attempt).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Who asked, recorded in the request.
+        #[arg(long, env = "USER")]
+        requested_by: Option<String>,
+    },
+    /// Power a known machine on or off, power-cycle it, or read its power state.
+    ///
+    /// The machine is named by its BMC MAC or a host NIC MAC; redfish-scraper talks to its
+    /// BMC's Redfish API. Exit 0 once the BMC did it; 1 with the BMC's reason otherwise.
+    Power {
+        /// The machine's BMC MAC (or one of its host NIC MACs).
+        mac: String,
+        #[arg(value_enum)]
+        action: PowerArg,
+        /// Print JSON lines (the request and the answer) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Who asked, recorded in the request.
+        #[arg(long, env = "USER")]
+        requested_by: Option<String>,
+    },
+    /// List the MACs that asked boot-api to netboot and that no machine has.
+    ///
+    /// Hardware nobody onboarded, or a NIC its BMC does not report; each with when it was first and last
+    /// seen, how many boot windows it asked in, and why it is unknown.
+    Unknown {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boot profiles (the file boot-api assigns from).
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCommand,
+    },
+    /// Print the machines as an Ansible dynamic inventory (JSON).
+    ///
+    /// Hosts are named by machine id, in groups state_<state> and profile_<profile> (once provisioned), with metal_* host
+    /// variables (BMC MAC and IP, Redfish URL, state, profile, system model, manufacturer
+    /// and serial, CPU count and model, memory, host NIC MACs, drive count, tags).
+    #[command(
+        after_help = "As an inventory script, e.g. inventory/metal.sh:\n  #!/bin/sh\n  exec metal-cli inventory --ansible \"$@\"\nthen: ansible-inventory -i inventory/metal.sh --graph"
+    )]
+    Inventory {
+        /// Print the Ansible dynamic inventory JSON (the only format so far).
+        #[arg(long, required = true)]
+        ansible: bool,
+        /// All groups and hosts with their variables (what Ansible asks for; the default).
+        #[arg(long, conflicts_with = "host")]
+        list: bool,
+        /// Only this host's variables (`{}` for a host the inventory does not have).
+        #[arg(long, value_name = "MACHINE_ID")]
+        host: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfilesCommand {
+    /// Check a boot profiles file, and dry-run it: which profile each machine would take.
+    ///
+    /// The file (default: the config's boot_api.profiles, profiles/boot-profiles.toml) is
+    /// checked without NATS: exit 1 with the problem and its line when it
+    /// is not valid. Then, as a dry run, list each machine with an inventory and the profile
+    /// `metal-cli provision` would arm it with, or "no profile"; without NATS the file is
+    /// still checked (exit 0) and the dry run is skipped.
+    Check {
+        /// The profiles file.
+        file: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `metal-cli power` asks of the BMC.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum PowerArg {
+    /// Power on (nothing to do when it is on).
+    On,
+    /// Power off (nothing to do when it is off).
+    Off,
+    /// Restart (or power on when it is off).
+    Cycle,
+    /// Print the power state.
+    Status,
+}
+
+impl From<PowerArg> for PowerAction {
+    fn from(action: PowerArg) -> PowerAction {
+        match action {
+            PowerArg::On => PowerAction::On,
+            PowerArg::Off => PowerAction::Off,
+            PowerArg::Cycle => PowerAction::Cycle,
+            PowerArg::Status => PowerAction::Status,
+        }
+    }
 }
 
 #[tokio::main]
@@ -133,12 +287,41 @@ async fn main() -> ExitCode {
     let given_mac = match &cli.command {
         Command::Onboard { mac, .. } => Some(("onboard", mac)),
         Command::Locate { mac, .. } => Some(("locate", mac)),
+        Command::Tag { mac, .. } => Some(("tag", mac)),
+        Command::Provision { mac, .. } => Some(("provision", mac)),
+        Command::Power { mac, .. } => Some(("power", mac)),
         _ => None,
     };
     if let Some((verb, mac)) = given_mac {
         if let Err(code) = commands::device_mac(verb, mac) {
             return code;
         }
+    }
+    let problem = match &cli.command {
+        Command::Tag {
+            mac, tags, remove, ..
+        } => provision::tag_change(tags, remove)
+            .err()
+            .map(|problem| format!("cannot tag {mac}: {problem}")),
+        Command::Provision {
+            mac,
+            profile: Some(profile),
+            ..
+        } => provision::profile_name(profile)
+            .err()
+            .map(|problem| format!("cannot provision {mac}: {problem}")),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        eprintln!("metal-cli: {problem}");
+        return ExitCode::from(2);
+    }
+    // Checking a profiles file needs no NATS; its dry run connects if it can.
+    if let Command::Profiles {
+        command: ProfilesCommand::Check { file, json },
+    } = &cli.command
+    {
+        return metal_cli::fleet::profiles_check(&cli.common, file.as_deref(), *json).await;
     }
     let nats_url = match cli.common.load() {
         Ok(config) => config.nats_url,
@@ -204,6 +387,73 @@ async fn main() -> ExitCode {
             sequence,
             output,
         } => metal_cli::rescan::raw(&client, &machine, sequence, output.as_deref()).await,
+        Command::Tag {
+            mac,
+            tags,
+            remove,
+            json,
+            timeout,
+            requested_by,
+        } => {
+            provision::tag(
+                &client,
+                &mac,
+                &tags,
+                &remove,
+                TagOptions {
+                    json,
+                    timeout: Duration::from_secs(timeout),
+                    requested_by,
+                },
+            )
+            .await
+        }
+        Command::Provision {
+            mac,
+            profile,
+            no_power,
+            json,
+            timeout,
+            requested_by,
+        } => {
+            provision::provision(
+                &client,
+                &mac,
+                ProvisionOptions {
+                    profile,
+                    power: !no_power,
+                    json,
+                    timeout: Duration::from_secs(timeout),
+                    requested_by,
+                },
+            )
+            .await
+        }
+        Command::Power {
+            mac,
+            action,
+            json,
+            timeout,
+            requested_by,
+        } => {
+            provision::power(
+                &client,
+                &mac,
+                action.into(),
+                PowerOptions {
+                    json,
+                    timeout: Duration::from_secs(timeout),
+                    requested_by,
+                },
+            )
+            .await
+        }
+        Command::Unknown { json } => metal_cli::fleet::unknown(&client, json).await,
+        Command::Inventory { host, .. } => {
+            metal_cli::fleet::ansible(&client, host.as_deref()).await
+        }
+        // Answered before connecting.
+        Command::Profiles { .. } => Ok(ExitCode::SUCCESS),
     };
     let _ = client.flush().await;
     match result {

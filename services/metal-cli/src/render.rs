@@ -2,10 +2,17 @@
 
 use std::fmt::Write as _;
 
+use std::collections::BTreeMap;
+
+use metal_core::events::{PowerDone, PowerFailed, ProfileAssigned};
 use metal_core::inventory::InventorySummary;
 use metal_core::locate::{AnswerKind, LocateReply};
-use metal_core::query::{History, MachineDetail, MachineList, MachineRow, ReplayReport};
+use metal_core::query::{
+    History, MachineDetail, MachineList, MachineRow, Provisioning, ReplayReport, UnknownMacs,
+};
 use metal_core::{subjects, Envelope};
+
+use crate::fleet::ProfileCheck;
 
 /// Millisecond UTC times keep the timeline's columns aligned.
 const TIMELINE_TIME: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
@@ -164,9 +171,47 @@ fn summary_lines(out: &mut String, summary: &InventorySummary, row: &MachineRow)
     let _ = write!(out, "firmware   {} entries", summary.firmware_count);
 }
 
+/// Operator tags as `key=value` words, values quoted when they hold spaces or quotes.
+pub fn tags(tags: &BTreeMap<String, String>) -> String {
+    if tags.is_empty() {
+        return "-".to_string();
+    }
+    tags.iter()
+        .map(|(key, value)| {
+            let value = one_line(value);
+            if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == '"') {
+                format!("{}={value:?}", one_line(key))
+            } else {
+                format!("{}={value}", one_line(key))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `profile` line of `show`: which profile, since when, and from which request.
+pub fn provisioning(provisioning: Option<&Provisioning>) -> String {
+    match provisioning {
+        None => "-".to_string(),
+        Some(p) => format!(
+            "{} since {} (provisioning {}, kernel {})",
+            one_line(&p.profile),
+            timeline_time(p.assigned_at),
+            p.provision_id,
+            one_line(&p.kernel)
+        ),
+    }
+}
+
 pub fn machine_detail(detail: &MachineDetail) -> String {
     let mut out = String::new();
     header(&mut out, &detail.machine);
+    let _ = writeln!(out, "tags       {}", tags(&detail.tags));
+    let _ = writeln!(
+        out,
+        "profile    {}",
+        provisioning(detail.provisioning.as_ref())
+    );
     match &detail.summary {
         Some(summary) => summary_lines(&mut out, summary, &detail.machine),
         None => {
@@ -394,8 +439,222 @@ pub fn progress(event: &Envelope) -> String {
             text("reason")
         ),
         subjects::ONBOARD_REJECTED => format!("rejected   {}", text("reason")),
+        subjects::PROFILE_ASSIGNED => match event.data_as::<ProfileAssigned>() {
+            Ok(assigned) => profile_assigned(&assigned),
+            Err(_) => format!("assigned   profile {}", text("profile")),
+        },
+        subjects::PROVISION_FAILED => {
+            format!("failed     provisioning not started: {}", text("reason"))
+        }
+        subjects::POWER_DONE => match event.data_as::<PowerDone>() {
+            Ok(done) => power_done(&done),
+            Err(_) => format!("power      {}: {}", text("step"), text("detail")),
+        },
+        subjects::POWER_FAILED => match event.data_as::<PowerFailed>() {
+            Ok(failed) => power_failed(&failed),
+            Err(_) => format!("failed     BMC {}: {}", text("step"), text("reason")),
+        },
         other => other.to_string(),
     }
+}
+
+/// `machine.profile.assigned` in one line: the profile, who chose it, the kernel.
+pub fn profile_assigned(assigned: &ProfileAssigned) -> String {
+    let chosen_by = match assigned.chosen_by.as_str() {
+        "operator" => "named by the operator".to_string(),
+        "selectors" => "its hardware and tags match".to_string(),
+        other => format!("chosen by {}", one_line(other)),
+    };
+    format!(
+        "assigned   profile {} ({chosen_by}), kernel {}",
+        one_line(&assigned.profile),
+        one_line(&assigned.kernel)
+    )
+}
+
+/// `machine.power.done` in one line: the step, what was asked, where.
+pub fn power_done(done: &PowerDone) -> String {
+    use metal_core::events::PowerStep;
+    let before = done
+        .power_state
+        .as_deref()
+        .map(|state| format!(", power was {}", one_line(state)))
+        .unwrap_or_default();
+    let system = or_dash(Some(done.system.as_str())).to_string();
+    let detail = one_line(&done.detail);
+    match done.step {
+        PowerStep::BootOverride => {
+            format!("boot       next boot from the network ({detail}) on {system}{before}")
+        }
+        PowerStep::Reset => format!("reset      {detail} on {system}{before}"),
+        PowerStep::Status => format!("status     power {detail} ({system})"),
+    }
+}
+
+/// The answer to an operator's `metal-cli power`: the power state, or what the BMC was
+/// asked (or that nothing was needed).
+pub fn power_answer(mac: &metal_core::Mac, action: &str, done: &PowerDone) -> String {
+    use metal_core::events::PowerStep;
+    let detail = one_line(&done.detail);
+    match done.step {
+        PowerStep::Status => format!(
+            "{mac}: power {}",
+            one_line(done.power_state.as_deref().unwrap_or(&detail))
+        ),
+        _ => {
+            let before = done
+                .power_state
+                .as_deref()
+                .map(|state| format!(", power was {}", one_line(state)))
+                .unwrap_or_default();
+            format!(
+                "{mac}: power {action}: {detail} ({}{before})",
+                or_dash(Some(done.system.as_str()))
+            )
+        }
+    }
+}
+
+/// `machine.power.failed` in one line: the step, the system, the BMC's reason.
+pub fn power_failed(failed: &PowerFailed) -> String {
+    format!("failed     {}", power_failure(failed))
+}
+
+/// What a `machine.power.failed` says: `BMC <step> on <system>: <reason>`.
+pub fn power_failure(failed: &PowerFailed) -> String {
+    let system = failed
+        .system
+        .as_deref()
+        .map(|system| format!(" on {}", one_line(system)))
+        .unwrap_or_default();
+    format!(
+        "BMC {}{system}: {}",
+        failed.step.as_str(),
+        one_line(&failed.reason)
+    )
+}
+
+/// MACs that asked to netboot and that no machine has.
+pub fn unknown_macs(reply: &UnknownMacs) -> String {
+    if reply.macs.is_empty() {
+        return format!(
+            "no unknown MACs (projection at stream sequence {})",
+            reply.last_sequence
+        );
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<17}  {:<24}  {:<24}  {:>6}  REASON",
+        "MAC", "FIRST SEEN", "LAST SEEN", "EVENTS"
+    );
+    for mac in &reply.macs {
+        let _ = writeln!(
+            out,
+            "{:<17}  {:<24}  {:<24}  {:>6}  {}",
+            mac.mac.to_string(),
+            timeline_time(mac.first_seen),
+            timeline_time(mac.last_seen),
+            mac.events,
+            one_line(&mac.last_reason)
+        );
+    }
+    let _ = write!(
+        out,
+        "{} unknown MAC(s), projection at stream sequence {}",
+        reply.macs.len(),
+        reply.last_sequence
+    );
+    out
+}
+
+/// `profiles check`: the file's profiles and, when NATS answered, the dry run.
+pub fn profile_check(check: &ProfileCheck) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: valid, {} profile(s)",
+        check.file,
+        check.profiles.len()
+    );
+    for profile in &check.profiles {
+        let _ = writeln!(
+            out,
+            "  {:<16}  priority {:<4}  line {:<4}  {}",
+            profile.name, profile.priority, profile.line, profile.kernel
+        );
+    }
+    match (&check.dry_run, &check.dry_run_unavailable) {
+        (Some(dry_run), _) => {
+            let _ = writeln!(
+                out,
+                "dry run: the profile each machine would take now (nothing changes), inventory at stream sequence {}:",
+                dry_run.last_sequence
+            );
+            if dry_run.machines.is_empty() {
+                let _ = writeln!(out, "  no machine has an inventory yet");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {:<36}  {:<17}  {:<16}  {:<16}  {:<16}  FACTS",
+                    "MACHINE ID", "BMC MAC", "STATE", "WOULD TAKE", "ARMED WITH"
+                );
+            }
+            for machine in &dry_run.machines {
+                let _ = writeln!(
+                    out,
+                    "  {:<36}  {:<17}  {:<16}  {:<16}  {:<16}  {}",
+                    machine.machine_id.to_string(),
+                    machine.bmc_mac.to_string(),
+                    machine.state.as_str(),
+                    machine.would_take.as_deref().unwrap_or("no profile"),
+                    machine.current_profile.as_deref().unwrap_or("-"),
+                    facts(&machine.facts),
+                );
+            }
+            let _ = write!(
+                out,
+                "{} machine(s) with an inventory",
+                dry_run.machines.len()
+            );
+            if dry_run.without_inventory > 0 {
+                let _ = write!(out, "; {} without one not shown", dry_run.without_inventory);
+            }
+        }
+        (None, Some(why)) => {
+            let _ = write!(
+                out,
+                "the file is valid; the dry run (which profile each machine would take) needs NATS and the inventory-projector: {why}"
+            );
+        }
+        (None, None) => {}
+    }
+    out.trim_end().to_string()
+}
+
+/// What profile selectors look at, briefly.
+fn facts(facts: &metal_core::profiles::MachineFacts) -> String {
+    let vendor = match facts.cpu_vendor {
+        Some(metal_core::inventory::CpuVendor::Intel) => "intel",
+        Some(metal_core::inventory::CpuVendor::Amd) => "amd",
+        Some(metal_core::inventory::CpuVendor::Other) => "other",
+        None => "mixed/unknown",
+    };
+    let mut line = format!(
+        "{vendor}, {} CPU(s), {} cores, {}, {} host NIC(s), {} drive(s)",
+        facts.cpus,
+        facts.cores,
+        mib(facts.memory_mib),
+        facts.host_nics,
+        facts.drives
+    );
+    if facts.gpus > 0 {
+        let _ = write!(line, ", {} GPU(s)", facts.gpus);
+    }
+    if !facts.tags.is_empty() {
+        let _ = write!(line, ", tags {}", tags(&facts.tags));
+    }
+    line
 }
 
 /// What every locator source says about a MAC.
@@ -457,6 +716,16 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_quote_what_would_be_ambiguous() {
+        let mut map = BTreeMap::new();
+        assert_eq!(tags(&map), "-");
+        map.insert("role".to_string(), "storage".to_string());
+        map.insert("rack".to_string(), "row 4".to_string());
+        map.insert("empty".to_string(), String::new());
+        assert_eq!(tags(&map), r#"empty="" rack="row 4" role=storage"#);
+    }
 
     #[test]
     fn memory_units() {

@@ -24,6 +24,12 @@ fn help_lists_every_command() {
         "replay",
         "export",
         "locate",
+        "tag",
+        "provision",
+        "power",
+        "unknown",
+        "profiles",
+        "inventory",
         "--nats-url",
         "--config",
     ] {
@@ -33,6 +39,60 @@ fn help_lists_every_command() {
     let text = String::from_utf8(output.stdout).unwrap();
     for flag in ["--no-wait", "--json", "--timeout"] {
         assert!(text.contains(flag), "onboard --help lacks {flag}:\n{text}");
+    }
+    for (command, flags) in [
+        (&["tag"][..], &["KEY=VALUE", "--remove", "--json"][..]),
+        (
+            &["provision"],
+            &["--profile", "--no-power", "--timeout", "--json"],
+        ),
+        (&["power"], &["on", "off", "cycle", "status", "--json"]),
+        (&["unknown"], &["--json"]),
+        (&["profiles", "check"], &["[FILE]", "--json"]),
+        (&["inventory"], &["--ansible", "--list", "--host"]),
+    ] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let output = metal_cli(&args);
+        assert!(output.status.success(), "{args:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        for flag in flags {
+            assert!(text.contains(flag), "{args:?} lacks {flag}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn bad_input_to_the_new_commands_is_refused_before_touching_the_network() {
+    // Port 1 on loopback: nothing listens, so any other outcome than exit 2 with the
+    // reason would mean NATS was tried first.
+    let offline = ["--nats-url", "nats://127.0.0.1:1"];
+    for (args, said) in [
+        (
+            &["tag", "not-a-mac", "role=x"][..],
+            "cannot tag \"not-a-mac\"",
+        ),
+        (&["tag", "aa:bb:cc:dd:ee:01"], "at least one"),
+        (&["tag", "aa:bb:cc:dd:ee:01", "role"], "not KEY=VALUE"),
+        (&["tag", "aa:bb:cc:dd:ee:01", "bad key=x"], "tag key"),
+        (
+            &["tag", "aa:bb:cc:dd:ee:01", "role=x", "--remove", "role"],
+            "both set and removed",
+        ),
+        (&["provision", "01:00:5e:00:00:01"], "cannot provision"),
+        (
+            &["provision", "aa:bb:cc:dd:ee:01", "--profile", " "],
+            "--profile",
+        ),
+        (&["power", "aa:bb:cc:dd:ee", "status"], "cannot power"),
+        (&["power", "aa:bb:cc:dd:ee:01", "reboot"], "invalid value"),
+        (&["inventory"], "--ansible"),
+    ] {
+        let output = metal_cli(&[&offline[..], args].concat());
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let text = String::from_utf8(output.stderr).unwrap();
+        assert!(text.contains(said), "{args:?}: {text}");
+        assert!(!text.contains("cannot connect"), "{args:?}: {text}");
     }
 }
 

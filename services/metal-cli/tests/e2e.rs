@@ -147,6 +147,36 @@ async fn onboards_sushy_emulated_servers_and_boots_their_host_nics() {
         &[1_920_383_410_176],
     );
 
+    // Inventoried is not armed: boot-api knows both machines and still netboots neither.
+    system.boot_refused("52:54:00:aa:10:02", "not armed").await;
+    system
+        .boot_refused("52%3A54%3A00%3AAA%3A20%3A01", "not armed")
+        .await;
+
+    // Armed without touching the BMC; the selectors pick G1 for Intel, G2 for AMD.
+    for (bmc, profile) in [(intel_bmc, "G1"), (amd_bmc, "G2")] {
+        let output = system
+            .cli_async(&[
+                "provision",
+                &bmc.to_string(),
+                "--no-power",
+                "--timeout",
+                "60",
+            ])
+            .await;
+        assert!(
+            output.status.success(),
+            "metal-cli provision {bmc} --no-power failed: {}{}",
+            stdout(&output),
+            stderr(&output)
+        );
+        assert!(
+            stdout(&output).contains(&format!("profile {profile}")),
+            "{}",
+            stdout(&output)
+        );
+    }
+
     // Pixiecore asks with the host NIC: raw colons, percent-encoded, upper case.
     let spec = system.boot("52:54:00:aa:10:02", 200).await;
     assert!(spec["message"].as_str().unwrap().contains("G1"), "{spec}");
@@ -159,8 +189,12 @@ async fn onboards_sushy_emulated_servers_and_boots_their_host_nics() {
     let spec = system.boot("52%3A54%3A00%3AAA%3A20%3A01", 200).await;
     assert!(spec["message"].as_str().unwrap().contains("G2"), "{spec}");
     // The BMC's own MAC and an unknown MAC do not boot.
-    system.boot("02:4d:00:00:10:01", 404).await;
-    system.boot("02:00:00:00:00:99", 404).await;
+    system
+        .boot_refused("02:4d:00:00:10:01", "unknown MAC")
+        .await;
+    system
+        .boot_refused("02:00:00:00:00:99", "unknown MAC")
+        .await;
 
     // The sushy password never reached the log.
     let events = test_harness::stream::read_events(&system.client).await;

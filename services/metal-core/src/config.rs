@@ -343,6 +343,16 @@ pub struct BootApiConfig {
     pub database: PathBuf,
     /// The boot profiles file.
     pub profiles: PathBuf,
+    /// The URL machines reach boot-api at; the phone-home URL and the iPXE chain are
+    /// built from it.
+    pub public_url: String,
+    /// A provisioning that has not phoned home this long after arming fails.
+    pub install_deadline_secs: u64,
+    /// The environment variable holding the install-token key.
+    pub token_key_env: String,
+    /// One `machine.boot.*` event per MAC and outcome in this window, however often a
+    /// machine asks.
+    pub boot_event_window_secs: u64,
 }
 
 impl Default for BootApiConfig {
@@ -351,6 +361,10 @@ impl Default for BootApiConfig {
             listen: "127.0.0.1:8081".to_string(),
             database: PathBuf::from("var/boot-api.db"),
             profiles: PathBuf::from("profiles/boot-profiles.toml"),
+            public_url: "http://127.0.0.1:8081".to_string(),
+            install_deadline_secs: 3600,
+            token_key_env: "METAL_BOOT_TOKEN_KEY".to_string(),
+            boot_event_window_secs: 300,
         }
     }
 }

@@ -157,3 +157,201 @@ pub struct ScrapeFailed {
     pub reason: String,
     pub attempts: u32,
 }
+
+/// `machine.tags.changed`: operator tags set (`k=v`) or removed, for profile selectors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagsChanged {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+    pub requested_by: Option<String>,
+}
+
+/// `machine.provision.requested`: arm a machine to netboot and install its profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionRequested {
+    /// A profile by name; `None` lets the selectors choose.
+    pub profile: Option<String>,
+    /// Whether to tell the BMC to PXE-boot once and reset (`false`: someone powers it on).
+    pub power: bool,
+    pub requested_by: Option<String>,
+}
+
+/// `machine.provision.failed`: a provision request that armed nothing (unknown profile,
+/// no profile matches, machine not inventoried).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionFailed {
+    /// The `machine.provision.requested` event id.
+    pub provision_id: uuid::Uuid,
+    pub reason: String,
+}
+
+/// `machine.profile.assigned`: the machine is armed with this profile. It carries the whole
+/// profile as it was, so history and replay never depend on the profiles file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileAssigned {
+    /// The `machine.provision.requested` event id: the install token is derived from it.
+    pub provision_id: uuid::Uuid,
+    pub profile: String,
+    /// `operator` when named on the request, `selectors` when matched.
+    pub chosen_by: String,
+    pub kernel: String,
+    pub initrd: Vec<String>,
+    /// The cmdline template, placeholders unrendered (the token is never stored).
+    pub cmdline: String,
+    /// Whether redfish-scraper should set the PXE override and reset.
+    pub power: bool,
+    /// Where the BMC answers (from the machine's last inventory).
+    pub redfish_url: Option<String>,
+}
+
+/// What `machine.power.requested` asks of the BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    On,
+    Off,
+    Cycle,
+    Status,
+}
+
+impl PowerAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerAction::On => "on",
+            PowerAction::Off => "off",
+            PowerAction::Cycle => "cycle",
+            PowerAction::Status => "status",
+        }
+    }
+}
+
+/// `machine.power.requested`: an operator's power action (`metal-cli power`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerRequested {
+    pub action: PowerAction,
+    pub redfish_url: String,
+    pub requested_by: Option<String>,
+}
+
+/// One step of talking to the BMC's power and boot settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerStep {
+    /// The one-time PXE boot override (PATCH of the system's `Boot`).
+    BootOverride,
+    /// `ComputerSystem.Reset`.
+    Reset,
+    /// Reading `PowerState`.
+    Status,
+}
+
+impl PowerStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerStep::BootOverride => "boot_override",
+            PowerStep::Reset => "reset",
+            PowerStep::Status => "status",
+        }
+    }
+}
+
+/// `machine.power.done`: one step the BMC accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerDone {
+    pub step: PowerStep,
+    /// The provisioning this step belongs to, or `None` for an operator's power action.
+    pub provision_id: Option<uuid::Uuid>,
+    /// The system resource acted on (`/redfish/v1/Systems/1`).
+    pub system: String,
+    /// What was asked, in the BMC's words (`Pxe Once UEFI`, `ForceRestart`).
+    pub detail: String,
+    /// `PowerState` read before the step (`On`, `Off`), when the BMC said.
+    pub power_state: Option<String>,
+}
+
+/// `machine.power.failed`: a step the BMC refused or could not do, with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerFailed {
+    pub step: PowerStep,
+    pub provision_id: Option<uuid::Uuid>,
+    pub system: Option<String>,
+    pub reason: String,
+}
+
+/// How a boot request reached boot-api.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootPath {
+    /// `GET /v1/boot/{mac}`, Pixiecore's API mode.
+    Pixiecore,
+    /// `GET /v1/ipxe/{mac}`, chained from a site's own DHCP.
+    Ipxe,
+}
+
+/// `machine.boot.served`: an armed machine was answered with its profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootServed {
+    pub mac: Mac,
+    pub path: BootPath,
+    pub provision_id: uuid::Uuid,
+    pub profile: String,
+}
+
+/// `machine.boot.ignored`: a known machine that is not armed asked to netboot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootIgnored {
+    pub mac: Mac,
+    pub path: BootPath,
+    /// The machine's state at the time (`installed`, `inventoried`, ...).
+    pub state: String,
+}
+
+/// `machine.boot.unknown`: a MAC that no machine has asked to netboot (new hardware on the
+/// wire, or a MAC two machines share).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootUnknown {
+    pub mac: Mac,
+    pub path: BootPath,
+    /// Why it is unknown (`no machine has this MAC`, `MAC shared by 2 machines`).
+    pub reason: String,
+}
+
+/// `machine.install.completed`: the installed OS phoned home with the current token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallCompleted {
+    pub provision_id: uuid::Uuid,
+    pub profile: String,
+}
+
+/// `machine.install.failed`: the installer said it failed, or the deadline passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallFailed {
+    pub provision_id: uuid::Uuid,
+    pub profile: String,
+    pub reason: String,
+}
+
+/// `machine.install.rejected`: a phone-home with a wrong, old or replayed token. Nothing
+/// changed; the token itself is never recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRejected {
+    /// `installed` or `failed`: what the caller claimed.
+    pub outcome: String,
+    pub reason: String,
+    pub remote: Option<String>,
+}

@@ -15,6 +15,7 @@ use crate::subjects;
 /// The stream config, the very file `nats stream add --config` takes.
 pub const STREAM_CONFIG_JSON: &str = include_str!("../../../nats/stream-MACHINES.json");
 pub const LOCATOR_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/locator.json");
+pub const BOOT_API_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/boot-api.json");
 pub const SCRAPER_CONSUMER_JSON: &str =
     include_str!("../../../nats/consumers/redfish-scraper.json");
 pub const RAW_STORE_CONFIG_JSON: &str = include_str!("../../../nats/object-store-machine-raw.json");
@@ -68,6 +69,7 @@ pub fn stream_config() -> Result<stream::Config, JetStreamError> {
 pub enum DurableConsumer {
     Locator,
     RedfishScraper,
+    BootApi,
 }
 
 impl DurableConsumer {
@@ -77,6 +79,7 @@ impl DurableConsumer {
             DurableConsumer::RedfishScraper => {
                 ("consumers/redfish-scraper.json", SCRAPER_CONSUMER_JSON)
             }
+            DurableConsumer::BootApi => ("consumers/boot-api.json", BOOT_API_CONSUMER_JSON),
         };
         serde_json::from_str(text).map_err(|source| JetStreamError::Config { file, source })
     }

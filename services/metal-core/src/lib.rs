@@ -12,6 +12,7 @@
 //! - [`responder`]: the consumer loop shared by locator and redfish-scraper.
 //! - [`config`]: the one TOML config file of every binary, with env overrides.
 //! - [`service`]: the flags, config loading and logging every service binary shares.
+//! - [`profiles`]: boot profiles: selectors over inventory and tags, priority, cmdline templates.
 //! - [`query`]: request and reply types of the inventory query service.
 //! - [`locate`]: request and reply of the locator's `metal.locator.locate` service.
 //!
@@ -27,6 +28,7 @@ pub mod inventory;
 pub mod jetstream;
 pub mod locate;
 pub mod mac;
+pub mod profiles;
 pub mod query;
 pub mod raw;
 pub mod responder;

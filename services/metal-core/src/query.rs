@@ -38,9 +38,32 @@ pub enum MachineState {
     Inventoried,
     LocateFailed,
     ScrapeFailed,
+    /// Armed with a profile: boot-api answers its NICs.
+    Provisioning,
+    /// Armed, and boot-api has served it its profile at least once.
+    Booting,
+    /// Phoned home: disarmed until provisioned again.
+    Installed,
+    /// The installer reported failure or missed the deadline: disarmed.
+    InstallFailed,
+    /// The BMC refused the boot override or the reset: disarmed.
+    ProvisionFailed,
 }
 
 impl MachineState {
+    pub const ALL: [MachineState; 10] = [
+        MachineState::Requested,
+        MachineState::Located,
+        MachineState::Inventoried,
+        MachineState::LocateFailed,
+        MachineState::ScrapeFailed,
+        MachineState::Provisioning,
+        MachineState::Booting,
+        MachineState::Installed,
+        MachineState::InstallFailed,
+        MachineState::ProvisionFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MachineState::Requested => "requested",
@@ -48,25 +71,41 @@ impl MachineState {
             MachineState::Inventoried => "inventoried",
             MachineState::LocateFailed => "locate_failed",
             MachineState::ScrapeFailed => "scrape_failed",
+            MachineState::Provisioning => "provisioning",
+            MachineState::Booting => "booting",
+            MachineState::Installed => "installed",
+            MachineState::InstallFailed => "install_failed",
+            MachineState::ProvisionFailed => "provision_failed",
         }
     }
 
     pub fn parse(text: &str) -> Option<MachineState> {
-        [
-            MachineState::Requested,
-            MachineState::Located,
-            MachineState::Inventoried,
-            MachineState::LocateFailed,
-            MachineState::ScrapeFailed,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        MachineState::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     pub fn is_failed(self) -> bool {
         matches!(
             self,
-            MachineState::LocateFailed | MachineState::ScrapeFailed
+            MachineState::LocateFailed
+                | MachineState::ScrapeFailed
+                | MachineState::InstallFailed
+                | MachineState::ProvisionFailed
+        )
+    }
+
+    /// Whether boot-api netboots the machine.
+    pub fn is_armed(self) -> bool {
+        matches!(self, MachineState::Provisioning | MachineState::Booting)
+    }
+
+    /// Whether the machine has an inventory it can be provisioned from.
+    pub fn has_inventory(self) -> bool {
+        !matches!(
+            self,
+            MachineState::Requested
+                | MachineState::Located
+                | MachineState::LocateFailed
+                | MachineState::ScrapeFailed
         )
     }
 }
@@ -109,6 +148,12 @@ pub struct MachineDetail {
     /// The `machine.hardware.scraped` the inventory comes from.
     #[serde(default)]
     pub inventory_event: Option<crate::events::InventoryRef>,
+    /// Operator tags (`metal-cli tag`).
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// The current or last provisioning.
+    #[serde(default)]
+    pub provisioning: Option<Provisioning>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +188,40 @@ pub struct ReplayReport {
     pub new_digest: String,
     pub identical: bool,
     pub seconds: f64,
+}
+
+/// The machine's provisioning, when it has been provisioned: from `machine.profile.assigned`
+/// and what followed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provisioning {
+    pub provision_id: Uuid,
+    pub profile: String,
+    pub kernel: String,
+    pub initrd: Vec<String>,
+    /// The cmdline template (the token is rendered only when boot-api answers).
+    pub cmdline: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub assigned_at: OffsetDateTime,
+}
+
+/// One MAC that asked to netboot and that no machine has, from `machine.boot.unknown`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownMac {
+    pub mac: Mac,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// How many `machine.boot.unknown` events (one per boot window).
+    pub events: u64,
+    pub last_reason: String,
+}
+
+/// Reply of `metal.inventory.unknown`: MACs that netbooted and that no machine has now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownMacs {
+    pub macs: Vec<UnknownMac>,
+    pub last_sequence: u64,
 }
 
 /// Reply of `metal.inventory.status`.

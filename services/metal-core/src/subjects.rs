@@ -12,6 +12,19 @@ pub const HARDWARE_SCRAPED: &str = "machine.hardware.scraped";
 pub const SCRAPE_FAILED: &str = "machine.scrape.failed";
 pub const RESCAN_REQUESTED: &str = "machine.rescan.requested";
 pub const HARDWARE_CHANGED: &str = "machine.hardware.changed";
+pub const TAGS_CHANGED: &str = "machine.tags.changed";
+pub const PROVISION_REQUESTED: &str = "machine.provision.requested";
+pub const PROVISION_FAILED: &str = "machine.provision.failed";
+pub const PROFILE_ASSIGNED: &str = "machine.profile.assigned";
+pub const POWER_REQUESTED: &str = "machine.power.requested";
+pub const POWER_DONE: &str = "machine.power.done";
+pub const POWER_FAILED: &str = "machine.power.failed";
+pub const BOOT_SERVED: &str = "machine.boot.served";
+pub const BOOT_IGNORED: &str = "machine.boot.ignored";
+pub const BOOT_UNKNOWN: &str = "machine.boot.unknown";
+pub const INSTALL_COMPLETED: &str = "machine.install.completed";
+pub const INSTALL_FAILED: &str = "machine.install.failed";
+pub const INSTALL_REJECTED: &str = "machine.install.rejected";
 
 /// The JetStream object store bucket of raw scrape bundles.
 pub const RAW_BUCKET: &str = "machine-raw";
@@ -26,6 +39,19 @@ pub const EVENT_SUBJECTS: &[&str] = &[
     SCRAPE_FAILED,
     RESCAN_REQUESTED,
     HARDWARE_CHANGED,
+    TAGS_CHANGED,
+    PROVISION_REQUESTED,
+    PROVISION_FAILED,
+    PROFILE_ASSIGNED,
+    POWER_REQUESTED,
+    POWER_DONE,
+    POWER_FAILED,
+    BOOT_SERVED,
+    BOOT_IGNORED,
+    BOOT_UNKNOWN,
+    INSTALL_COMPLETED,
+    INSTALL_FAILED,
+    INSTALL_REJECTED,
 ];
 
 /// The inventory query service (NATS micro). Deliberately outside `machine.>`, so
@@ -38,6 +64,7 @@ pub const QUERY_HISTORY: &str = "metal.inventory.history";
 pub const QUERY_EXPORT: &str = "metal.inventory.export";
 pub const QUERY_REPLAY: &str = "metal.inventory.replay";
 pub const QUERY_STATUS: &str = "metal.inventory.status";
+pub const QUERY_UNKNOWN: &str = "metal.inventory.unknown";
 
 /// The locator's own service (NATS micro): what every source says about a MAC right
 /// now, onboarding nothing. Outside `machine.>` for the same reason.

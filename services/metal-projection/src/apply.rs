@@ -6,7 +6,7 @@
 
 use metal_core::events::{
     BmcLocated, HardwareChanged, HardwareScraped, LocateFailed, OnboardRejected, OnboardRequested,
-    RescanRequested, ScrapeFailed, ScrapeFailureKind,
+    PowerRequested, RescanRequested, ScrapeFailed, ScrapeFailureKind,
 };
 use metal_core::ids::raw_request_event_id;
 use metal_core::inventory::{CpuVendor, Inventory, InventorySummary};
@@ -18,6 +18,9 @@ use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use crate::{schema, sql, Projection, ProjectionError};
+
+mod provisioning;
+pub use provisioning::StoredBootSpec;
 
 /// What applying one stream message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +181,65 @@ fn apply_event(
         },
         subjects::HARDWARE_CHANGED => match envelope.data_as::<HardwareChanged>() {
             Ok(data) => Effect::recorded(hardware_changed_line(&data)),
+            Err(error) => bad_data(&error),
+        },
+        subjects::TAGS_CHANGED => match envelope.data_as() {
+            Ok(data) => provisioning::on_tags_changed(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::PROVISION_REQUESTED => match envelope.data_as() {
+            Ok(data) => provisioning::on_provision_requested(&data),
+            Err(error) => bad_data(&error),
+        },
+        subjects::PROVISION_FAILED => match envelope.data_as() {
+            Ok(data) => provisioning::on_provision_failed(&data),
+            Err(error) => bad_data(&error),
+        },
+        subjects::PROFILE_ASSIGNED => match envelope.data_as() {
+            Ok(data) => provisioning::on_profile_assigned(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::POWER_REQUESTED => match envelope.data_as::<PowerRequested>() {
+            Ok(data) => Effect::recorded(format!(
+                "power {} requested{}",
+                data.action.as_str(),
+                data.requested_by
+                    .as_deref()
+                    .map(|who| format!(" by {who}"))
+                    .unwrap_or_default()
+            )),
+            Err(error) => bad_data(&error),
+        },
+        subjects::POWER_DONE => match envelope.data_as() {
+            Ok(data) => provisioning::on_power_done(&data),
+            Err(error) => bad_data(&error),
+        },
+        subjects::POWER_FAILED => match envelope.data_as() {
+            Ok(data) => provisioning::on_power_failed(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::BOOT_SERVED => match envelope.data_as() {
+            Ok(data) => provisioning::on_boot_served(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::BOOT_IGNORED => match envelope.data_as() {
+            Ok(data) => provisioning::on_boot_ignored(&data),
+            Err(error) => bad_data(&error),
+        },
+        subjects::BOOT_UNKNOWN => match envelope.data_as() {
+            Ok(data) => provisioning::on_boot_unknown(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::INSTALL_COMPLETED => match envelope.data_as() {
+            Ok(data) => provisioning::on_install_completed(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::INSTALL_FAILED => match envelope.data_as() {
+            Ok(data) => provisioning::on_install_failed(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::INSTALL_REJECTED => match envelope.data_as() {
+            Ok(data) => provisioning::on_install_rejected(&data),
             Err(error) => bad_data(&error),
         },
         other => Effect::recorded(format!("{other}: no effect on the projection")),
@@ -483,9 +545,16 @@ fn on_scraped(
         Answers::Rescan => format!("rescan {line}"),
     };
     let id = machine_id.to_string();
+    // A rescan refreshes the inventory of a machine that may be armed or installed: its
+    // state stays. Onboarding's answer makes it inventoried.
+    let state = match answers {
+        Answers::Onboarding => Some("inventoried"),
+        Answers::Rescan => None,
+    };
     execute_cached(
         tx,
-        "UPDATE machines SET state = 'inventoried', state_reason = NULL, redfish_url = ?2,
+        "UPDATE machines SET state = COALESCE(?12, state),
+             state_reason = CASE WHEN ?12 IS NULL THEN state_reason END, redfish_url = ?2,
              updated_at = ?3, inventory = ?4, inventory_event_id = ?5, system_model = ?6,
              cpu_vendor = ?7, cpu_count = ?8, memory_mib = ?9, host_nic_count = ?10, drive_count = ?11
          WHERE machine_id = ?1",
@@ -501,6 +570,7 @@ fn on_scraped(
             memory_mib as i64,
             host_nic_count as i64,
             drive_count as i64,
+            state,
         ],
     )
     .map_err(sql("recording inventory"))?;

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use metal_core::events::{
-    BmcLocated, HardwareScraped, InventoryRef, LocateFailed, RescanRequested, ScrapeFailed,
-    ScrapeFailureKind,
+    BmcLocated, HardwareScraped, InventoryRef, LocateFailed, ProfileAssigned, ProvisionRequested,
+    RescanRequested, ScrapeFailed, ScrapeFailureKind,
 };
 use metal_core::inventory::{
     Drive, FirmwareItem, Inventory, ManagerInventory, MemoryModule, NetworkInterface, Processor,
@@ -230,5 +230,72 @@ pub fn rescan(sequence: u64, bmc_mac: &str, previous: Option<u64>) -> Envelope {
             requested_by: Some("test".to_string()),
         })
         .unwrap_or_default(),
+    }
+}
+
+/// `metal-cli provision` of the machine of `bmc_mac` at `sequence`: its event id is also its
+/// correlation id and the provisioning's id.
+pub fn provision(sequence: u64, bmc_mac: &str, profile: Option<&str>) -> Envelope {
+    let mac = mac(bmc_mac);
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("provision {bmc_mac} {sequence}").as_bytes(),
+    );
+    Envelope {
+        event_id: id,
+        event_type: subjects::PROVISION_REQUESTED.to_string(),
+        machine_id: Some(metal_core::MachineId::from_bmc_mac(&mac)),
+        bmc_mac: Some(mac),
+        time: at(sequence as i64),
+        correlation_id: id,
+        causation_id: None,
+        data: serde_json::to_value(ProvisionRequested {
+            profile: profile.map(str::to_string),
+            power: false,
+            requested_by: Some("test".to_string()),
+        })
+        .unwrap_or_default(),
+    }
+}
+
+/// boot-api's answer to `provision`: armed with `profile`, whose cmdline carries every
+/// placeholder.
+pub fn assigned(provision: &Envelope, profile: &str) -> Envelope {
+    answer(
+        provision,
+        subjects::PROFILE_ASSIGNED,
+        &ProfileAssigned {
+            provision_id: provision.event_id,
+            profile: profile.to_string(),
+            chosen_by: "selectors".to_string(),
+            kernel: format!("http://images.example/{profile}/vmlinuz"),
+            initrd: vec![format!("http://images.example/{profile}/initrd.img")],
+            cmdline: "console=ttyS0 id={machine_id} bmc={bmc_mac} BOOTIF={mac} p={profile} token={token} home={phone_home_url}".to_string(),
+            power: false,
+            redfish_url: Some("https://10.0.0.1".to_string()),
+        },
+    )
+}
+
+/// An event about the provisioning `provision` (boot served, install done), as boot-api
+/// or redfish-scraper send them: correlated with the provisioning.
+pub fn about_provisioning<D: Serialize>(
+    provision: &Envelope,
+    event_type: &str,
+    data: &D,
+    seconds_later: i64,
+) -> Envelope {
+    Envelope {
+        event_id: metal_core::ids::derived_event_id(
+            provision.event_id,
+            &format!("{event_type}/{seconds_later}"),
+        ),
+        event_type: event_type.to_string(),
+        machine_id: provision.machine_id,
+        bmc_mac: provision.bmc_mac,
+        time: provision.time + Duration::seconds(seconds_later),
+        correlation_id: provision.event_id,
+        causation_id: Some(provision.event_id),
+        data: serde_json::to_value(data).unwrap_or_default(),
     }
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use metal_core::jetstream::{follow_stream, JetStreamError, StoredMessage};
 use tokio::sync::{watch, OwnedMutexGuard};
 
-use crate::{Projection, ProjectionError};
+use crate::{Applied, Projection, ProjectionError};
 
 /// Most messages applied in one transaction when many are pending.
 pub const MAX_BATCH: usize = 512;
@@ -28,13 +28,27 @@ pub enum FollowError {
     Task(#[source] tokio::task::JoinError),
 }
 
+/// Called after each applied batch, under the projection's lock, with what each message
+/// did: boot-api keeps its in-memory boot index in step with the file this way.
+pub type BatchObserver = Arc<dyn Fn(&Projection, &[Applied]) + Send + Sync>;
+
 /// A projection shared between the follow loop and its readers. SQLite work runs on the
 /// blocking pool; `pause` holds the follow loop off (for replay's compare-and-swap).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LiveProjection {
     db: Arc<Mutex<Projection>>,
     gate: Arc<tokio::sync::Mutex<()>>,
     applied: Arc<watch::Sender<u64>>,
+    observer: Option<BatchObserver>,
+}
+
+impl std::fmt::Debug for LiveProjection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveProjection")
+            .field("applied", &*self.applied.borrow())
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl LiveProjection {
@@ -44,7 +58,14 @@ impl LiveProjection {
             db: Arc::new(Mutex::new(projection)),
             gate: Arc::new(tokio::sync::Mutex::new(())),
             applied: Arc::new(watch::channel(last).0),
+            observer: None,
         })
+    }
+
+    /// The same projection, with `observer` told of every batch applied from now on.
+    pub fn observed(mut self, observer: BatchObserver) -> LiveProjection {
+        self.observer = Some(observer);
+        self
     }
 
     /// Opens (or creates) the projection file off the async runtime.
@@ -97,9 +118,13 @@ impl LiveProjection {
     /// Applies a batch in one transaction, unless paused; returns the last applied sequence.
     pub async fn apply_batch(&self, batch: Vec<StoredMessage>) -> Result<u64, FollowError> {
         let _running = self.gate.lock().await;
+        let observer = self.observer.clone();
         let last = self
             .with(move |projection| {
-                projection.apply_batch(&batch)?;
+                let applied = projection.apply_batch(&batch)?;
+                if let Some(observer) = &observer {
+                    observer(projection, &applied);
+                }
                 projection.last_sequence()
             })
             .await?

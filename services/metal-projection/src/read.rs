@@ -3,7 +3,8 @@
 
 use metal_core::inventory::{CpuVendor, Inventory, InventorySummary};
 use metal_core::query::{
-    History, MachineDetail, MachineList, MachineRow, MachineState, Status, TimelineEntry,
+    History, MachineDetail, MachineList, MachineRow, MachineState, Provisioning, Status,
+    TimelineEntry, UnknownMac, UnknownMacs,
 };
 use metal_core::{Mac, MachineId};
 use rusqlite::{params, OptionalExtension, Row};
@@ -11,7 +12,20 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::apply::StoredBootSpec;
 use crate::{sql, Projection, ProjectionError};
+
+/// What boot-api keeps in memory per machine to answer boot requests without SQLite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootTarget {
+    pub machine_id: MachineId,
+    pub bmc_mac: Mac,
+    pub state: MachineState,
+    /// Host NIC MACs, current and permanent, sorted and without repeats.
+    pub macs: Vec<Mac>,
+    /// The current or last provisioning; boot-api serves it only while `state` is armed.
+    pub provisioning: Option<Provisioning>,
+}
 
 /// What boot-api needs to know about the machine a booting NIC belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +143,24 @@ fn parse_state(text: &str) -> Result<MachineState, ProjectionError> {
 fn parse_time(text: &str) -> Result<OffsetDateTime, ProjectionError> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|e| ProjectionError::Corrupt(format!("time {text:?}: {e}")))
+}
+
+fn parse_provisioning(
+    provision_id: &str,
+    profile: String,
+    spec: &str,
+    assigned_at: &str,
+) -> Result<Provisioning, ProjectionError> {
+    let spec: StoredBootSpec = serde_json::from_str(spec)
+        .map_err(|e| ProjectionError::Corrupt(format!("boot spec {spec:?}: {e}")))?;
+    Ok(Provisioning {
+        provision_id: parse_uuid(provision_id)?,
+        profile,
+        kernel: spec.kernel,
+        initrd: spec.initrd,
+        cmdline: spec.cmdline,
+        assigned_at: parse_time(assigned_at)?,
+    })
 }
 
 fn parse_vendor(text: &str) -> Option<CpuVendor> {
@@ -267,7 +299,167 @@ impl Projection {
             inventory,
             last_sequence: self.last_sequence()?,
             inventory_event,
+            tags: self.tags(machine_id)?,
+            provisioning: self.provisioning(machine_id)?,
         }))
+    }
+
+    /// The machine's operator tags.
+    pub fn tags(
+        &self,
+        machine_id: MachineId,
+    ) -> Result<std::collections::BTreeMap<String, String>, ProjectionError> {
+        self.conn
+            .prepare_cached("SELECT key, value FROM tags WHERE machine_id = ?1 ORDER BY key")
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![machine_id.to_string()], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect()
+            })
+            .map_err(sql("reading tags"))
+    }
+
+    /// The machine's current or last provisioning.
+    pub fn provisioning(
+        &self,
+        machine_id: MachineId,
+    ) -> Result<Option<Provisioning>, ProjectionError> {
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<Row> = self
+            .conn
+            .prepare_cached(
+                "SELECT provision_id, profile, boot_spec, provisioned_at FROM machines
+                 WHERE machine_id = ?1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![machine_id.to_string()], |row| row.try_into())
+                    .optional()
+            })
+            .map_err(sql("reading provisioning"))?;
+        match row {
+            Some((Some(id), Some(profile), Some(spec), Some(at))) => {
+                parse_provisioning(&id, profile, &spec, &at).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every machine with its host NIC MACs, state and provisioning (`only`: just these).
+    pub fn boot_targets(
+        &self,
+        only: Option<&[MachineId]>,
+    ) -> Result<Vec<BootTarget>, ProjectionError> {
+        type Row = (
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let columns =
+            "machine_id, bmc_mac, state, provision_id, profile, boot_spec, provisioned_at";
+        let rows: Vec<Row> = match only {
+            None => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {columns} FROM machines ORDER BY machine_id"
+                ))
+                .and_then(|mut statement| statement.query_map([], |row| row.try_into())?.collect()),
+            Some(ids) => {
+                let mut rows = Vec::with_capacity(ids.len());
+                let mut statement = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT {columns} FROM machines WHERE machine_id = ?1"
+                    ))
+                    .map_err(sql("reading boot targets"))?;
+                for id in ids {
+                    if let Some(row) = statement
+                        .query_row(params![id.to_string()], |row| row.try_into())
+                        .optional()
+                        .map_err(sql("reading boot targets"))?
+                    {
+                        rows.push(row);
+                    }
+                }
+                Ok(rows)
+            }
+        }
+        .map_err(sql("reading boot targets"))?;
+        let mut nics = self
+            .conn
+            .prepare_cached(
+                "SELECT mac, permanent_mac FROM nics WHERE machine_id = ?1 AND kind = 'host'",
+            )
+            .map_err(sql("reading boot NICs"))?;
+        let mut targets = Vec::with_capacity(rows.len());
+        for (machine_id, bmc_mac, state, provision_id, profile, spec, at) in rows {
+            let pairs: Vec<(Option<String>, Option<String>)> = nics
+                .query_map(params![machine_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(sql("reading boot NICs"))?;
+            let mut macs = Vec::with_capacity(pairs.len() * 2);
+            for text in pairs.into_iter().flat_map(|(a, b)| [a, b]).flatten() {
+                macs.push(parse_mac(&text)?);
+            }
+            macs.sort();
+            macs.dedup();
+            let provisioning = match (provision_id, profile, spec, at) {
+                (Some(id), Some(profile), Some(spec), Some(at)) => {
+                    Some(parse_provisioning(&id, profile, &spec, &at)?)
+                }
+                _ => None,
+            };
+            targets.push(BootTarget {
+                machine_id: parse_machine_id(&machine_id)?,
+                bmc_mac: parse_mac(&bmc_mac)?,
+                state: parse_state(&state)?,
+                macs,
+                provisioning,
+            });
+        }
+        Ok(targets)
+    }
+
+    /// MACs that asked to netboot unknown and that no machine has as a host NIC now.
+    pub fn unknown_macs(&self) -> Result<UnknownMacs, ProjectionError> {
+        type Row = (String, String, String, i64, String);
+        let rows: Vec<Row> = self
+            .conn
+            .prepare_cached(
+                "SELECT mac, first_seen, last_seen, events, last_reason FROM unknown_macs u
+                 WHERE NOT EXISTS (SELECT 1 FROM nics WHERE kind = 'host' AND mac = u.mac)
+                   AND NOT EXISTS (SELECT 1 FROM nics WHERE kind = 'host' AND permanent_mac = u.mac)
+                 ORDER BY last_seen DESC, mac",
+            )
+            .and_then(|mut statement| statement.query_map([], |row| row.try_into())?.collect())
+            .map_err(sql("reading unknown MACs"))?;
+        let macs = rows
+            .into_iter()
+            .map(|(mac, first, last, events, reason)| {
+                Ok(UnknownMac {
+                    mac: parse_mac(&mac)?,
+                    first_seen: parse_time(&first)?,
+                    last_seen: parse_time(&last)?,
+                    events: events.max(0) as u64,
+                    last_reason: reason,
+                })
+            })
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
+        Ok(UnknownMacs {
+            macs,
+            last_sequence: self.last_sequence()?,
+        })
     }
 
     /// The timeline of one machine, in stream order.

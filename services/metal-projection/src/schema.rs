@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::{sql, ProjectionError};
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Tables in export order, each with its primary-key ordering.
 pub const TABLES: &[(&str, &str)] = &[
@@ -17,6 +17,8 @@ pub const TABLES: &[(&str, &str)] = &[
     ("memory", "machine_id, system_id, module_id"),
     ("drives", "machine_id, system_id, path"),
     ("firmware", "machine_id, firmware_id"),
+    ("tags", "machine_id, key"),
+    ("unknown_macs", "mac"),
     ("events", "sequence"),
 ];
 
@@ -129,6 +131,30 @@ ALTER TABLE machines ADD COLUMN rescan_correlation_id TEXT;
 CREATE INDEX nics_by_permanent_mac ON nics (permanent_mac, kind);
 ";
 
+/// Version 3: provisioning (the current provisioning's id and its profile, carried whole
+/// from `machine.profile.assigned`), operator tags, and MACs that netbooted unknown.
+const SCHEMA_V3: &str = "
+ALTER TABLE machines ADD COLUMN provision_id TEXT;
+ALTER TABLE machines ADD COLUMN profile TEXT;
+ALTER TABLE machines ADD COLUMN boot_spec TEXT;
+ALTER TABLE machines ADD COLUMN provisioned_at TEXT;
+
+CREATE TABLE tags (
+    machine_id TEXT NOT NULL REFERENCES machines (machine_id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (machine_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE unknown_macs (
+    mac TEXT PRIMARY KEY,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    last_reason TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Brings the schema to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     let version: i64 = conn
@@ -151,6 +177,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     if version < 2 {
         tx.execute_batch(SCHEMA_V2)
             .map_err(sql("migrating schema to version 2"))?;
+    }
+    if version < 3 {
+        tx.execute_batch(SCHEMA_V3)
+            .map_err(sql("migrating schema to version 3"))?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(sql("setting schema version"))?;

@@ -34,7 +34,7 @@ type Expected = (&'static str, Option<MachineState>, Option<&'static str>);
 /// Applies `messages` one by one into one projection and as a single batch into another,
 /// checks both export the same bytes, and checks each BMC's machine state
 /// (`None`: no machine) and reason fragment.
-fn check(
+pub(crate) fn check(
     messages: &[StoredMessage],
     expected: &[(&str, Option<MachineState>, Option<&str>)],
 ) -> Projection {

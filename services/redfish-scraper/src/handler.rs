@@ -1,8 +1,10 @@
 //! The responder: `machine.bmc.located` or `machine.rescan.requested` in;
 //! `machine.hardware.scraped` (plus `machine.hardware.changed` when a rescan finds other
-//! hardware) or `machine.scrape.failed` out. [`plan`] and [`decide`] are pure (time is
-//! passed in); [`ScrapeHandler`] does the I/O between them: the scrape, storing the raw
-//! bundle, reading the previous inventory.
+//! hardware) or `machine.scrape.failed` out. `machine.profile.assigned` (with `power`) and
+//! `machine.power.requested` in; one `machine.power.done` or `machine.power.failed` per step
+//! out. [`plan`], [`decide`] and [`decide_power`] are pure (time is passed in);
+//! [`ScrapeHandler`] does the I/O between them: the scrape, storing the raw bundle, reading
+//! the previous inventory, the power steps.
 
 use std::time::Duration;
 
@@ -11,8 +13,9 @@ use async_nats::jetstream::stream::Stream;
 use metal_core::config::{BmcAccess, RedfishConfig};
 use metal_core::envelope::{Decoded, Envelope};
 use metal_core::events::{
-    BmcLocated, HardwareChanged, HardwareScraped, InventoryRef, RawBundleRef, RescanRequested,
-    ScrapeFailed, ScrapeFailureKind,
+    BmcLocated, HardwareChanged, HardwareScraped, InventoryRef, PowerDone, PowerFailed,
+    PowerRequested, PowerStep, ProfileAssigned, RawBundleRef, RescanRequested, ScrapeFailed,
+    ScrapeFailureKind,
 };
 use metal_core::inventory::diff::diff;
 use metal_core::inventory::Inventory;
@@ -22,8 +25,9 @@ use metal_core::{subjects, Mac};
 use time::OffsetDateTime;
 
 use crate::error::RedfishError;
-use crate::http::{HttpSettings, Scraper, Target};
-use crate::walk::Walked;
+use crate::http::{explain_missing_credentials, BmcClient, HttpSettings, Scraper, Target};
+use crate::power::{self, PowerIntent, ResetChoice};
+use crate::walk::{Walked, SERVICE_ROOT};
 
 /// What to do with one input, before any I/O.
 #[derive(Debug)]
@@ -44,6 +48,27 @@ pub enum Plan {
         /// For a rescan: the inventory to compare the new one with.
         previous: Option<InventoryRef>,
     },
+    /// Talk to the BMC's boot and power settings.
+    Power {
+        cause: Envelope,
+        redfish_url: String,
+        access: BmcAccess,
+        request: PowerRequest,
+    },
+    /// Answer at once with `machine.power.failed` at the request's first step.
+    PowerFail {
+        cause: Envelope,
+        request: PowerRequest,
+        reason: String,
+    },
+}
+
+/// What a power input asks for, and what the events answering it carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PowerRequest {
+    pub intent: PowerIntent,
+    /// The `ProfileAssigned.provision_id`; `None` for an operator's request.
+    pub provision_id: Option<uuid::Uuid>,
 }
 
 /// Reads the input and finds how to talk to the BMC.
@@ -78,6 +103,9 @@ pub fn plan(input: &Input, access_for: impl Fn(&Mac) -> BmcAccess) -> Plan {
                 )
             }
         },
+        subjects::PROFILE_ASSIGNED | subjects::POWER_REQUESTED => {
+            return plan_power(cause, access_for)
+        }
         _ => return Plan::Ignore,
     };
     let Some(bmc_mac) = cause.bmc_mac else {
@@ -93,6 +121,81 @@ pub fn plan(input: &Input, access_for: impl Fn(&Mac) -> BmcAccess) -> Plan {
         access: access_for(&bmc_mac),
         previous,
     }
+}
+
+/// [`plan`] for `machine.profile.assigned` and `machine.power.requested`. An assignment
+/// without `power` or without a Redfish URL (the `--no-power` path) is not ours.
+fn plan_power(cause: &Envelope, access_for: impl Fn(&Mac) -> BmcAccess) -> Plan {
+    let fail = |request, reason| Plan::PowerFail {
+        cause: cause.clone(),
+        request,
+        reason,
+    };
+    let (request, redfish_url) = if cause.event_type == subjects::PROFILE_ASSIGNED {
+        let assigned = match cause.data_as::<ProfileAssigned>() {
+            Ok(assigned) => assigned,
+            // Unreadable: answer only if it plainly asked for power, or a --no-power
+            // assignment would be reported as a power failure.
+            Err(error) if cause.data.get("power") == Some(&serde_json::Value::Bool(true)) => {
+                let request = PowerRequest {
+                    intent: PowerIntent::Provision,
+                    provision_id: None,
+                };
+                return fail(request, metal_core::error_chain(&error));
+            }
+            Err(error) => {
+                tracing::warn!(event_id = %cause.event_id, error = %metal_core::error_chain(&error), "unreadable profile assignment ignored");
+                return Plan::Ignore;
+            }
+        };
+        let request = PowerRequest {
+            intent: PowerIntent::Provision,
+            provision_id: Some(assigned.provision_id),
+        };
+        match assigned.redfish_url {
+            Some(url) if assigned.power => (request, url),
+            _ => return Plan::Ignore,
+        }
+    } else {
+        match cause.data_as::<PowerRequested>() {
+            Ok(requested) => (
+                PowerRequest {
+                    intent: PowerIntent::Operator(requested.action),
+                    provision_id: None,
+                },
+                requested.redfish_url,
+            ),
+            Err(error) => {
+                let request = PowerRequest {
+                    intent: PowerIntent::Operator(metal_core::events::PowerAction::Cycle),
+                    provision_id: None,
+                };
+                return fail(request, metal_core::error_chain(&error));
+            }
+        }
+    };
+    let Some(bmc_mac) = cause.bmc_mac else {
+        return fail(
+            request,
+            "event names no BMC MAC to look credentials up by".to_string(),
+        );
+    };
+    Plan::Power {
+        cause: cause.clone(),
+        redfish_url,
+        access: access_for(&bmc_mac),
+        request,
+    }
+}
+
+/// Power requests older than this are never acted on: a durable consumer created afresh
+/// reads the whole log, and resetting machines from history would be a disaster. Retries
+/// of a live request end long before.
+pub const MAX_POWER_REQUEST_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// Whether `cause` is too old to touch a BMC for (see [`MAX_POWER_REQUEST_AGE`]).
+pub fn power_request_is_stale(cause: &Envelope, now: OffsetDateTime) -> bool {
+    now - cause.time > MAX_POWER_REQUEST_AGE
 }
 
 /// A successful scrape, with what the handler stored and read around it.
@@ -188,6 +291,134 @@ pub fn failed(
 pub fn retry_delay(delivery_attempt: u64) -> Duration {
     let exponent = delivery_attempt.saturating_sub(1).min(4) as u32;
     Duration::from_secs(5 * 2u64.pow(exponent)).min(Duration::from_secs(60))
+}
+
+/// A step the BMC accepted (or that needed nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepDone {
+    /// What was asked (`Pxe Once UEFI`, `ForceRestart`, `already On`, `On`).
+    pub detail: String,
+    /// `PowerState` read before the step.
+    pub power_state: Option<String>,
+}
+
+/// What talking to the BMC about power came to: the steps that ended, in order, and the
+/// error that stopped the run, if one did.
+#[derive(Debug, Default)]
+pub struct PowerRun {
+    /// The system acted on, once known.
+    pub system: Option<String>,
+    /// Each finished step: done, or refused before anything was sent (with the reason).
+    /// A refused step is the last.
+    pub steps: Vec<(PowerStep, Result<StepDone, String>)>,
+    /// The error that stopped the run and the step it stopped at.
+    pub error: Option<(PowerStep, RedfishError)>,
+}
+
+/// Turns a power run into the outcome: one `machine.power.done` or `machine.power.failed`
+/// per step, in order, or a retry when a transient error stopped it before the last delivery
+/// (the whole run is repeated then, from reading the system again).
+pub fn decide_power(
+    input: &Input,
+    cause: &Envelope,
+    request: PowerRequest,
+    run: PowerRun,
+    now: OffsetDateTime,
+) -> Outcome {
+    if let Some((_, error)) = &run.error {
+        if error.is_transient() && !input.is_last_attempt() {
+            return Outcome::Retry {
+                reason: metal_core::error_chain(error),
+                delay: retry_delay(input.delivery_attempt),
+            };
+        }
+    }
+    let system = run.system;
+    let failures = run
+        .error
+        .map(|(step, error)| (step, Err(metal_core::error_chain(&error))));
+    let events = run
+        .steps
+        .into_iter()
+        .chain(failures)
+        .filter_map(|(step, result)| power_event(cause, request, step, system.clone(), result, now))
+        .collect();
+    Outcome::Publish(events)
+}
+
+/// `machine.power.failed` at the request's first step, when nothing could be tried.
+pub fn power_failed(
+    cause: &Envelope,
+    request: PowerRequest,
+    reason: String,
+    now: OffsetDateTime,
+) -> Outcome {
+    Outcome::Publish(
+        power_event(
+            cause,
+            request,
+            request.intent.first_step(),
+            None,
+            Err(reason),
+            now,
+        )
+        .into_iter()
+        .collect(),
+    )
+}
+
+/// The event of one step, its id derived from (input, outcome type, step), so each step of
+/// each input is stored once however often the input is delivered.
+fn power_event(
+    cause: &Envelope,
+    request: PowerRequest,
+    step: PowerStep,
+    system: Option<String>,
+    result: Result<StepDone, String>,
+    now: OffsetDateTime,
+) -> Option<Envelope> {
+    let provision_id = request.provision_id;
+    let (event_type, event) = match result {
+        Ok(done) => (
+            subjects::POWER_DONE,
+            answer(
+                cause,
+                subjects::POWER_DONE,
+                &PowerDone {
+                    step,
+                    provision_id,
+                    system: system.unwrap_or_default(),
+                    detail: done.detail,
+                    power_state: done.power_state,
+                },
+                now,
+            ),
+        ),
+        Err(reason) => (
+            subjects::POWER_FAILED,
+            answer(
+                cause,
+                subjects::POWER_FAILED,
+                &PowerFailed {
+                    step,
+                    provision_id,
+                    system,
+                    reason,
+                },
+                now,
+            ),
+        ),
+    };
+    event.map(|mut event| {
+        event.event_id = power_event_id(cause.event_id, event_type, step);
+        event
+    })
+}
+
+/// The id of the `event_type` (`machine.power.done` or `.failed`) answering `input_event_id`
+/// at `step`.
+pub fn power_event_id(input_event_id: uuid::Uuid, event_type: &str, step: PowerStep) -> uuid::Uuid {
+    metal_core::ids::derived_event_id(input_event_id, &format!("{event_type}/{}", step.as_str()))
 }
 
 fn answer<D: serde::Serialize>(
@@ -293,6 +524,189 @@ impl ScrapeHandler {
     }
 }
 
+impl ScrapeHandler {
+    /// Logs in, finds the system, takes the request's steps and logs out, within the scrape
+    /// deadline (the logout gets one request timeout of its own).
+    async fn power(&self, redfish_url: &str, access: &BmcAccess, intent: PowerIntent) -> PowerRun {
+        let (credentials, no_credentials_reason) = match &access.credentials {
+            Ok(credentials) => (Some(credentials), None),
+            Err(reason) => (None, Some(reason.as_str())),
+        };
+        let target = Target {
+            base_url: redfish_url,
+            credentials,
+            no_credentials_reason,
+            insecure_tls: access.insecure_tls,
+        };
+        let deadline = self.scraper.settings().scrape_deadline;
+        let deadline_error = || RedfishError::Deadline {
+            deadline_ms: deadline.as_millis(),
+        };
+        let started = tokio::time::Instant::now();
+        let mut run = PowerRun::default();
+        let client = match tokio::time::timeout(deadline, self.scraper.connect(target)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => {
+                run.error = Some((intent.first_step(), error));
+                return run;
+            }
+            Err(_) => {
+                run.error = Some((intent.first_step(), deadline_error()));
+                return run;
+            }
+        };
+        let mut at = intent.first_step();
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let steps = power_steps(&client, intent, &mut run, &mut at);
+        let result = match tokio::time::timeout(remaining, steps).await {
+            Ok(result) => result,
+            Err(_) => Err(deadline_error()),
+        };
+        client.logout().await;
+        if let Err(error) = result {
+            run.error = Some((at, explain_missing_credentials(error, target)));
+        }
+        run
+    }
+
+    async fn handle_power(
+        &self,
+        input: &Input,
+        cause: Envelope,
+        redfish_url: &str,
+        access: &BmcAccess,
+        request: PowerRequest,
+    ) -> Outcome {
+        tracing::info!(%redfish_url, attempt = input.delivery_attempt, intent = ?request.intent, "power request");
+        let run = self.power(redfish_url, access, request.intent).await;
+        for (step, result) in &run.steps {
+            match result {
+                Ok(done) => {
+                    tracing::info!(%redfish_url, system = ?run.system, step = step.as_str(), detail = %done.detail, "power step done")
+                }
+                Err(reason) => {
+                    tracing::warn!(%redfish_url, system = ?run.system, step = step.as_str(), %reason, "power step refused")
+                }
+            }
+        }
+        if let Some((step, error)) = &run.error {
+            tracing::warn!(
+                %redfish_url,
+                step = step.as_str(),
+                transient = error.is_transient(),
+                error = %metal_core::error_chain(error),
+                "power step failed"
+            );
+        }
+        decide_power(input, &cause, request, run, OffsetDateTime::now_utc())
+    }
+}
+
+/// The steps of `intent` against a logged-in client: find the system, then boot override
+/// and reset (or a status read), each decided by [`power`] from the system document. `at`
+/// is the step an error belongs to.
+async fn power_steps(
+    client: &BmcClient,
+    intent: PowerIntent,
+    run: &mut PowerRun,
+    at: &mut PowerStep,
+) -> Result<(), RedfishError> {
+    let root = client.get_json(SERVICE_ROOT).await?;
+    let systems_path = power::systems_path(root.as_ref());
+    let Some(systems) = client.get_json(&systems_path).await? else {
+        run.steps.push((
+            *at,
+            Err(format!(
+                "the BMC has no Systems collection at {systems_path}"
+            )),
+        ));
+        return Ok(());
+    };
+    let Some(system_path) = power::first_member(&systems).map(str::to_string) else {
+        run.steps.push((
+            *at,
+            Err(format!("the BMC lists no system in {systems_path}")),
+        ));
+        return Ok(());
+    };
+    run.system = Some(system_path.clone());
+    let Some(system) = client.get_json(&system_path).await? else {
+        run.steps
+            .push((*at, Err(format!("system {system_path} answers 404"))));
+        return Ok(());
+    };
+    let power_state = power::power_state(&system).map(str::to_string);
+    for &step in intent.steps() {
+        *at = step;
+        let outcome = match step {
+            PowerStep::BootOverride => match power::boot_override(&system) {
+                Ok(decided) => {
+                    client.patch_json(&system_path, &decided.patch).await?;
+                    Ok(decided.detail)
+                }
+                Err(reason) => Err(reason),
+            },
+            PowerStep::Reset => {
+                reset(
+                    client,
+                    intent,
+                    &system,
+                    &system_path,
+                    power_state.as_deref(),
+                )
+                .await?
+            }
+            PowerStep::Status => Ok(power_state.clone().unwrap_or_else(|| "unknown".to_string())),
+        };
+        let refused = outcome.is_err();
+        run.steps.push((
+            step,
+            outcome.map(|detail| StepDone {
+                detail,
+                power_state: power_state.clone(),
+            }),
+        ));
+        if refused {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The reset step: the allowed values (inline, else the ActionInfo), the choice, the POST.
+/// `Ok(Err(reason))`: refused before sending anything.
+async fn reset(
+    client: &BmcClient,
+    intent: PowerIntent,
+    system: &serde_json::Value,
+    system_path: &str,
+    power_state: Option<&str>,
+) -> Result<Result<String, String>, RedfishError> {
+    let Some(goal) = intent.goal() else {
+        return Ok(Err("nothing to reset for a status request".to_string()));
+    };
+    let action = power::reset_action(system, system_path);
+    let allowed = match (action.allowed, &action.action_info) {
+        (Some(allowed), _) => Some(allowed),
+        (None, Some(info)) => client
+            .get_json(info)
+            .await?
+            .as_ref()
+            .and_then(power::action_info_reset_types),
+        (None, None) => None,
+    };
+    match power::choose_reset(goal, power_state, allowed.as_deref()) {
+        Ok(ResetChoice::Already(detail)) => Ok(Ok(detail)),
+        Ok(ResetChoice::Send(reset_type)) => {
+            client
+                .post_json(&action.target, &power::reset_body(reset_type))
+                .await?;
+            Ok(Ok(reset_type.to_string()))
+        }
+        Err(reason) => Ok(Err(reason)),
+    }
+}
+
 async fn store_bundle(
     store: &ObjectStore,
     machine_id: &metal_core::MachineId,
@@ -361,32 +775,57 @@ async fn read_previous(
 
 impl Handler for ScrapeHandler {
     async fn handle(&self, input: Input) -> Outcome {
-        let (cause, redfish_url, access, previous) =
-            match plan(&input, |mac| self.config.access_for(mac)) {
-                Plan::Ignore => return Outcome::Publish(Vec::new()),
-                Plan::Fail {
-                    cause,
-                    redfish_url,
+        let (cause, redfish_url, access, previous) = match plan(&input, |mac| {
+            self.config.access_for(mac)
+        }) {
+            Plan::Ignore => return Outcome::Publish(Vec::new()),
+            Plan::PowerFail {
+                cause,
+                request,
+                reason,
+            } => {
+                tracing::warn!(event_id = %cause.event_id, %reason, "power request not attempted");
+                return power_failed(&cause, request, reason, OffsetDateTime::now_utc());
+            }
+            Plan::Power { cause, .. }
+                if power_request_is_stale(&cause, OffsetDateTime::now_utc()) =>
+            {
+                tracing::warn!(event_id = %cause.event_id, event_type = %cause.event_type, time = %cause.time, "power request too old to act on (a new consumer reading history?); acked without touching the BMC");
+                return Outcome::Publish(Vec::new());
+            }
+            Plan::Power {
+                cause,
+                redfish_url,
+                access,
+                request,
+            } => {
+                return self
+                    .handle_power(&input, cause, &redfish_url, &access, request)
+                    .await
+            }
+            Plan::Fail {
+                cause,
+                redfish_url,
+                kind,
+                reason,
+            } => {
+                tracing::warn!(%redfish_url, ?kind, %reason, "scrape not attempted");
+                return failed(
+                    &input,
+                    &cause,
+                    &redfish_url,
                     kind,
                     reason,
-                } => {
-                    tracing::warn!(%redfish_url, ?kind, %reason, "scrape not attempted");
-                    return failed(
-                        &input,
-                        &cause,
-                        &redfish_url,
-                        kind,
-                        reason,
-                        OffsetDateTime::now_utc(),
-                    );
-                }
-                Plan::Scrape {
-                    cause,
-                    redfish_url,
-                    access,
-                    previous,
-                } => (cause, redfish_url, access, previous),
-            };
+                    OffsetDateTime::now_utc(),
+                );
+            }
+            Plan::Scrape {
+                cause,
+                redfish_url,
+                access,
+                previous,
+            } => (cause, redfish_url, access, previous),
+        };
         tracing::info!(%redfish_url, attempt = input.delivery_attempt, rescan = cause.event_type == subjects::RESCAN_REQUESTED, "scraping BMC");
         let result = self.scrape(&cause, &redfish_url, &access, previous).await;
         match &result {
@@ -563,6 +1002,220 @@ mod tests {
         let data: ScrapeFailed = events[0].data_as().unwrap();
         assert_eq!(data.kind, ScrapeFailureKind::Auth);
         assert_eq!(events[0].causation_id, Some(cause.event_id));
+    }
+
+    fn power_input(event_type: &str, data: serde_json::Value, bmc_mac: Option<Mac>) -> Envelope {
+        let mut event = located(bmc_mac);
+        event.event_id = uuid::Uuid::from_u128(0x5eed);
+        event.event_type = event_type.to_string();
+        event.data = data;
+        event
+    }
+
+    fn assigned(power: bool, redfish_url: Option<&str>) -> serde_json::Value {
+        serde_json::to_value(ProfileAssigned {
+            provision_id: uuid::Uuid::from_u128(7),
+            profile: "G1".into(),
+            chosen_by: "operator".into(),
+            kernel: "http://boot/vmlinuz".into(),
+            initrd: vec!["http://boot/initrd".into()],
+            cmdline: "console=ttyS0".into(),
+            power,
+            redfish_url: redfish_url.map(str::to_string),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn power_plans() {
+        let plan_of = |event_type: &str, data, mac| {
+            plan(&input(power_input(event_type, data, mac), 1), creds)
+        };
+        match plan_of(
+            subjects::PROFILE_ASSIGNED,
+            assigned(true, Some("http://bmc")),
+            Some(mac()),
+        ) {
+            Plan::Power {
+                redfish_url,
+                request,
+                ..
+            } => {
+                assert_eq!(redfish_url, "http://bmc");
+                assert_eq!(request.intent, PowerIntent::Provision);
+                assert_eq!(request.provision_id, Some(uuid::Uuid::from_u128(7)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Requests from history (a fresh consumer) never touch a BMC.
+        let cause = power_input(
+            subjects::PROFILE_ASSIGNED,
+            assigned(true, Some("http://bmc")),
+            Some(mac()),
+        );
+        assert!(!power_request_is_stale(
+            &cause,
+            cause.time + MAX_POWER_REQUEST_AGE
+        ));
+        assert!(power_request_is_stale(
+            &cause,
+            cause.time + MAX_POWER_REQUEST_AGE + time::Duration::seconds(1)
+        ));
+        // --no-power, or nowhere to send it: not ours.
+        for data in [assigned(false, Some("http://bmc")), assigned(true, None)] {
+            assert!(matches!(
+                plan_of(subjects::PROFILE_ASSIGNED, data, Some(mac())),
+                Plan::Ignore
+            ));
+        }
+        let requested = |action: &str| serde_json::json!({"action": action, "redfish_url": "http://bmc", "requested_by": "ops"});
+        match plan_of(subjects::POWER_REQUESTED, requested("off"), Some(mac())) {
+            Plan::Power { request, .. } => {
+                assert_eq!(
+                    request.intent,
+                    PowerIntent::Operator(metal_core::events::PowerAction::Off)
+                );
+                assert_eq!(request.provision_id, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            plan_of(subjects::POWER_REQUESTED, requested("on"), None),
+            Plan::PowerFail { .. }
+        ));
+        assert!(matches!(
+            plan_of(subjects::POWER_REQUESTED, requested("explode"), Some(mac())),
+            Plan::PowerFail { .. }
+        ));
+        // Unreadable assignments are answered only when they plainly asked for power.
+        assert!(matches!(
+            plan_of(
+                subjects::PROFILE_ASSIGNED,
+                serde_json::json!({"power": true}),
+                Some(mac())
+            ),
+            Plan::PowerFail { .. }
+        ));
+        assert!(matches!(
+            plan_of(
+                subjects::PROFILE_ASSIGNED,
+                serde_json::json!({"power": false}),
+                Some(mac())
+            ),
+            Plan::Ignore
+        ));
+    }
+
+    #[test]
+    fn power_decisions() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let cause = power_input(
+            subjects::PROFILE_ASSIGNED,
+            assigned(true, Some("http://bmc")),
+            Some(mac()),
+        );
+        let request = PowerRequest {
+            intent: PowerIntent::Provision,
+            provision_id: Some(uuid::Uuid::from_u128(7)),
+        };
+        let done = |detail: &str| {
+            Ok(StepDone {
+                detail: detail.into(),
+                power_state: Some("On".into()),
+            })
+        };
+        let timeout = || RedfishError::Timeout { url: "u".into() };
+        let run = |steps: Vec<(PowerStep, Result<StepDone, String>)>, error| PowerRun {
+            system: Some("/redfish/v1/Systems/1".into()),
+            steps,
+            error,
+        };
+        let events = |outcome: Outcome| match outcome {
+            Outcome::Publish(events) => events,
+            Outcome::Retry { .. } => panic!("expected a publish"),
+        };
+
+        // Both steps done: two power.done, in order, with deterministic ids.
+        let published = events(decide_power(
+            &input(cause.clone(), 1),
+            &cause,
+            request,
+            run(
+                vec![
+                    (PowerStep::BootOverride, done("Pxe Once UEFI")),
+                    (PowerStep::Reset, done("ForceRestart")),
+                ],
+                None,
+            ),
+            now,
+        ));
+        assert_eq!(published.len(), 2);
+        let first: PowerDone = published[0].data_as().unwrap();
+        assert_eq!(first.step, PowerStep::BootOverride);
+        assert_eq!(first.provision_id, Some(uuid::Uuid::from_u128(7)));
+        assert_eq!(first.system, "/redfish/v1/Systems/1");
+        assert_eq!(
+            published[0].event_id,
+            metal_core::ids::derived_event_id(cause.event_id, "machine.power.done/boot_override")
+        );
+        assert_eq!(
+            published[1].event_id,
+            power_event_id(cause.event_id, subjects::POWER_DONE, PowerStep::Reset)
+        );
+        assert_ne!(published[0].event_id, published[1].event_id);
+        assert_eq!(published[1].causation_id, Some(cause.event_id));
+        assert_eq!(published[1].correlation_id, cause.correlation_id);
+
+        // A transient error: retried before the last delivery, reported at its step after.
+        let stopped = || {
+            run(
+                vec![(PowerStep::BootOverride, done("Pxe Once"))],
+                Some((PowerStep::Reset, timeout())),
+            )
+        };
+        assert!(matches!(
+            decide_power(&input(cause.clone(), 1), &cause, request, stopped(), now),
+            Outcome::Retry { .. }
+        ));
+        let published = events(decide_power(
+            &input(cause.clone(), 3),
+            &cause,
+            request,
+            stopped(),
+            now,
+        ));
+        assert_eq!(
+            published
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+            vec![subjects::POWER_DONE, subjects::POWER_FAILED]
+        );
+        let failed: PowerFailed = published[1].data_as().unwrap();
+        assert_eq!(failed.step, PowerStep::Reset);
+        assert!(failed.reason.contains("timed out"), "{}", failed.reason);
+        assert_eq!(
+            published[1].event_id,
+            power_event_id(cause.event_id, subjects::POWER_FAILED, PowerStep::Reset)
+        );
+
+        // A refusal is not retried.
+        let refused = run(vec![(PowerStep::BootOverride, Err("no Pxe".into()))], None);
+        let published = events(decide_power(
+            &input(cause.clone(), 1),
+            &cause,
+            request,
+            refused,
+            now,
+        ));
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].event_type, subjects::POWER_FAILED);
+
+        // Nothing could be tried: failed at the first step, without a system.
+        let published = events(power_failed(&cause, request, "no MAC".into(), now));
+        let failed: PowerFailed = published[0].data_as().unwrap();
+        assert_eq!(failed.step, PowerStep::BootOverride);
+        assert_eq!(failed.system, None);
     }
 
     #[test]

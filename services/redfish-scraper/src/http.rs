@@ -3,22 +3,25 @@
 //! mid-walk, a per-request timeout, retries with exponential backoff on 5xx, timeouts and
 //! connection errors, a response-size cap read as a stream, same-host links and redirects
 //! only, and caps on requests in flight to one BMC and to all BMCs together.
-//! [`Scraper::scrape`] adds the per-scrape deadline and logout.
+//! [`Scraper::scrape`] adds the per-scrape deadline and logout; [`Scraper::connect`] logs in
+//! for other work (power), where [`BmcClient::patch_json`] and [`BmcClient::post_json`]
+//! change things and say why the BMC refused.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use metal_core::config::{Credentials, RedfishConfig, Secret};
-use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
+use reqwest::header::{HeaderMap, HeaderValue, ETAG, IF_MATCH, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::error::RedfishError;
+use crate::error::{printable, RedfishError};
 use crate::source::RedfishSource;
 use crate::walk::{walk, WalkLimits, Walked, SERVICE_ROOT};
 
@@ -30,6 +33,12 @@ pub const MAX_PER_BMC_CONCURRENCY: usize = 4;
 
 /// Logins after the first in one scrape: a session that expires mid-walk is renewed once.
 const MAX_RELOGINS: u32 = 1;
+
+/// How much of an error answer's body is read (for its Redfish message); the rest is dropped.
+const ERROR_BODY_BYTES: u64 = 64 * 1024;
+
+/// The longest BMC error message kept in a [`RedfishError::Rejected`], in characters.
+const MAX_MESSAGE_CHARS: usize = 500;
 
 /// How scrapes talk to BMCs.
 #[derive(Debug, Clone)]
@@ -131,6 +140,26 @@ impl Scraper {
         &self.settings
     }
 
+    /// A logged-in client for one BMC, sharing this scraper's HTTP clients and global cap
+    /// (no deadline of its own: callers bound it). [`BmcClient::logout`] when done.
+    pub async fn connect(&self, target: Target<'_>) -> Result<BmcClient, RedfishError> {
+        let http = if target.insecure_tls {
+            self.accepting.clone()
+        } else {
+            self.verifying.clone()
+        };
+        let client = BmcClient::new(
+            target.base_url,
+            self.settings.clone(),
+            http,
+            Some(self.global.clone()),
+        )?;
+        client
+            .login(target.credentials.cloned())
+            .await
+            .map_err(|error| explain_missing_credentials(error, target))
+    }
+
     /// Logs in, walks the inventory and logs out, all within the scrape deadline (the
     /// logout gets one request timeout of its own, so a session is not left behind).
     pub async fn scrape(&self, target: Target<'_>) -> Result<Walked, RedfishError> {
@@ -139,23 +168,9 @@ impl Scraper {
         let deadline_error = || RedfishError::Deadline {
             deadline_ms: settings.scrape_deadline.as_millis(),
         };
-        let http = if target.insecure_tls {
-            self.accepting.clone()
-        } else {
-            self.verifying.clone()
-        };
-        let client = BmcClient::new(
-            target.base_url,
-            settings.clone(),
-            http,
-            Some(self.global.clone()),
-        )?;
-        let client = tokio::time::timeout(
-            settings.scrape_deadline,
-            client.login(target.credentials.cloned()),
-        )
-        .await
-        .map_err(|_| deadline_error())??;
+        let client = tokio::time::timeout(settings.scrape_deadline, self.connect(target))
+            .await
+            .map_err(|_| deadline_error())??;
         let remaining = settings.scrape_deadline.saturating_sub(started.elapsed());
         let limits = WalkLimits {
             max_resources: settings.max_resources,
@@ -167,17 +182,23 @@ impl Scraper {
             Err(_) => Err(deadline_error()),
         };
         client.logout().await;
-        match (result, target.credentials) {
-            (Err(RedfishError::Auth { status, .. }), None) => Err(RedfishError::NoCredentials {
-                reason: format!(
-                    "the BMC asks for credentials (HTTP {status}) and none are configured: {}",
-                    target
-                        .no_credentials_reason
-                        .unwrap_or("no password is configured for it")
-                ),
-            }),
-            (result, _) => result,
-        }
+        result.map_err(|error| explain_missing_credentials(error, target))
+    }
+}
+
+/// An authentication failure of a target without credentials is
+/// [`RedfishError::NoCredentials`], saying why there are none; other errors pass as they are.
+pub fn explain_missing_credentials(error: RedfishError, target: Target<'_>) -> RedfishError {
+    match (error, target.credentials) {
+        (RedfishError::Auth { status, .. }, None) => RedfishError::NoCredentials {
+            reason: format!(
+                "the BMC asks for credentials (HTTP {status}) and none are configured: {}",
+                target
+                    .no_credentials_reason
+                    .unwrap_or("no password is configured for it")
+            ),
+        },
+        (error, _) => error,
     }
 }
 
@@ -267,9 +288,13 @@ pub struct BmcClient {
     relogins: AtomicU32,
     permits: Semaphore,
     global: Option<Arc<Semaphore>>,
+    /// The ETag of each resource read that had one (header, else `@odata.etag`), by URL: a
+    /// PATCH sends it as `If-Match`.
+    etags: Mutex<HashMap<String, String>>,
 }
 
-/// A response whose body was read (2xx only) within the size cap.
+/// A response whose body was read within the size cap (of an error answer, its first
+/// [`ERROR_BODY_BYTES`]).
 struct Reply {
     url: Url,
     status: StatusCode,
@@ -316,6 +341,7 @@ impl BmcClient {
             relogins: AtomicU32::new(0),
             permits,
             global,
+            etags: Mutex::new(HashMap::new()),
         })
     }
 
@@ -523,6 +549,112 @@ impl BmcClient {
         Ok(())
     }
 
+    /// PATCHes `body` onto a resource, with `If-Match` when reading it gave an ETag; a
+    /// precondition failure (412, 428) reads the resource again for a fresh ETag and tries
+    /// once more. Retried like a GET (a PATCH is idempotent). Returns the answer's JSON body,
+    /// if it has one.
+    pub async fn patch_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, RedfishError> {
+        self.write_json(Method::PATCH, path, body).await
+    }
+
+    /// POSTs `body` (an action). Sent once: an answer lost to a timeout may have been acted
+    /// on, so only the caller, having read the state again, may decide to repeat it. Returns
+    /// the answer's JSON body, if it has one.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Option<Value>, RedfishError> {
+        self.write_json(Method::POST, path, body).await
+    }
+
+    /// A PATCH or POST with the same authentication as a GET and one re-login on 401. A
+    /// non-2xx answer is [`RedfishError::Rejected`] with the BMC's message (401 stays
+    /// [`RedfishError::Auth`]).
+    async fn write_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Option<Value>, RedfishError> {
+        let url = self.url_for(path)?;
+        let patch = method == Method::PATCH;
+        let mut relogged = false;
+        let mut refreshed = false;
+        loop {
+            let generation = self.generation();
+            let make = || {
+                let mut request = self
+                    .authorise(self.http.request(method.clone(), url.clone()))
+                    .json(body);
+                if let Some(etag) = patch.then(|| self.etag_for(&url)).flatten() {
+                    request = request.header(IF_MATCH, etag);
+                }
+                request
+            };
+            let reply = if patch {
+                self.send_with_retries(&url, make).await?
+            } else {
+                self.send_once(&url, make()).await?
+            };
+            let status = reply.status;
+            tracing::debug!(bmc = %self.base, %method, url = %url, %status, "redfish write answered");
+            if status.is_success() {
+                if patch {
+                    // The resource changed: its old ETag is stale.
+                    self.remember_etag(&url, etag_of(&reply.headers, None));
+                }
+                return Ok(serde_json::from_slice(&reply.body).ok());
+            }
+            match status {
+                StatusCode::UNAUTHORIZED if self.credentials.is_some() && !relogged => {
+                    relogged = true;
+                    self.renew_session(generation).await?;
+                }
+                StatusCode::PRECONDITION_FAILED | StatusCode::PRECONDITION_REQUIRED
+                    if patch && !refreshed =>
+                {
+                    refreshed = true;
+                    tracing::debug!(bmc = %self.base, url = %url, %status, "ETag refused, reading the resource again");
+                    self.get_json(path).await?;
+                }
+                StatusCode::UNAUTHORIZED => {
+                    return Err(RedfishError::Auth {
+                        url: reply.url.to_string(),
+                        status: status.as_u16(),
+                    })
+                }
+                _ => {
+                    return Err(RedfishError::Rejected {
+                        url: reply.url.to_string(),
+                        status: status.as_u16(),
+                        message: redfish_error_message(&reply.body)
+                            .unwrap_or_else(|| "the BMC gave no error message".to_string()),
+                    })
+                }
+            }
+        }
+    }
+
+    fn remember_etag(&self, url: &Url, etag: Option<String>) {
+        let mut etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
+        match etag {
+            Some(etag) => {
+                etags.insert(url.to_string(), etag);
+            }
+            None => {
+                etags.remove(url.as_str());
+            }
+        }
+    }
+
+    fn etag_for(&self, url: &Url) -> Option<HeaderValue> {
+        let etags = self.etags.lock().unwrap_or_else(|e| e.into_inner());
+        etags
+            .get(url.as_str())
+            .and_then(|etag| HeaderValue::from_str(etag).ok())
+    }
+
     async fn get_json_once(
         &self,
         path: &str,
@@ -542,12 +674,14 @@ impl BmcClient {
         let status = reply.status;
         let url_text = || reply.url.to_string();
         if status.is_success() {
-            return serde_json::from_slice(&reply.body)
-                .map(Some)
-                .map_err(|source| RedfishError::InvalidJson {
+            let value: Value = serde_json::from_slice(&reply.body).map_err(|source| {
+                RedfishError::InvalidJson {
                     url: url_text(),
                     source,
-                });
+                }
+            })?;
+            self.remember_etag(&url, etag_of(&reply.headers, Some(&value)));
+            return Ok(Some(value));
         }
         match status {
             StatusCode::NOT_FOUND
@@ -676,7 +810,17 @@ impl BmcClient {
         let final_url = response.url().clone();
         let headers = response.headers().clone();
         let mut body = Vec::new();
-        if status.is_success() {
+        if !status.is_success() {
+            // Enough of an error answer for its message; a BMC cannot make us read more.
+            let limit = ERROR_BODY_BYTES.min(self.settings.max_response_bytes);
+            while let Ok(Some(chunk)) = response.chunk().await {
+                let room = usize::try_from(limit).unwrap_or(usize::MAX) - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() as u64 >= limit {
+                    break;
+                }
+            }
+        } else {
             let limit = self.settings.max_response_bytes;
             let too_large = || RedfishError::TooLarge {
                 url: final_url.to_string(),
@@ -708,6 +852,53 @@ impl BmcClient {
     }
 }
 
+/// A resource's ETag: the header, else the body's `@odata.etag`.
+fn etag_of(headers: &HeaderMap, body: Option<&Value>) -> Option<String> {
+    headers
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            body.and_then(|b| b.get("@odata.etag"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .filter(|etag| !etag.is_empty())
+}
+
+/// What a Redfish error body says: the `Message` of each `error.@Message.ExtendedInfo[]`,
+/// else `error.message`, else a non-JSON body's text (sushy-tools answers in plain text);
+/// printable and bounded.
+pub fn redfish_error_message(body: &[u8]) -> Option<String> {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(value) => {
+            let error = value.get("error");
+            let extended: Vec<&str> = error
+                .and_then(|e| e.get("@Message.ExtendedInfo"))
+                .and_then(Value::as_array)
+                .map(|infos| {
+                    infos
+                        .iter()
+                        .filter_map(|info| info.get("Message").and_then(Value::as_str))
+                        .filter(|m| !m.trim().is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if extended.is_empty() {
+                error
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)?
+                    .to_string()
+            } else {
+                extended.join("; ")
+            }
+        }
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    let text = printable(&text, MAX_MESSAGE_CHARS);
+    (!text.is_empty()).then_some(text)
+}
+
 fn classify(url: &Url, error: reqwest::Error) -> RedfishError {
     let url = url.to_string();
     if error.is_timeout() {
@@ -733,5 +924,60 @@ fn classify(url: &Url, error: reqwest::Error) -> RedfishError {
 impl RedfishSource for BmcClient {
     async fn get(&self, path: &str) -> Result<Option<Value>, RedfishError> {
         self.get_json(path).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redfish_error_messages() {
+        let body = serde_json::json!({"error": {
+        "code": "Base.1.8.GeneralError",
+        "message": "A general error has occurred. See ExtendedInfo for more information.",
+        "@Message.ExtendedInfo": [
+            {"MessageId": "Base.1.8.PropertyValueNotInList",
+             "Message": "The value Pxe for the property BootSourceOverrideTarget is not in the list of acceptable values."},
+            {"MessageId": "Base.1.8.Other", "Message": " "},
+            {"MessageId": "Base.1.8.Success", "Message": "Second."}
+        ]}});
+        assert_eq!(
+            redfish_error_message(body.to_string().as_bytes()).as_deref(),
+            Some("The value Pxe for the property BootSourceOverrideTarget is not in the list of acceptable values.; Second.")
+        );
+        let plain = serde_json::json!({"error": {"code": "X", "message": "Busy"}});
+        assert_eq!(
+            redfish_error_message(plain.to_string().as_bytes()).as_deref(),
+            Some("Busy")
+        );
+        // sushy-tools answers in plain text.
+        assert_eq!(
+            redfish_error_message(b"PATCH only works for Boot and IndicatorLED elements")
+                .as_deref(),
+            Some("PATCH only works for Boot and IndicatorLED elements")
+        );
+        assert_eq!(redfish_error_message(b""), None);
+        assert_eq!(redfish_error_message(b"{\"other\": 1}"), None);
+        let hostile = format!("line one\nINFO forged{}", "x".repeat(10_000));
+        let message = redfish_error_message(hostile.as_bytes()).unwrap();
+        assert!(!message.contains('\n'));
+        assert!(message.chars().count() <= MAX_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn etags_come_from_the_header_else_the_body() {
+        let mut headers = HeaderMap::new();
+        let body = serde_json::json!({"@odata.etag": "W/\"body\""});
+        assert_eq!(
+            etag_of(&headers, Some(&body)).as_deref(),
+            Some("W/\"body\"")
+        );
+        headers.insert(ETAG, HeaderValue::from_static("\"header\""));
+        assert_eq!(
+            etag_of(&headers, Some(&body)).as_deref(),
+            Some("\"header\"")
+        );
+        assert_eq!(etag_of(&HeaderMap::new(), None), None);
     }
 }

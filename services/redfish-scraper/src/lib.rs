@@ -1,4 +1,5 @@
-//! redfish-scraper: logs into a located BMC and reads its hardware inventory over Redfish.
+//! redfish-scraper: logs into a located BMC and reads its hardware inventory over Redfish;
+//! arms a machine to netboot once and resets it (or carries out an operator's power action).
 //!
 //! # Layout
 //! - [`source`]: the [`source::RedfishSource`] trait ("GET this Redfish path"), and a
@@ -6,11 +7,17 @@
 //! - [`walk`]: the inventory walk from the service root, following `@odata.id` links as
 //!   written, into a [`metal_core::inventory::Inventory`].
 //! - [`http`]: the reqwest client for one BMC: session auth with basic-auth fallback,
-//!   timeouts, retries with backoff, a response-size cap and a per-BMC request cap.
+//!   timeouts, retries with backoff, a response-size cap and a per-BMC request cap; PATCH
+//!   (with the ETag read) and POST whose refusals carry the BMC's own message.
+//! - [`power`]: from a ComputerSystem document alone, the one-time PXE boot override to
+//!   PATCH and the `ResetType` to POST, or why the BMC cannot (pure).
 //! - [`error`]: [`RedfishError`], which says which [`metal_core::events::ScrapeFailureKind`]
 //!   a failure is and whether trying again later could help.
-//! - [`handler`]: the responder: `machine.bmc.located` in, `machine.hardware.scraped` or
-//!   `machine.scrape.failed` out; its decisions are pure functions of (input, result, time).
+//! - [`handler`]: the responder: `machine.bmc.located` and `machine.rescan.requested` in,
+//!   `machine.hardware.scraped` or `machine.scrape.failed` out; `machine.profile.assigned`
+//!   (with `power`) and `machine.power.requested` in, one `machine.power.done` or
+//!   `machine.power.failed` per step out; its decisions are pure functions of (input, result,
+//!   time).
 //! - [`run`]: ensures the stream and durable consumer, then runs the shared consumer loop.
 //!
 //! Only this crate talks to BMCs. Passwords live in [`metal_core::config::Secret`] and never
@@ -23,6 +30,7 @@ pub mod error;
 pub mod handler;
 pub mod http;
 pub mod parse;
+pub mod power;
 pub mod source;
 pub mod walk;
 
@@ -44,7 +52,8 @@ pub enum RunError {
 }
 
 /// Runs the scraper until `shutdown` resolves: ensures the `MACHINES` stream and the
-/// `redfish-scraper` durable consumer from nats/, then answers every `machine.bmc.located`.
+/// `redfish-scraper` durable consumer from nats/, then answers every `machine.bmc.located`,
+/// `machine.rescan.requested`, `machine.profile.assigned` and `machine.power.requested`.
 pub async fn run(
     config: metal_core::config::Config,
     client: async_nats::Client,
@@ -66,7 +75,10 @@ pub async fn run(
             stream: stream.clone(),
         });
     let handler = Arc::new(handler);
-    tracing::info!(concurrency, "redfish-scraper consuming machine.bmc.located");
+    tracing::info!(
+        concurrency,
+        "redfish-scraper consuming located BMCs, rescans, profile assignments and power requests"
+    );
     metal_core::responder::run(js, consumer, handler, concurrency, shutdown).await;
     tracing::info!("redfish-scraper stopped");
     Ok(())

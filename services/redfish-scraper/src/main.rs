@@ -1,13 +1,17 @@
 //! redfish-scraper: answers every `machine.bmc.located` and `machine.rescan.requested` with
-//! the BMC's Redfish inventory.
+//! the BMC's Redfish inventory, and every `machine.profile.assigned` (with power) and
+//! `machine.power.requested` with the BMC's boot override and reset.
 
 use anyhow::Context;
 use clap::Parser;
 
 /// Reads the hardware inventory of every located BMC (and every machine a rescan names)
 /// over Redfish and publishes it as machine.hardware.scraped (or machine.scrape.failed),
-/// keeping the raw documents in the machine-raw object store. Section [redfish] of the
-/// config configures it; METAL__REDFISH__<KEY> variables override it.
+/// keeping the raw documents in the machine-raw object store. For machine.profile.assigned
+/// (with power) it sets a one-time PXE boot and resets the machine, and it carries out
+/// machine.power.requested (on, off, cycle, status), publishing machine.power.done or
+/// machine.power.failed per step. Section [redfish] of the config configures it;
+/// METAL__REDFISH__<KEY> variables override it.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

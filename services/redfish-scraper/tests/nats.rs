@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Scraper;
+
 use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
@@ -17,8 +19,6 @@ use test_harness::mockup::{serve_mockup_with_auth, MockupServer};
 use test_harness::nats::{free_port, NatsServer};
 use test_harness::stream::{read_all, wait_for_events};
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const USER: &str = "operator";
@@ -62,41 +62,10 @@ fn config(password_env: &str) -> Config {
     config
 }
 
-/// The scraper running in this process with its own reconnecting client.
-struct Scraper {
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Scraper {
-    async fn start(server: &NatsServer, config: Config) -> Scraper {
-        set_password_env();
-        let client = metal_core::jetstream::connect(&server.url(), "redfish-scraper")
-            .await
-            .expect("scraper connects to NATS");
-        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            redfish_scraper::run(config, client, async move {
-                let _ = shutdown_rx.await;
-            })
-            .await
-            .unwrap_or_else(|e| panic!("run failed: {}", metal_core::error_chain(&e)));
-        });
-        Scraper {
-            shutdown: Some(shutdown),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
-            .await
-            .expect("scraper stops within 20 s of shutdown")
-            .expect("scraper task did not panic");
-    }
+/// The scraper running in this process, once the passwords it reads are set.
+async fn start_scraper(server: &NatsServer, config: Config) -> Scraper {
+    set_password_env();
+    Scraper::start(server, config).await
 }
 
 fn bmc_mac(last: u8) -> Mac {
@@ -206,7 +175,7 @@ async fn located_bmc_is_scraped() {
     let server = NatsServer::start();
     let client = test_client(&server).await;
     let bmc = bmc().await;
-    let scraper = Scraper::start(&server, config(PASSWORD_ENV)).await;
+    let scraper = start_scraper(&server, config(PASSWORD_ENV)).await;
 
     let cause = located(bmc_mac(1), &bmc.base_url());
     assert!(!publish(&client, &cause).await);
@@ -227,7 +196,7 @@ async fn duplicate_inputs_give_one_answer_each() {
     let server = NatsServer::start();
     let client = test_client(&server).await;
     let bmc = bmc().await;
-    let scraper = Scraper::start(&server, config(PASSWORD_ENV)).await;
+    let scraper = start_scraper(&server, config(PASSWORD_ENV)).await;
 
     let first = located(bmc_mac(2), &bmc.base_url());
     assert!(!publish(&client, &first).await);
@@ -264,7 +233,7 @@ async fn scraper_survives_a_server_restart() {
     let mut server = NatsServer::start();
     let client = test_client(&server).await;
     let bmc = bmc().await;
-    let scraper = Scraper::start(&server, config(PASSWORD_ENV)).await;
+    let scraper = start_scraper(&server, config(PASSWORD_ENV)).await;
 
     let before = located(bmc_mac(3), &bmc.base_url());
     publish(&client, &before).await;
@@ -302,7 +271,7 @@ async fn unreachable_bmc_fails_after_redeliveries_without_blocking_others() {
     let server = NatsServer::start();
     let client = test_client(&server).await;
     let bmc = bmc().await;
-    let scraper = Scraper::start(&server, config(PASSWORD_ENV)).await;
+    let scraper = start_scraper(&server, config(PASSWORD_ENV)).await;
 
     // A loopback port nothing listens on: connection refused at once.
     let closed_url = format!("http://127.0.0.1:{}", free_port());
@@ -348,7 +317,7 @@ async fn rejected_password_is_an_auth_failure_and_never_stored() {
     let server = NatsServer::start();
     let client = test_client(&server).await;
     let bmc = bmc().await;
-    let scraper = Scraper::start(&server, config(WRONG_PASSWORD_ENV)).await;
+    let scraper = start_scraper(&server, config(WRONG_PASSWORD_ENV)).await;
 
     let cause = located(bmc_mac(7), &bmc.base_url());
     publish(&client, &cause).await;

@@ -1,5 +1,7 @@
 //! A fleet of fake Redfish BMCs, each on its own loopback port, for load and fault-injection
-//! tests: a synthetic or recorded tree, latency, basic or session auth, one [`Fault`] per BMC.
+//! tests: a synthetic or recorded tree, latency, basic or session auth, one [`Fault`] per BMC,
+//! and, with a [`PowerSpec`], a synthetic system whose boot override and power state are live
+//! (PATCH of `Boot`, POST of `ComputerSystem.Reset`), every PATCH and POST recorded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -29,6 +31,12 @@ use tokio::task::{JoinHandle, JoinSet};
 pub const SERVICE_ROOT: &str = "/redfish/v1";
 /// Where sessions are opened (`POST`) and listed.
 pub const SESSIONS: &str = "/redfish/v1/SessionService/Sessions";
+/// The synthetic system, the one whose settings a [`PowerSpec`] makes live.
+pub const SYSTEM: &str = "/redfish/v1/Systems/1";
+/// Its reset action.
+pub const RESET_ACTION: &str = "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset";
+/// Its reset ActionInfo, served with [`ResetTypes::ActionInfo`].
+pub const RESET_ACTION_INFO: &str = "/redfish/v1/Systems/1/ResetActionInfo";
 /// The size of a [`Fault::Huge`] or [`Fault::HugeWithLength`] body.
 pub const HUGE_BYTES: u64 = 1 << 30;
 /// How deep the arrays of a [`Fault::DeepNesting`] body go.
@@ -215,6 +223,148 @@ impl Fault {
     }
 }
 
+/// Where the synthetic system advertises the `ResetType` values it takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetTypes {
+    /// `ResetType@Redfish.AllowableValues` on the action (most BMCs, sushy).
+    Inline(Vec<String>),
+    /// `@Redfish.ActionInfo` naming [`RESET_ACTION_INFO`], whose `Parameters` list them
+    /// (OpenBMC, DMTF mockups).
+    ActionInfo(Vec<String>),
+    /// Neither; every `ResetType` is taken.
+    Unadvertised,
+}
+
+/// An error answer a BMC gives instead of acting: the status and the `Message` of its one
+/// `@Message.ExtendedInfo` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+/// Makes the synthetic system's boot override and power state live. Its `Boot` takes a
+/// PATCH of `BootSourceOverrideTarget`, `BootSourceOverrideEnabled` and (when it has one)
+/// `BootSourceOverrideMode`, checked against the allowable values below (400 with
+/// `PropertyValueNotInList` otherwise); [`RESET_ACTION`] takes a POST of a `ResetType`:
+/// `On`, `ForceOn` power on; `ForceOff`, `GracefulShutdown` power off; `ForceRestart`,
+/// `GracefulRestart`, `PowerCycle` (re)start; `PushPowerButton` toggles; `Nmi` changes
+/// nothing. Each start boots once from the override target when one is enabled (`Once`
+/// then goes back to `Disabled`), else from `BootOrder`; [`FakeFleet::boots`] lists them.
+/// [`PowerSpec::default`] serves what the plain synthetic system serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PowerSpec {
+    /// `PowerState` until a reset changes it.
+    pub power_state: String,
+    /// `BootSourceOverrideTarget@Redfish.AllowableValues`; `None`: not served, anything taken.
+    pub boot_targets: Option<Vec<String>>,
+    /// `BootSourceOverrideEnabled@Redfish.AllowableValues`; `None`: not served.
+    pub boot_enabled: Option<Vec<String>>,
+    /// `BootSourceOverrideMode`; `None`: the system has no such property (and a PATCH
+    /// naming it is refused as `PropertyUnknown`).
+    pub boot_mode: Option<String>,
+    /// `BootSourceOverrideMode@Redfish.AllowableValues`; `None`: not served.
+    pub boot_modes: Option<Vec<String>>,
+    pub reset_types: ResetTypes,
+    /// Every reset answers this instead of acting.
+    pub refuse_reset: Option<Refusal>,
+    /// The system answers with an `ETag` (weak, `W/"<version>"`, as HPE iLO sends them)
+    /// and a PATCH must carry it in `If-Match`: 428 without, 412 with another.
+    pub etag: bool,
+}
+
+impl Default for PowerSpec {
+    fn default() -> Self {
+        PowerSpec {
+            power_state: "On".to_string(),
+            boot_targets: Some(strings(&["None", "Pxe", "Hdd", "Cd", "BiosSetup"])),
+            boot_enabled: None,
+            boot_mode: None,
+            boot_modes: None,
+            reset_types: ResetTypes::Inline(strings(&["On", "ForceOff", "GracefulRestart"])),
+            refuse_reset: None,
+            etag: false,
+        }
+    }
+}
+
+fn strings(values: &[&str]) -> Vec<String> {
+    values.iter().map(|v| v.to_string()).collect()
+}
+
+impl PowerSpec {
+    pub fn power_state(mut self, state: &str) -> Self {
+        self.power_state = state.to_string();
+        self
+    }
+
+    /// `None` leaves the allowable values out.
+    pub fn boot_targets(mut self, targets: Option<&[&str]>) -> Self {
+        self.boot_targets = targets.map(strings);
+        self
+    }
+
+    pub fn boot_enabled(mut self, enabled: Option<&[&str]>) -> Self {
+        self.boot_enabled = enabled.map(strings);
+        self
+    }
+
+    /// The current mode and its allowable values (`None`: not served).
+    pub fn boot_mode(mut self, mode: &str, allowed: Option<&[&str]>) -> Self {
+        self.boot_mode = Some(mode.to_string());
+        self.boot_modes = allowed.map(strings);
+        self
+    }
+
+    pub fn reset_types(mut self, reset_types: ResetTypes) -> Self {
+        self.reset_types = reset_types;
+        self
+    }
+
+    pub fn refuse_reset(mut self, status: u16, message: &str) -> Self {
+        self.refuse_reset = Some(Refusal {
+            status,
+            message: message.to_string(),
+        });
+        self
+    }
+
+    pub fn etag(mut self, etag: bool) -> Self {
+        self.etag = etag;
+        self
+    }
+}
+
+impl ResetTypes {
+    pub fn inline(values: &[&str]) -> Self {
+        ResetTypes::Inline(strings(values))
+    }
+
+    pub fn action_info(values: &[&str]) -> Self {
+        ResetTypes::ActionInfo(strings(values))
+    }
+
+    fn allowed(&self) -> Option<&[String]> {
+        match self {
+            ResetTypes::Inline(values) | ResetTypes::ActionInfo(values) => Some(values),
+            ResetTypes::Unadvertised => None,
+        }
+    }
+}
+
+/// One PATCH or POST a BMC received (session logins excepted: they carry passwords).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedWrite {
+    pub method: String,
+    /// Normalised.
+    pub path: String,
+    /// The body as JSON (`Value::Null` when it was not JSON).
+    pub body: Value,
+    pub if_match: Option<String>,
+    /// The status the BMC answered.
+    pub status: u16,
+}
+
 /// One BMC of a fleet. Start from [`FakeBmcSpec::synthetic`] or [`FakeBmcSpec::new`].
 #[derive(Clone, Debug, Default)]
 pub struct FakeBmcSpec {
@@ -223,6 +373,8 @@ pub struct FakeBmcSpec {
     pub latency: Duration,
     pub auth: Auth,
     pub fault: Fault,
+    /// Live boot and power settings of the synthetic system (ignored for a mockup tree).
+    pub power: Option<PowerSpec>,
 }
 
 impl FakeBmcSpec {
@@ -249,6 +401,11 @@ impl FakeBmcSpec {
 
     pub fn fault(mut self, fault: Fault) -> Self {
         self.fault = fault;
+        self
+    }
+
+    pub fn power(mut self, power: PowerSpec) -> Self {
+        self.power = Some(power);
         self
     }
 }
@@ -382,6 +539,27 @@ impl FakeFleet {
         for bmc in &self.bmcs {
             bmc.in_flight.reset_peak();
         }
+    }
+
+    /// Every PATCH and POST BMC `i` received, in order (session logins excepted).
+    pub fn writes(&self, i: usize) -> Vec<RecordedWrite> {
+        lock(&self.bmcs[i].writes).clone()
+    }
+
+    /// The `PowerState` of BMC `i`'s live system, if it has a [`PowerSpec`].
+    pub fn power_state(&self, i: usize) -> Option<String> {
+        lock(&self.bmcs[i].power)
+            .as_ref()
+            .map(|live| live.power_state.clone())
+    }
+
+    /// What BMC `i`'s live system booted from at each start, in order: the override target
+    /// (`Pxe`), or `BootOrder` when no override was enabled.
+    pub fn boots(&self, i: usize) -> Vec<String> {
+        lock(&self.bmcs[i].power)
+            .as_ref()
+            .map(|live| live.boots.clone())
+            .unwrap_or_default()
     }
 
     pub fn stats(&self, i: usize) -> BmcStats {
@@ -573,6 +751,251 @@ struct Bmc {
     session_deletions: AtomicU64,
     sessions_expired: AtomicU64,
     unauthorized: AtomicU64,
+    writes: Mutex<Vec<RecordedWrite>>,
+    /// The live system, with a [`PowerSpec`] and a synthetic tree.
+    power: Mutex<Option<LivePower>>,
+}
+
+/// The synthetic system's settings as PATCHes and resets left them.
+struct LivePower {
+    spec: PowerSpec,
+    power_state: String,
+    target: String,
+    enabled: String,
+    mode: Option<String>,
+    /// Bumped by every accepted PATCH: the ETag.
+    version: u64,
+    boots: Vec<String>,
+}
+
+impl LivePower {
+    fn new(spec: PowerSpec) -> LivePower {
+        LivePower {
+            power_state: spec.power_state.clone(),
+            target: "None".to_string(),
+            enabled: "Disabled".to_string(),
+            mode: spec.boot_mode.clone(),
+            version: 1,
+            boots: Vec::new(),
+            spec,
+        }
+    }
+
+    fn etag(&self) -> String {
+        format!("W/\"{}\"", self.version)
+    }
+
+    /// The synthetic system document with the live settings laid over it.
+    fn overlay(&self, system: &mut Value) {
+        let spec = &self.spec;
+        let mut boot = serde_json::Map::new();
+        boot.insert("BootSourceOverrideTarget".into(), json!(self.target));
+        boot.insert("BootSourceOverrideEnabled".into(), json!(self.enabled));
+        if let Some(targets) = &spec.boot_targets {
+            boot.insert(
+                "BootSourceOverrideTarget@Redfish.AllowableValues".into(),
+                json!(targets),
+            );
+        }
+        if let Some(enabled) = &spec.boot_enabled {
+            boot.insert(
+                "BootSourceOverrideEnabled@Redfish.AllowableValues".into(),
+                json!(enabled),
+            );
+        }
+        if let Some(mode) = &self.mode {
+            boot.insert("BootSourceOverrideMode".into(), json!(mode));
+        }
+        if let Some(modes) = &spec.boot_modes {
+            boot.insert(
+                "BootSourceOverrideMode@Redfish.AllowableValues".into(),
+                json!(modes),
+            );
+        }
+        let mut reset = serde_json::Map::new();
+        reset.insert("target".into(), json!(RESET_ACTION));
+        match &spec.reset_types {
+            ResetTypes::Inline(values) => {
+                reset.insert("ResetType@Redfish.AllowableValues".into(), json!(values));
+            }
+            ResetTypes::ActionInfo(_) => {
+                reset.insert("@Redfish.ActionInfo".into(), json!(RESET_ACTION_INFO));
+            }
+            ResetTypes::Unadvertised => {}
+        }
+        system["PowerState"] = json!(self.power_state);
+        system["Boot"] = Value::Object(boot);
+        system["Actions"] = json!({"#ComputerSystem.Reset": reset});
+        if spec.etag {
+            system["@odata.etag"] = json!(self.etag());
+        }
+    }
+
+    fn action_info(&self) -> Option<Value> {
+        let ResetTypes::ActionInfo(values) = &self.spec.reset_types else {
+            return None;
+        };
+        Some(json!({
+            "@odata.id": RESET_ACTION_INFO,
+            "@odata.type": "#ActionInfo.v1_1_2.ActionInfo",
+            "Id": "ResetActionInfo",
+            "Name": "Reset Action Info",
+            "Parameters": [{
+                "AllowableValues": values,
+                "DataType": "String",
+                "Name": "ResetType",
+                "Required": true,
+            }],
+        }))
+    }
+
+    /// A PATCH of the system: only `Boot`, only allowed values.
+    fn patch(&mut self, body: &Value, if_match: Option<&str>) -> Response<Body> {
+        if self.spec.etag {
+            match if_match {
+                None => {
+                    return redfish_refusal(
+                        StatusCode::PRECONDITION_REQUIRED,
+                        "Base.1.8.PreconditionRequired",
+                        "A precondition header or annotation is required to change this resource.",
+                    )
+                }
+                Some(tag) if tag != self.etag() => return redfish_refusal(
+                    StatusCode::PRECONDITION_FAILED,
+                    "Base.1.8.PreconditionFailed",
+                    "The ETag supplied did not match the ETag required to change this resource.",
+                ),
+                Some(_) => {}
+            }
+        }
+        let Some(object) = body.as_object() else {
+            return redfish_refusal(
+                StatusCode::BAD_REQUEST,
+                "Base.1.8.MalformedJSON",
+                "The request body submitted was malformed JSON and could not be parsed by the receiving service.",
+            );
+        };
+        if let Some(other) = object.keys().find(|k| k.as_str() != "Boot") {
+            return redfish_refusal(
+                StatusCode::BAD_REQUEST,
+                "Base.1.8.PropertyNotWritable",
+                &format!(
+                    "The property {other} is a read only property and cannot be assigned a value."
+                ),
+            );
+        }
+        let Some(boot) = object.get("Boot").and_then(Value::as_object) else {
+            return redfish_refusal(
+                StatusCode::BAD_REQUEST,
+                "Base.1.8.PropertyValueTypeError",
+                "The value for the property Boot is of a different type than the property can accept.",
+            );
+        };
+        let spec = &self.spec;
+        let fields: [(&str, Option<&Vec<String>>); 3] = [
+            ("BootSourceOverrideTarget", spec.boot_targets.as_ref()),
+            ("BootSourceOverrideEnabled", spec.boot_enabled.as_ref()),
+            ("BootSourceOverrideMode", spec.boot_modes.as_ref()),
+        ];
+        for (property, value) in boot {
+            let Some((_, allowed)) = fields.iter().find(|(name, _)| name == property) else {
+                return redfish_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Base.1.8.PropertyUnknown",
+                    &format!("The property {property} is not in the list of valid properties for the resource."),
+                );
+            };
+            if property == "BootSourceOverrideMode" && self.mode.is_none() {
+                return redfish_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Base.1.8.PropertyUnknown",
+                    "The property BootSourceOverrideMode is not in the list of valid properties for the resource.",
+                );
+            }
+            let Some(text) = value.as_str() else {
+                return redfish_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Base.1.8.PropertyValueTypeError",
+                    &format!("The value for the property {property} is of a different type than the property can accept."),
+                );
+            };
+            if allowed.is_some_and(|allowed| !allowed.iter().any(|v| v == text)) {
+                return redfish_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Base.1.8.PropertyValueNotInList",
+                    &format!("The value {text} for the property {property} is not in the list of acceptable values."),
+                );
+            }
+        }
+        for (property, value) in boot {
+            let text = value.as_str().unwrap_or_default().to_string();
+            match property.as_str() {
+                "BootSourceOverrideTarget" => self.target = text,
+                "BootSourceOverrideEnabled" => self.enabled = text,
+                _ => self.mode = Some(text),
+            }
+        }
+        self.version += 1;
+        empty_response(StatusCode::NO_CONTENT)
+    }
+
+    /// A POST of the reset action.
+    fn reset(&mut self, body: &Value) -> Response<Body> {
+        if let Some(refusal) = &self.spec.refuse_reset {
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return redfish_refusal(status, "Base.1.8.GeneralError", &refusal.message);
+        }
+        let Some(reset_type) = body.get("ResetType").and_then(Value::as_str) else {
+            return redfish_refusal(
+                StatusCode::BAD_REQUEST,
+                "Base.1.8.ActionParameterMissing",
+                "The action ComputerSystem.Reset requires the parameter ResetType to be present in the request body.",
+            );
+        };
+        if self
+            .spec
+            .reset_types
+            .allowed()
+            .is_some_and(|allowed| !allowed.iter().any(|v| v == reset_type))
+        {
+            return redfish_refusal(
+                StatusCode::BAD_REQUEST,
+                "Base.1.8.ActionParameterValueNotInList",
+                &format!("The value {reset_type} for the parameter ResetType in the action ComputerSystem.Reset is not in the list of acceptable values."),
+            );
+        }
+        let on = self.power_state == "On";
+        match reset_type {
+            "On" | "ForceOn" if !on => self.start(),
+            "On" | "ForceOn" => {}
+            "ForceOff" | "GracefulShutdown" => self.power_state = "Off".to_string(),
+            "ForceRestart" | "GracefulRestart" | "PowerCycle" => self.start(),
+            "PushPowerButton" if on => self.power_state = "Off".to_string(),
+            "PushPowerButton" => self.start(),
+            "Nmi" => {}
+            other => {
+                return redfish_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Base.1.8.ActionParameterValueNotInList",
+                    &format!("The value {other} for the parameter ResetType in the action ComputerSystem.Reset is not in the list of acceptable values."),
+                )
+            }
+        }
+        empty_response(StatusCode::NO_CONTENT)
+    }
+
+    /// Powers on (again) and boots once.
+    fn start(&mut self) {
+        self.power_state = "On".to_string();
+        let from = match self.enabled.as_str() {
+            "Once" | "Continuous" if self.target != "None" => self.target.clone(),
+            _ => "BootOrder".to_string(),
+        };
+        if self.enabled == "Once" {
+            self.enabled = "Disabled".to_string();
+        }
+        self.boots.push(from);
+    }
 }
 
 /// A poisoned lock only means a test panicked elsewhere; the counters are still usable.
@@ -584,10 +1007,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Bmc {
     fn new(index: usize, addr: SocketAddr, spec: FakeBmcSpec, fleet: Arc<InFlightCounter>) -> Bmc {
+        let power = match (&spec.power, &spec.tree) {
+            (Some(power), Tree::Synthetic) => Some(LivePower::new(power.clone())),
+            _ => None,
+        };
         Bmc {
             index,
             addr,
-            spec,
             fleet,
             in_flight: InFlightCounter::default(),
             requests: AtomicU64::new(0),
@@ -599,7 +1025,58 @@ impl Bmc {
             session_deletions: AtomicU64::new(0),
             sessions_expired: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
+            writes: Mutex::new(Vec::new()),
+            power: Mutex::new(power),
+            spec,
         }
+    }
+
+    /// A PATCH or POST other than a login: the live system's, or 405. Recorded either way.
+    async fn write(
+        &self,
+        method: &Method,
+        path: &str,
+        request: Request<Incoming>,
+    ) -> Response<Body> {
+        let if_match = request
+            .headers()
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = axum::body::to_bytes(Body::new(request.into_body()), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let response = {
+            let mut power = lock(&self.power);
+            match (power.as_mut(), method.as_str(), path) {
+                (Some(live), "PATCH", SYSTEM) => live.patch(&body, if_match.as_deref()),
+                (Some(live), "POST", RESET_ACTION) => live.reset(&body),
+                _ => redfish_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed on a fake BMC",
+                ),
+            }
+        };
+        lock(&self.writes).push(RecordedWrite {
+            method: method.to_string(),
+            path: path.to_string(),
+            body,
+            if_match,
+            status: response.status().as_u16(),
+        });
+        response
+    }
+
+    /// The live system's `ETag`, for a GET of it.
+    fn etag(&self, path: &str) -> Option<String> {
+        if path != SYSTEM {
+            return None;
+        }
+        lock(&self.power)
+            .as_ref()
+            .filter(|live| live.spec.etag)
+            .map(LivePower::etag)
     }
 
     /// Counts a request; returns how many requests `path` has had, this one included.
@@ -751,7 +1228,17 @@ impl Bmc {
         }
         match &self.spec.tree {
             Tree::Synthetic => {
-                synthetic_resource(self.index, path).map(|doc| Bytes::from(doc.to_string()))
+                let power = lock(&self.power);
+                if let Some(live) = power.as_ref() {
+                    if path == RESET_ACTION_INFO {
+                        return live.action_info().map(|doc| Bytes::from(doc.to_string()));
+                    }
+                }
+                let mut doc = synthetic_resource(self.index, path)?;
+                if let (Some(live), SYSTEM) = (power.as_ref(), path) {
+                    live.overlay(&mut doc);
+                }
+                Some(Bytes::from(doc.to_string()))
             }
             Tree::Mockup(tree) => tree.documents.get(path).cloned(),
         }
@@ -866,6 +1353,9 @@ async fn respond(bmc: &Bmc, request: Request<Incoming>, path: &str, seen: u64) -
             return bmc.delete_session(id);
         }
     }
+    if method == Method::PATCH || method == Method::POST {
+        return bmc.write(&method, path, request).await;
+    }
     if !reading {
         return redfish_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -873,7 +1363,13 @@ async fn respond(bmc: &Bmc, request: Request<Incoming>, path: &str, seen: u64) -
         );
     }
     match bmc.document(path, request.uri().query(), fault) {
-        Some(body) => json_response(StatusCode::OK, body),
+        Some(body) => {
+            let mut response = json_response(StatusCode::OK, body);
+            if let Some(etag) = bmc.etag(path) {
+                insert_header(&mut response, header::ETAG, &etag);
+            }
+            response
+        }
         None => redfish_error(StatusCode::NOT_FOUND, &format!("resource {path} not found")),
     }
 }
@@ -924,6 +1420,25 @@ fn redfish_error(status: StatusCode, message: &str) -> Response<Body> {
             "code": "Base.1.8.GeneralError",
             "message": message,
             "@Message.ExtendedInfo": [],
+        }
+    });
+    json_response(status, body.to_string())
+}
+
+/// A Redfish error whose one `@Message.ExtendedInfo` entry carries `message`, as BMCs
+/// answer a refused PATCH or action.
+fn redfish_refusal(status: StatusCode, message_id: &str, message: &str) -> Response<Body> {
+    let body = json!({
+        "error": {
+            "code": message_id,
+            "message": "A general error has occurred. See ExtendedInfo for more information.",
+            "@Message.ExtendedInfo": [{
+                "@odata.type": "#Message.v1_1_1.Message",
+                "MessageId": message_id,
+                "Message": message,
+                "Severity": "Warning",
+                "Resolution": "Correct the request body and resubmit the request if the operation failed.",
+            }],
         }
     });
     json_response(status, body.to_string())

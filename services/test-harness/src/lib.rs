@@ -8,6 +8,8 @@
 //! - [`fake_bmc`]: a fleet of fake Redfish BMCs (one loopback port each) with latency, auth
 //!   and injected faults, for load and robustness tests.
 //! - [`netns`]: a real dnsmasq and a DHCP-client "BMC" in two network namespaces (root only).
+//! - [`netboot`]: a QEMU guest netbooting through iPXE from in-process servers, in a network
+//!   namespace with dnsmasq; a Debian kernel and a phone-home busybox initramfs (root only).
 //! - [`schemas`]: validation of events against the JSON Schemas in schemas/.
 //! - [`paths`]: where the workspace, shared/ and the mockups are.
 //! - [`stream`]: reading and waiting on the MACHINES stream.
@@ -19,6 +21,7 @@
 pub mod fake_bmc;
 pub mod mockup;
 pub mod nats;
+pub mod netboot;
 pub mod netns;
 pub mod paths;
 pub mod schemas;

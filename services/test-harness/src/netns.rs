@@ -58,7 +58,7 @@ impl Tools {
 }
 
 /// `name` on PATH, or in the sbin directories a non-login PATH may lack.
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     find_on_path(name).or_else(|| {
         ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
             .iter()
@@ -68,7 +68,7 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 }
 
 /// Panics unless the effective user is root: namespaces and veths need CAP_NET_ADMIN.
-fn require_root() {
+pub(crate) fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
         .lines()
@@ -85,7 +85,7 @@ fn require_root() {
 }
 
 /// Runs a command to its end within `timeout`, killing it past that.
-fn run(what: &str, command: &mut Command, timeout: Duration) -> Output {
+pub(crate) fn run(what: &str, command: &mut Command, timeout: Duration) -> Output {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -225,23 +225,9 @@ impl Lan {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.tools.dnsmasq.display()));
         self.dnsmasq = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(child) = self.dnsmasq.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("dnsmasq exited ({status}); log:\n{}", self.dnsmasq_log());
-                }
-            }
-            if self.dnsmasq_log().contains("DHCP, IP range") {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "dnsmasq did not start serving DHCP within 10 s; log:\n{}",
-                    self.dnsmasq_log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let log = self.log_path();
+        if let Some(child) = self.dnsmasq.as_mut() {
+            wait_for_dhcp(child, &log);
         }
     }
 
@@ -381,5 +367,27 @@ impl Drop for Lan {
                 );
             }
         }
+    }
+}
+
+/// Waits until the dnsmasq `child`, logging to `log`, serves DHCP; panics with its log if it
+/// exits or takes more than 10 s.
+pub(crate) fn wait_for_dhcp(child: &mut std::process::Child, log: &std::path::Path) {
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("dnsmasq exited ({status}); log:\n{}", read());
+        }
+        if read().contains("DHCP, IP range") {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "dnsmasq did not start serving DHCP within 10 s; log:\n{}",
+                read()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -453,6 +453,29 @@ impl SushyEmulator {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sushy.log")).unwrap_or_default()
     }
+
+    /// GETs one of the emulator's resources (with its basic-auth credentials, if any), as
+    /// a test checks what the BMC now says; panics on anything but a 2xx JSON answer.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.base_url());
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some((user, password)) = self.probe_auth.as_deref().and_then(|a| a.split_once(':')) {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(
+            response.status().is_success(),
+            "GET {url}: {}",
+            response.status()
+        );
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+    }
 }
 
 impl Drop for SushyEmulator {

@@ -8,8 +8,10 @@ use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use test_harness::fake_bmc::{
-    synthetic_bmc_mac, synthetic_host_macs, synthetic_serial, synthetic_system_uuid, Auth,
-    FakeBmcSpec, FakeFleet, Fault, Tree, HUGE_BYTES, SESSIONS, SYNTHETIC_PATHS,
+    synthetic_bmc_mac, synthetic_host_macs, synthetic_resource, synthetic_serial,
+    synthetic_system_uuid, Auth, FakeBmcSpec, FakeFleet, Fault, PowerSpec, RecordedWrite,
+    ResetTypes, Tree, HUGE_BYTES, RESET_ACTION, RESET_ACTION_INFO, SESSIONS, SYNTHETIC_PATHS,
+    SYSTEM,
 };
 use test_harness::paths::redfish_mockups_dir;
 
@@ -565,4 +567,223 @@ async fn dropping_the_fleet_stops_its_servers() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let fresh = client(Duration::from_secs(2));
     assert!(fresh.get(&url).send().await.is_err());
+}
+
+/// The first `@Message.ExtendedInfo` message of a Redfish error answer.
+async fn extended_message(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["error"]["@Message.ExtendedInfo"][0]["Message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ExtendedInfo message in {body}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_power_spec_makes_the_boot_override_and_power_state_live() {
+    let spec = PowerSpec::default()
+        .power_state("Off")
+        .boot_mode("Legacy", Some(&["Legacy", "UEFI"]))
+        .reset_types(ResetTypes::inline(&["On", "ForceOff", "PowerCycle"]))
+        .etag(true);
+    let fleet = one(FakeBmcSpec::synthetic().power(spec)).await;
+    let http = client(Duration::from_secs(5));
+    let base = fleet.base_url(0);
+    let system_url = format!("{base}{SYSTEM}");
+
+    let response = http.get(&system_url).send().await.unwrap();
+    let etag = response.headers()["etag"].to_str().unwrap().to_string();
+    let system: Value = response.json().await.unwrap();
+    assert_eq!(system["@odata.etag"], json!(etag), "header and body agree");
+    assert!(etag.starts_with("W/"), "weak, as iLO sends them");
+    assert_eq!(system["PowerState"], "Off");
+    assert_eq!(system["Boot"]["BootSourceOverrideMode"], "Legacy");
+    assert_eq!(
+        system["Actions"]["#ComputerSystem.Reset"]["ResetType@Redfish.AllowableValues"],
+        json!(["On", "ForceOff", "PowerCycle"])
+    );
+    // Everything else is the synthetic system.
+    let plain = synthetic_resource(0, SYSTEM).unwrap();
+    assert_eq!(system["SerialNumber"], plain["SerialNumber"]);
+
+    let pxe = json!({"Boot": {"BootSourceOverrideTarget": "Pxe",
+                              "BootSourceOverrideEnabled": "Once",
+                              "BootSourceOverrideMode": "UEFI"}});
+    let without = http.patch(&system_url).json(&pxe).send().await.unwrap();
+    assert_eq!(without.status(), StatusCode::PRECONDITION_REQUIRED);
+    let stale = http
+        .patch(&system_url)
+        .header("If-Match", "W/\"0\"")
+        .json(&pxe)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    let accepted = http
+        .patch(&system_url)
+        .header("If-Match", &etag)
+        .json(&pxe)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::NO_CONTENT);
+    let response = http.get(&system_url).send().await.unwrap();
+    assert_ne!(response.headers()["etag"].to_str().unwrap(), etag);
+    let system: Value = response.json().await.unwrap();
+    assert_eq!(system["Boot"]["BootSourceOverrideTarget"], "Pxe");
+    assert_eq!(system["Boot"]["BootSourceOverrideEnabled"], "Once");
+    assert_eq!(system["Boot"]["BootSourceOverrideMode"], "UEFI");
+
+    // A value outside the allowable ones is refused, naming it.
+    let new_etag = system["@odata.etag"].as_str().unwrap().to_string();
+    let refused = http
+        .patch(&system_url)
+        .header("If-Match", &new_etag)
+        .json(&json!({"Boot": {"BootSourceOverrideTarget": "Usb"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(extended_message(refused).await.contains("Usb"));
+
+    let reset_url = format!("{base}{RESET_ACTION}");
+    let not_allowed = http
+        .post(&reset_url)
+        .json(&json!({"ResetType": "ForceRestart"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_allowed.status(), StatusCode::BAD_REQUEST);
+    assert!(extended_message(not_allowed).await.contains("ForceRestart"));
+    let on = http
+        .post(&reset_url)
+        .json(&json!({"ResetType": "On"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fleet.power_state(0).as_deref(), Some("On"));
+    assert_eq!(
+        fleet.boots(0),
+        vec!["Pxe".to_string()],
+        "booted from the override"
+    );
+    let system = get_json(&http, system_url.clone()).await;
+    assert_eq!(system["PowerState"], "On");
+    assert_eq!(
+        system["Boot"]["BootSourceOverrideEnabled"], "Disabled",
+        "a one-time override is used up by the boot"
+    );
+    let cycle = http
+        .post(&reset_url)
+        .json(&json!({"ResetType": "PowerCycle"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cycle.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        fleet.boots(0),
+        vec!["Pxe".to_string(), "BootOrder".to_string()]
+    );
+    let off = http
+        .post(&reset_url)
+        .json(&json!({"ResetType": "ForceOff"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fleet.power_state(0).as_deref(), Some("Off"));
+
+    // A login is not recorded (it carries a password); every other write is, in order.
+    http.post(format!("{base}{SESSIONS}"))
+        .json(&json!({"UserName": USER, "Password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let writes = fleet.writes(0);
+    let summary: Vec<(&str, &str, u16)> = writes
+        .iter()
+        .map(|w| (w.method.as_str(), w.path.as_str(), w.status))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("PATCH", SYSTEM, 428),
+            ("PATCH", SYSTEM, 412),
+            ("PATCH", SYSTEM, 204),
+            ("PATCH", SYSTEM, 400),
+            ("POST", RESET_ACTION, 400),
+            ("POST", RESET_ACTION, 204),
+            ("POST", RESET_ACTION, 204),
+            ("POST", RESET_ACTION, 204),
+        ]
+    );
+    assert_eq!(
+        writes[2],
+        RecordedWrite {
+            method: "PATCH".into(),
+            path: SYSTEM.into(),
+            body: pxe,
+            if_match: Some(etag),
+            status: 204,
+        }
+    );
+    assert_eq!(writes[5].body, json!({"ResetType": "On"}));
+    assert!(!format!("{writes:?}").contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn reset_types_via_action_info_and_refused_resets() {
+    let fleet = FakeFleet::start(vec![
+        FakeBmcSpec::synthetic().power(
+            PowerSpec::default()
+                .reset_types(ResetTypes::action_info(&["On", "ForceOff", "PowerCycle"]))
+                .refuse_reset(400, "iLO is busy: the server is in POST"),
+        ),
+        FakeBmcSpec::synthetic(),
+    ])
+    .await;
+    let http = client(Duration::from_secs(5));
+    let base = fleet.base_url(0);
+    let system = get_json(&http, format!("{base}{SYSTEM}")).await;
+    let action = &system["Actions"]["#ComputerSystem.Reset"];
+    assert_eq!(action["@Redfish.ActionInfo"], RESET_ACTION_INFO);
+    assert!(action.get("ResetType@Redfish.AllowableValues").is_none());
+    let info = get_json(&http, format!("{base}{RESET_ACTION_INFO}")).await;
+    assert_eq!(info["Parameters"][0]["Name"], "ResetType");
+    assert_eq!(
+        info["Parameters"][0]["AllowableValues"],
+        json!(["On", "ForceOff", "PowerCycle"])
+    );
+    let refused = http
+        .post(format!("{base}{RESET_ACTION}"))
+        .json(&json!({"ResetType": "PowerCycle"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        extended_message(refused).await,
+        "iLO is busy: the server is in POST"
+    );
+    assert_eq!(fleet.power_state(0).as_deref(), Some("On"));
+    assert!(fleet.boots(0).is_empty());
+
+    // Without a power spec nothing is live: writes are refused, and still recorded.
+    let plain = fleet.base_url(1);
+    let refused = http
+        .patch(format!("{plain}{SYSTEM}"))
+        .json(&json!({"Boot": {"BootSourceOverrideTarget": "Pxe"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(fleet.writes(1).len(), 1);
+    assert_eq!(fleet.power_state(1), None);
+    let response = http.get(format!("{plain}{SYSTEM}")).send().await.unwrap();
+    assert!(response.headers().get("etag").is_none());
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        synthetic_resource(1, SYSTEM).unwrap(),
+        "served as without power"
+    );
 }

@@ -14,6 +14,9 @@ use test_harness::nats::NatsServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// The install-token key boot-api runs with here.
+pub const E2E_TOKEN_KEY: &str = "e2e install-token key, 32 bytes";
+
 pub struct System {
     pub nats: NatsServer,
     pub client: async_nats::Client,
@@ -63,6 +66,7 @@ impl System {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let boot_url = format!("http://{}", listener.local_addr().unwrap());
         config.boot_api.listen = listener.local_addr().unwrap().to_string();
+        config.boot_api.public_url = boot_url.clone();
         // An unknown BMC is given up on in seconds here, not the default ten minutes.
         config.locator.locate_deadline_secs = 8;
         config.locator.retry_secs = 2;
@@ -100,8 +104,11 @@ impl System {
         {
             let (config, client, shutdown) =
                 (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let key = boot_api::TokenKey::new("test", E2E_TOKEN_KEY.as_bytes().to_vec())
+                .expect("test key");
+            let checked = boot_api::Checked::with_key(&config.boot_api, key).expect("boot-api");
             tasks.push(tokio::spawn(async move {
-                boot_api::run(&config.boot_api, client, listener, shutdown)
+                boot_api::run(&config.boot_api, checked, client, listener, shutdown)
                     .await
                     .expect("boot-api");
             }));
@@ -192,6 +199,25 @@ impl System {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "GET {url} answered {status} {body}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// GET on boot-api, polled until it answers 404 with a body containing `why` (`not
+    /// armed` for a machine it knows, `unknown MAC` for one it does not): a 404 alone would
+    /// also come from a boot-api that has not caught up with the stream yet.
+    pub async fn boot_refused(&self, mac: &str, why: &str) -> String {
+        let url = format!("{}/v1/boot/{mac}", self.boot_url);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = http_get(&url).await;
+            if status == 404 && body.contains(why) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "GET {url} answered {status} {body}, wanted 404 ({why})"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -1,4 +1,5 @@
-//! Shared by the integration tests: the expected summary of a mockup folder.
+//! Shared by the integration tests: the expected summary of a mockup folder, and the scraper
+//! service running in the test's process.
 
 #![allow(dead_code)]
 
@@ -71,4 +72,43 @@ pub async fn walk_folder(folder: &Path) -> Inventory {
         )
     })
     .inventory
+}
+
+/// The scraper service (`run()`) running in this process with its own reconnecting client.
+pub struct Scraper {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scraper {
+    pub async fn start(
+        server: &test_harness::nats::NatsServer,
+        config: metal_core::config::Config,
+    ) -> Scraper {
+        let client = metal_core::jetstream::connect(&server.url(), "redfish-scraper")
+            .await
+            .expect("scraper connects to NATS");
+        let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            redfish_scraper::run(config, client, async move {
+                let _ = shutdown_rx.await;
+            })
+            .await
+            .unwrap_or_else(|e| panic!("run failed: {}", metal_core::error_chain(&e)));
+        });
+        Scraper {
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("scraper stops within 20 s of shutdown")
+            .expect("scraper task did not panic");
+    }
 }

@@ -1,0 +1,239 @@
+//! `machine.boot.*` events without slowing answers: a boot request only records what it
+//! decided; at most one event per MAC and outcome per window is queued, and a publisher
+//! task sends the queue to JetStream. Event ids are derived from the MAC, the outcome and
+//! the window, so replicas answering the same boot store one event between them.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use metal_core::envelope::Envelope;
+use metal_core::events::{BootIgnored, BootPath, BootServed, BootUnknown};
+use metal_core::ids::METAL_NAMESPACE;
+use metal_core::{subjects, Mac};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::index::BootDecision;
+
+/// Most events waiting to be published; beyond it new ones are dropped (and counted).
+pub const QUEUE: usize = 65_536;
+
+/// Most (MAC, outcome) pairs remembered; a storm of random MACs cannot grow memory past it.
+const MAX_REMEMBERED: usize = 200_000;
+
+/// Publishes at once, at most this many in flight.
+const PUBLISH_CONCURRENCY: usize = 256;
+
+/// The memory of (MAC, outcome) pairs is split by MAC over this many locks, so requests
+/// for different MACs do not queue behind one another.
+const SHARDS: usize = 64;
+
+/// What a boot request's decision was, as the memory of pairs keeps it; its text (in event
+/// ids) is `served:<provision id>`, `ignored:<state>` or `unknown:<reason>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Outcome {
+    Served(Uuid),
+    Ignored(&'static str),
+    Unknown(String),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Served(provision_id) => write!(f, "served:{provision_id}"),
+            Outcome::Ignored(state) => write!(f, "ignored:{state}"),
+            Outcome::Unknown(reason) => write!(f, "unknown:{reason}"),
+        }
+    }
+}
+
+type Seen = HashMap<(Mac, Outcome), Instant>;
+
+#[derive(Debug)]
+pub struct BootEvents {
+    window: Duration,
+    queue: mpsc::Sender<Envelope>,
+    /// When each (MAC, outcome) last queued an event, sharded by MAC.
+    seen: Box<[Mutex<Seen>]>,
+    /// Pairs remembered over all shards.
+    remembered: AtomicUsize,
+    dropped: AtomicU64,
+}
+
+impl BootEvents {
+    /// The recorder and the receiving end of its queue (for [`publish`], or a test).
+    pub fn new(window: Duration) -> (BootEvents, mpsc::Receiver<Envelope>) {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let events = BootEvents {
+            window: window.max(Duration::from_secs(1)),
+            queue,
+            seen: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            remembered: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        };
+        (events, receiver)
+    }
+
+    /// Events dropped because the queue or the memory of MACs was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, mac: &Mac) -> MutexGuard<'_, Seen> {
+        let mut hasher = DefaultHasher::new();
+        mac.hash(&mut hasher);
+        let shard = &self.seen[hasher.finish() as usize % self.seen.len()];
+        // A pair is inserted whole or not at all: a panic leaves the map usable.
+        shard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the pairs older than the window in every shard, one shard at a time.
+    fn forget_expired(&self, now: Instant) {
+        for shard in self.seen.iter() {
+            let mut seen = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let before = seen.len();
+            seen.retain(|_, at| now.duration_since(*at) < self.window);
+            self.remembered
+                .fetch_sub(before - seen.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Notes one boot request's decision; queues an event unless this MAC had the same
+    /// outcome within the window.
+    pub fn record(&self, mac: Mac, path: BootPath, decision: &BootDecision) {
+        let outcome = match decision {
+            BootDecision::Serve(target) => match &target.provisioning {
+                Some(p) => Outcome::Served(p.provision_id),
+                None => return,
+            },
+            BootDecision::Ignore(target) => Outcome::Ignored(target.state.as_str()),
+            BootDecision::Unknown { reason } => Outcome::Unknown(reason.clone()),
+        };
+        let now = Instant::now();
+        let key = (mac, outcome);
+        let recent = |seen: &Seen| {
+            seen.get(&key)
+                .is_some_and(|at| now.duration_since(*at) < self.window)
+        };
+        let mut seen = self.shard(&mac);
+        if recent(&seen) {
+            return;
+        }
+        if self.remembered.load(Ordering::Relaxed) >= MAX_REMEMBERED {
+            drop(seen);
+            self.forget_expired(now);
+            seen = self.shard(&mac);
+            if recent(&seen) {
+                return;
+            }
+            if self.remembered.load(Ordering::Relaxed) >= MAX_REMEMBERED {
+                self.drop_one("too many MACs remembered in this window");
+                return;
+            }
+        }
+        if seen.insert(key.clone(), now).is_none() {
+            self.remembered.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(seen);
+        let (_, outcome) = key;
+        let event = match self.envelope(mac, path, decision, &outcome.to_string()) {
+            Some(event) => event,
+            None => return,
+        };
+        if self.queue.try_send(event).is_err() {
+            self.drop_one("event queue full");
+        }
+    }
+
+    fn drop_one(&self, why: &str) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(dropped, why, "boot events dropped");
+        }
+    }
+
+    fn envelope(
+        &self,
+        mac: Mac,
+        path: BootPath,
+        decision: &BootDecision,
+        outcome: &str,
+    ) -> Option<Envelope> {
+        let now = OffsetDateTime::now_utc();
+        let window = (now.unix_timestamp().max(0) as u64) / self.window.as_secs().max(1);
+        let event_id = Uuid::new_v5(
+            &METAL_NAMESPACE,
+            format!("boot:{mac}:{outcome}:{window}").as_bytes(),
+        );
+        let (event_type, data, target, correlation) = match decision {
+            BootDecision::Serve(target) => {
+                let provisioning = target.provisioning.as_ref()?;
+                let data = serde_json::to_value(BootServed {
+                    mac,
+                    path,
+                    provision_id: provisioning.provision_id,
+                    profile: provisioning.profile.clone(),
+                })
+                .ok()?;
+                (
+                    subjects::BOOT_SERVED,
+                    data,
+                    Some(target),
+                    provisioning.provision_id,
+                )
+            }
+            BootDecision::Ignore(target) => {
+                let data = serde_json::to_value(BootIgnored {
+                    mac,
+                    path,
+                    state: target.state.as_str().to_string(),
+                })
+                .ok()?;
+                (subjects::BOOT_IGNORED, data, Some(target), event_id)
+            }
+            BootDecision::Unknown { reason } => {
+                let data = serde_json::to_value(BootUnknown {
+                    mac,
+                    path,
+                    reason: reason.clone(),
+                })
+                .ok()?;
+                (subjects::BOOT_UNKNOWN, data, None, event_id)
+            }
+        };
+        Some(Envelope {
+            event_id,
+            event_type: event_type.to_string(),
+            machine_id: target.map(|t| t.machine_id),
+            bmc_mac: target.map(|t| t.bmc_mac),
+            time: now,
+            correlation_id: correlation,
+            causation_id: None,
+            data,
+        })
+    }
+}
+
+/// Publishes queued events until the queue closes, many at once; an event that cannot be
+/// published is logged and dropped (it is a record of a boot, never a decision).
+pub async fn publish(js: async_nats::jetstream::Context, receiver: mpsc::Receiver<Envelope>) {
+    tokio_stream_from(receiver)
+        .for_each_concurrent(PUBLISH_CONCURRENCY, |event| {
+            let js = js.clone();
+            async move {
+                if let Err(error) = metal_core::jetstream::publish_event(&js, &event).await {
+                    tracing::warn!(event_type = %event.event_type, error = %metal_core::error_chain(&error), "boot event not published");
+                }
+            }
+        })
+        .await;
+}
+
+fn tokio_stream_from<T>(mut receiver: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}

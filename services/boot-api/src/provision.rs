@@ -1,0 +1,230 @@
+//! Arming: `machine.provision.requested` in, `machine.profile.assigned` (the whole profile,
+//! chosen by name or by selectors) or `machine.provision.failed` out. [`assign`] is pure;
+//! [`ProvisionHandler`] waits for the projection to reach the request and reads the
+//! machine. Also the install deadline: armed machines that never phoned home fail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metal_core::envelope::{Decoded, Envelope};
+use metal_core::events::{InstallFailed, ProfileAssigned, ProvisionFailed, ProvisionRequested};
+use metal_core::ids::derived_event_id;
+use metal_core::profiles::{MachineFacts, Profiles};
+use metal_core::query::MachineDetail;
+use metal_core::responder::{Handler, Input, Outcome};
+use metal_core::subjects;
+use metal_projection::LiveProjection;
+use time::OffsetDateTime;
+
+use crate::index::BootIndex;
+
+/// How long a request waits for this replica's projection to reach it before retrying.
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// The answer to a provision request for a machine as the projection knows it.
+pub fn assign(
+    request: &ProvisionRequested,
+    machine: Option<&MachineDetail>,
+    profiles: &Profiles,
+) -> Result<ProfileAssigned, String> {
+    let Some(machine) = machine else {
+        return Err("no such machine: onboard it first".to_string());
+    };
+    let state = machine.machine.state;
+    let inventory = match (&machine.inventory, state.has_inventory()) {
+        (Some(inventory), true) => inventory,
+        _ => {
+            return Err(format!(
+                "machine is {}, without an inventory: onboard it first",
+                state.as_str()
+            ))
+        }
+    };
+    let facts = MachineFacts::of(inventory, &machine.tags);
+    let (profile, chosen_by) = match &request.profile {
+        Some(name) => match profiles.get(name) {
+            Some(profile) => (profile, "operator"),
+            None => {
+                let known: Vec<&str> = profiles.profiles().iter().map(|p| p.name.as_str()).collect();
+                return Err(format!(
+                    "unknown profile {name:?} (profiles: {})",
+                    known.join(", ")
+                ));
+            }
+        },
+        None => match profiles.choose(&facts) {
+            Some(profile) => (profile, "selectors"),
+            None => {
+                return Err(format!(
+                    "no profile matches this machine ({} CPU(s) {}, {} cores, {} MiB, {} host NIC(s), {} drive(s), {} GPU(s), model {})",
+                    facts.cpus,
+                    facts.cpu_models.join(" / "),
+                    facts.cores,
+                    facts.memory_mib,
+                    facts.host_nics,
+                    facts.drives,
+                    facts.gpus,
+                    facts.model.as_deref().unwrap_or("unknown"),
+                ))
+            }
+        },
+    };
+    if request.power && machine.machine.redfish_url.is_none() {
+        return Err("no Redfish URL is known for the BMC; provision with --no-power and power the machine on by hand".to_string());
+    }
+    Ok(ProfileAssigned {
+        provision_id: uuid::Uuid::nil(),
+        profile: profile.name.clone(),
+        chosen_by: chosen_by.to_string(),
+        kernel: profile.kernel.clone(),
+        initrd: profile.initrd.clone(),
+        cmdline: profile.cmdline.clone(),
+        power: request.power,
+        redfish_url: machine.machine.redfish_url.clone(),
+    })
+}
+
+#[derive(Debug)]
+pub struct ProvisionHandler {
+    pub live: LiveProjection,
+    pub profiles: Arc<Profiles>,
+}
+
+impl Handler for ProvisionHandler {
+    async fn handle(&self, input: Input) -> Outcome {
+        let Decoded::Event(cause) = &input.decoded else {
+            return Outcome::Publish(Vec::new());
+        };
+        if cause.event_type != subjects::PROVISION_REQUESTED {
+            return Outcome::Publish(Vec::new());
+        }
+        let failed = |reason: String| {
+            answer(
+                cause,
+                subjects::PROVISION_FAILED,
+                &ProvisionFailed {
+                    provision_id: cause.event_id,
+                    reason,
+                },
+            )
+        };
+        let request = match cause.data_as::<ProvisionRequested>() {
+            Ok(request) => request,
+            Err(error) => return failed(metal_core::error_chain(&error)),
+        };
+        let Some(machine_id) = cause.machine_id else {
+            return failed("the request names no machine".to_string());
+        };
+        let mut applied = self.live.subscribe();
+        let sequence = input.sequence;
+        if tokio::time::timeout(CATCH_UP, applied.wait_for(|s| *s >= sequence))
+            .await
+            .is_err()
+        {
+            return Outcome::Retry {
+                reason: format!("projection has not reached sequence {sequence} yet"),
+                delay: Duration::from_secs(2),
+            };
+        }
+        let reference = machine_id.to_string();
+        let machine = self
+            .live
+            .with(move |projection| projection.machine(&reference))
+            .await;
+        let machine = match machine {
+            Ok(Ok(machine)) => machine,
+            Ok(Err(error)) => {
+                return Outcome::Retry {
+                    reason: metal_core::error_chain(&error),
+                    delay: Duration::from_secs(2),
+                }
+            }
+            Err(error) => {
+                return Outcome::Retry {
+                    reason: metal_core::error_chain(&error),
+                    delay: Duration::from_secs(2),
+                }
+            }
+        };
+        match assign(&request, machine.as_ref(), &self.profiles) {
+            Ok(mut assigned) => {
+                assigned.provision_id = cause.event_id;
+                tracing::info!(%machine_id, profile = %assigned.profile, "armed");
+                answer(cause, subjects::PROFILE_ASSIGNED, &assigned)
+            }
+            Err(reason) => {
+                tracing::info!(%machine_id, %reason, "provisioning not started");
+                failed(reason)
+            }
+        }
+    }
+}
+
+/// Publish `data` as the answer to `cause`.
+fn answer<D: serde::Serialize>(cause: &Envelope, event_type: &str, data: &D) -> Outcome {
+    match Envelope::answering(cause, event_type, data, OffsetDateTime::now_utc()) {
+        Ok(event) => Outcome::Publish(vec![event]),
+        Err(error) => {
+            tracing::error!(error = %metal_core::error_chain(&error), "cannot encode answer");
+            Outcome::Publish(Vec::new())
+        }
+    }
+}
+
+/// `machine.install.failed` for every armed machine whose deadline has passed at `now`.
+pub fn overdue(index: &BootIndex, deadline: Duration, now: OffsetDateTime) -> Vec<Envelope> {
+    let limit = time::Duration::try_from(deadline).unwrap_or(time::Duration::MAX);
+    index
+        .armed()
+        .into_iter()
+        .filter(|(_, p)| p.assigned_at + limit <= now)
+        .filter_map(|(target, p)| {
+            let data = InstallFailed {
+                provision_id: p.provision_id,
+                profile: p.profile.clone(),
+                reason: format!(
+                    "timeout: no phone-home within {} s of arming",
+                    deadline.as_secs()
+                ),
+            };
+            Some(Envelope {
+                event_id: derived_event_id(p.provision_id, subjects::INSTALL_FAILED),
+                event_type: subjects::INSTALL_FAILED.to_string(),
+                machine_id: Some(target.machine_id),
+                bmc_mac: Some(target.bmc_mac),
+                time: now,
+                correlation_id: p.provision_id,
+                causation_id: Some(p.provision_id),
+                data: serde_json::to_value(data).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Checks the deadline every `period` until `stop`; replicas publish the same event ids.
+pub async fn watch_deadlines(
+    js: async_nats::jetstream::Context,
+    index: Arc<BootIndex>,
+    deadline: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let period = (deadline / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        for event in overdue(&index, deadline, OffsetDateTime::now_utc()) {
+            match metal_core::jetstream::publish_event(&js, &event).await {
+                Ok(ack) if !ack.duplicate => {
+                    tracing::info!(machine_id = ?event.machine_id, "install deadline passed")
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(error = %metal_core::error_chain(&error), "deadline event not published")
+                }
+            }
+        }
+    }
+}
