@@ -21,6 +21,22 @@ use crate::index::BootIndex;
 /// How long a request waits for this replica's projection to reach it before retrying.
 const CATCH_UP: Duration = Duration::from_secs(10);
 
+/// Provision requests older than this arm nothing: a durable consumer created afresh reads
+/// the whole log, and re-arming machines from history would reinstall them.
+pub const MAX_REQUEST_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// Why a request is too old to arm anything, if it is.
+pub fn stale(requested: OffsetDateTime, now: OffsetDateTime) -> Option<String> {
+    let age = now - requested;
+    (age > MAX_REQUEST_AGE).then(|| {
+        format!(
+            "stale: requested {} min ago, and boot-api arms nothing from requests older than {} min (boot-api was down, or a new consumer is reading history); provision again",
+            age.whole_minutes(),
+            MAX_REQUEST_AGE.as_secs() / 60
+        )
+    })
+}
+
 /// The answer to a provision request for a machine as the projection knows it.
 pub fn assign(
     request: &ProvisionRequested,
@@ -115,6 +131,10 @@ impl Handler for ProvisionHandler {
         let Some(machine_id) = cause.machine_id else {
             return failed("the request names no machine".to_string());
         };
+        if let Some(reason) = stale(cause.time, OffsetDateTime::now_utc()) {
+            tracing::warn!(%machine_id, event_id = %cause.event_id, "old provision request not acted on");
+            return failed(reason);
+        }
         let mut applied = self.live.subscribe();
         let sequence = input.sequence;
         if tokio::time::timeout(CATCH_UP, applied.wait_for(|s| *s >= sequence))

@@ -564,6 +564,19 @@ async fn overdue_provisionings_fail_with_a_timeout_once_per_provisioning() {
     schema_valid(&late[0]);
 }
 
+#[test]
+fn old_provision_requests_arm_nothing() {
+    let requested = fixtures::at(0);
+    let limit = time::Duration::try_from(crate::provision::MAX_REQUEST_AGE).unwrap();
+    assert_eq!(crate::provision::stale(requested, requested + limit), None);
+    let reason = crate::provision::stale(requested, requested + limit + time::Duration::minutes(5))
+        .expect("stale");
+    assert!(
+        reason.starts_with("stale: requested 20 min ago"),
+        "{reason}"
+    );
+}
+
 #[tokio::test]
 async fn healthz_answers() {
     let f = fixture();
