@@ -49,6 +49,11 @@ struct Args {
     /// it reaches.
     #[arg(long, default_value_t = 10)]
     event_window_secs: u64,
+    /// Least time between the starts of two boot-api rounds (default: the event window
+    /// plus the duration plus 1 s, so every round records every MAC again). Shorter than
+    /// that, with a longer window, later rounds measure repeated asks without new events.
+    #[arg(long)]
+    round_spacing_secs: Option<u64>,
     /// Give up when boot-api has not caught up with the stream after this long.
     #[arg(long, default_value_t = 900)]
     catch_up_timeout_secs: u64,
@@ -352,6 +357,23 @@ struct WrkRun {
     p99_ms: f64,
     p999_ms: f64,
     max_ms: f64,
+    /// CPU time the server used during the run, per request, in µs.
+    cpu_us: f64,
+}
+
+impl WrkRun {
+    fn describe(&self) -> String {
+        format!(
+            "{:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms, {:.0} B/answer, {:.1} µs CPU/request)",
+            self.rate,
+            self.p50_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.max_ms,
+            self.bytes_per_request,
+            self.cpu_us
+        )
+    }
 }
 
 fn wrk_field(line: &str, key: &str) -> anyhow::Result<f64> {
@@ -394,6 +416,7 @@ fn parse_wrk(output: &str) -> anyhow::Result<WrkRun> {
         p99_ms: field("p99_us")? / 1e3,
         p999_ms: field("p999_us")? / 1e3,
         max_ms: field("max_us")? / 1e3,
+        cpu_us: f64::NAN,
     })
 }
 
@@ -421,6 +444,33 @@ async fn run_wrk(args: &Args, script: &Path, base_url: &str) -> anyhow::Result<W
         String::from_utf8_lossy(&output.stderr)
     );
     parse_wrk(&stdout)
+}
+
+/// One wrk run against `server`, with the CPU time the server used meanwhile.
+async fn load(
+    args: &Args,
+    script: &Path,
+    base_url: &str,
+    server: &Service,
+    tick_us: f64,
+) -> anyhow::Result<WrkRun> {
+    let before = cpu_ticks(server.pid())?;
+    let mut run = run_wrk(args, script, base_url).await?;
+    let used = cpu_ticks(server.pid())?.saturating_sub(before);
+    run.cpu_us = used as f64 * tick_us / run.requests as f64;
+    Ok(run)
+}
+
+/// Microseconds per clock tick of /proc/<pid>/stat (`getconf CLK_TCK`, else 100 Hz).
+fn tick_us() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|hz| *hz > 0.0)
+        .map_or(10_000.0, |hz| 1e6 / hz)
 }
 
 fn have_wrk() -> bool {
@@ -586,6 +636,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     wait_consumer_drained(&stream, &mut boot_api, catch_up_timeout).await?;
     let drained = started.elapsed();
+    let refused = stored_on(&stream, subjects::PROVISION_FAILED).await?;
+    anyhow::ensure!(
+        refused == 0,
+        "boot-api answered {refused} provision requests with machine.provision.failed (see its log)"
+    );
     let settled = wait_idle(&mut boot_api, catch_up_timeout).await?;
     let rss_after_catch_up = status_kib(boot_api.pid(), "VmHWM")?;
     eprintln!(
@@ -626,17 +681,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&script, wrk_script(args.machines, args.threads))?;
     let served_before = stored_on(&stream, subjects::BOOT_SERVED).await?;
     let spacing = Duration::from_secs(args.event_window_secs + args.duration_secs + 1);
-    let spacing = std::env::var("XX_SPACING")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(spacing);
+    let spacing = args.round_spacing_secs.map_or(spacing, Duration::from_secs);
     let mut last_boot_round: Option<Instant> = None;
+    let tick = tick_us();
     let mut trivial_runs = Vec::new();
     let mut boot_runs = Vec::new();
     let mut events = Vec::new();
     for round in 1..=args.rounds {
-        let baseline = run_wrk(&args, &script, &trivial_url).await?;
+        let baseline = load(&args, &script, &trivial_url, &trivial, tick).await?;
         trivial.check_running()?;
         if let Some(at) = last_boot_round {
             let next = at + spacing;
@@ -644,27 +696,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         last_boot_round = Some(Instant::now());
         let before = stored_on(&stream, subjects::BOOT_SERVED).await?;
-        let boot = run_wrk(&args, &script, &boot_url).await?;
+        let boot = load(&args, &script, &boot_url, &boot_api, tick).await?;
         let during = stored_on(&stream, subjects::BOOT_SERVED).await? - before;
         boot_api.check_running()?;
         let idle_after = wait_idle(&mut boot_api, Duration::from_secs(300)).await?;
         let total = stored_on(&stream, subjects::BOOT_SERVED).await? - before;
         eprintln!(
-            "round {round}: trivial {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms, {:.0} B/answer); \
-             boot-api {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms, {:.0} B/answer), \
-             {} requests, boot.served stored {during} while loaded and {total} in all (idle {:.1} s after)",
-            baseline.rate,
-            baseline.p50_ms,
-            baseline.p99_ms,
-            baseline.p999_ms,
-            baseline.max_ms,
-            baseline.bytes_per_request,
-            boot.rate,
-            boot.p50_ms,
-            boot.p99_ms,
-            boot.p999_ms,
-            boot.max_ms,
-            boot.bytes_per_request,
+            "round {round}: trivial {}; boot-api {}, {} requests, boot.served stored {during} \
+             while loaded and {total} in all (idle {:.1} s after)",
+            baseline.describe(),
+            boot.describe(),
             boot.requests,
             idle_after.as_secs_f64()
         );
@@ -711,10 +752,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         mib(rss_after_catch_up),
         mib(peak_rss)
     );
-    let met = ratio >= 0.7 && boot_p99 < 5.0;
+    // The goal counts boot events in: it is judged only if the best boot-api round stored
+    // some while it was loaded.
+    let best_round = boot_runs
+        .iter()
+        .zip(&events)
+        .max_by(|a, b| a.0.rate.total_cmp(&b.0.rate))
+        .map_or(0, |(_, e)| e.during);
+    let verdict = if best_round == 0 {
+        "not judged: the fastest boot-api round stored no boot event while loaded"
+    } else if ratio >= 0.7 && boot_p99 < 5.0 {
+        "met"
+    } else {
+        "NOT met"
+    };
     println!(
-        "\ngoal (boot-api ÷ trivial ≥ 0.7, boot-api p99 < 5 ms): {}",
-        if met { "met" } else { "NOT met" }
+        "\ngoal (boot-api ÷ trivial ≥ 0.7 and boot-api p99 < 5 ms, boot events included): {verdict}"
     );
 
     drop(trivial);

@@ -7,7 +7,7 @@
 //! when the machine changes drops them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::body::Bytes;
 use metal_core::query::Provisioning;
@@ -76,15 +76,94 @@ pub struct Lookup {
     pub answer: Option<AnswerSlot>,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    by_mac: HashMap<Mac, Vec<MachineId>>,
-    machines: HashMap<MachineId, Arc<Entry>>,
+/// The machines listing a MAC: one (the common case, found with a single hash probe), or
+/// several ids, repeats included (never booted).
+#[derive(Debug)]
+enum Holders {
+    One { entry: Arc<Entry>, nic: usize },
+    Many(Vec<MachineId>),
 }
 
+type ByMac = HashMap<Mac, Holders>;
+type Machines = HashMap<MachineId, Arc<Entry>>;
+
+/// Takes every listing of `mac` by machine `id` away.
+fn forget(by_mac: &mut ByMac, machines: &Machines, mac: &Mac, id: MachineId) {
+    let remaining = match by_mac.get_mut(mac) {
+        None => return,
+        Some(Holders::One { entry, .. }) => {
+            if entry.target.machine_id == id {
+                by_mac.remove(mac);
+            }
+            return;
+        }
+        Some(Holders::Many(ids)) => {
+            ids.retain(|other| *other != id);
+            match ids.as_slice() {
+                [] => None,
+                [other] => Some(*other),
+                _ => return,
+            }
+        }
+    };
+    let holders = remaining.and_then(|other| {
+        let entry = machines.get(&other)?;
+        let nic = entry.target.macs.iter().position(|m| m == mac)?;
+        Some(Holders::One {
+            entry: Arc::clone(entry),
+            nic,
+        })
+    });
+    match holders {
+        Some(holders) => {
+            by_mac.insert(*mac, holders);
+        }
+        None => {
+            by_mac.remove(mac);
+        }
+    }
+}
+
+/// Lists `entry`'s NIC `nic` under its MAC.
+fn add(by_mac: &mut ByMac, entry: &Arc<Entry>, nic: usize) {
+    let mac = entry.target.macs[nic];
+    let id = entry.target.machine_id;
+    let Some(holders) = by_mac.get_mut(&mac) else {
+        by_mac.insert(
+            mac,
+            Holders::One {
+                entry: Arc::clone(entry),
+                nic,
+            },
+        );
+        return;
+    };
+    match holders {
+        Holders::Many(ids) => ids.push(id),
+        Holders::One { entry: first, .. } => {
+            let first = first.target.machine_id;
+            *holders = Holders::Many(vec![first, id]);
+        }
+    }
+}
+
+/// Two maps under two locks: boot requests read only `by_mac`, so a scan of `machines`
+/// (the install deadline's, every 30 s) never holds them up. Updates take `machines`,
+/// then `by_mac`.
 #[derive(Debug, Default)]
 pub struct BootIndex {
-    inner: RwLock<Inner>,
+    by_mac: RwLock<ByMac>,
+    machines: RwLock<Machines>,
+}
+
+// Updates never leave a map half-written across a panic that matters: a machine is
+// replaced whole. So a poisoned lock is used as it is.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl BootIndex {
@@ -94,32 +173,32 @@ impl BootIndex {
         index
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        // Updates never leave the maps half-written across a panic that matters: a machine
-        // is replaced whole.
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Replaces these machines' entries.
+    /// Replaces these machines' entries. Boot requests wait only while the maps change:
+    /// new entries are built before, old ones (and their answers) freed after.
     pub fn update(&self, targets: Vec<BootTarget>) {
-        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        for target in targets {
-            let id = target.machine_id;
-            if let Some(old) = inner.machines.remove(&id) {
+        let entries: Vec<Arc<Entry>> = targets
+            .into_iter()
+            .map(|target| Arc::new(Entry::new(target)))
+            .collect();
+        let mut replaced = Vec::with_capacity(entries.len());
+        let mut machines = write(&self.machines);
+        let mut by_mac = write(&self.by_mac);
+        for entry in entries {
+            let id = entry.target.machine_id;
+            if let Some(old) = machines.remove(&id) {
                 for mac in &old.target.macs {
-                    if let Some(ids) = inner.by_mac.get_mut(mac) {
-                        ids.retain(|other| *other != id);
-                        if ids.is_empty() {
-                            inner.by_mac.remove(mac);
-                        }
-                    }
+                    forget(&mut by_mac, &machines, mac, id);
                 }
+                replaced.push(old);
             }
-            for mac in &target.macs {
-                inner.by_mac.entry(*mac).or_default().push(id);
+            for nic in 0..entry.target.macs.len() {
+                add(&mut by_mac, &entry, nic);
             }
-            inner.machines.insert(id, Arc::new(Entry::new(target)));
+            machines.insert(id, entry);
         }
+        drop(by_mac);
+        drop(machines);
+        drop(replaced);
     }
 
     pub fn decide(&self, mac: &Mac) -> BootDecision {
@@ -132,57 +211,150 @@ impl BootIndex {
             decision: BootDecision::Unknown { reason },
             answer: None,
         };
-        let inner = self.read();
-        match inner.by_mac.get(mac).map(Vec::as_slice) {
-            None | Some([]) => unknown("no machine has this MAC".to_string()),
-            Some([id]) => match inner.machines.get(id) {
-                Some(entry) => {
-                    let target = Arc::clone(&entry.target);
-                    let decision = if target.state.is_armed() && target.provisioning.is_some() {
-                        BootDecision::Serve(target)
-                    } else {
-                        BootDecision::Ignore(target)
-                    };
-                    let answer = entry
-                        .target
-                        .macs
-                        .binary_search(mac)
-                        .ok()
-                        .map(|nic| AnswerSlot {
-                            entry: Arc::clone(entry),
-                            nic,
-                        });
-                    Lookup { decision, answer }
-                }
-                None => unknown("no machine has this MAC".to_string()),
-            },
-            Some(ids) => unknown(format!("MAC shared by {} machines", ids.len())),
+        let by_mac = read(&self.by_mac);
+        match by_mac.get(mac) {
+            None => unknown("no machine has this MAC".to_string()),
+            Some(Holders::One { entry, nic }) => {
+                let target = Arc::clone(&entry.target);
+                let decision = if target.state.is_armed() && target.provisioning.is_some() {
+                    BootDecision::Serve(target)
+                } else {
+                    BootDecision::Ignore(target)
+                };
+                let answer = Some(AnswerSlot {
+                    entry: Arc::clone(entry),
+                    nic: *nic,
+                });
+                Lookup { decision, answer }
+            }
+            Some(Holders::Many(ids)) => unknown(format!("MAC shared by {} machines", ids.len())),
         }
     }
 
     pub fn machine(&self, machine_id: &MachineId) -> Option<Arc<BootTarget>> {
-        self.read()
-            .machines
+        read(&self.machines)
             .get(machine_id)
             .map(|entry| Arc::clone(&entry.target))
     }
 
-    /// Every armed machine and its provisioning, for the deadline check.
+    /// Every armed machine and its provisioning, for the deadline check. Provisionings are
+    /// copied after the lock is released.
     pub fn armed(&self) -> Vec<(Arc<BootTarget>, Provisioning)> {
-        self.read()
-            .machines
+        let armed: Vec<Arc<BootTarget>> = read(&self.machines)
             .values()
-            .map(|entry| &entry.target)
-            .filter(|t| t.state.is_armed())
-            .filter_map(|t| t.provisioning.clone().map(|p| (Arc::clone(t), p)))
+            .filter(|entry| entry.target.state.is_armed())
+            .map(|entry| Arc::clone(&entry.target))
+            .collect();
+        armed
+            .into_iter()
+            .filter_map(|t| t.provisioning.clone().map(|p| (t, p)))
             .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.read().machines.len()
+        read(&self.machines).len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metal_core::query::MachineState;
+
+    fn mac(last: u8) -> Mac {
+        Mac::from_bytes([0x52, 0x54, 0, 0, 0, last])
+    }
+
+    fn target(id: u128, state: MachineState, macs: &[Mac]) -> BootTarget {
+        BootTarget {
+            machine_id: MachineId(uuid::Uuid::from_u128(id)),
+            bmc_mac: Mac::from_bytes([0x02, 0, 0, 0, 0, id as u8]),
+            state,
+            macs: macs.to_vec(),
+            provisioning: Some(Provisioning {
+                provision_id: uuid::Uuid::from_u128(100 + id),
+                profile: "G1".to_string(),
+                kernel: "http://images/vmlinuz".to_string(),
+                initrd: Vec::new(),
+                cmdline: String::new(),
+                assigned_at: time::OffsetDateTime::UNIX_EPOCH,
+            }),
+        }
+    }
+
+    fn served(index: &BootIndex, mac: &Mac) -> Option<u128> {
+        match index.decide(mac) {
+            BootDecision::Serve(target) => Some(target.machine_id.0.as_u128()),
+            _ => None,
+        }
+    }
+
+    fn reason(index: &BootIndex, mac: &Mac) -> String {
+        match index.decide(mac) {
+            BootDecision::Unknown { reason } => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn shared_macs_serve_nobody_until_one_machine_lets_go() {
+        let armed = MachineState::Provisioning;
+        let index = BootIndex::new(vec![
+            target(1, armed, &[mac(1), mac(9)]),
+            target(2, armed, &[mac(2), mac(9)]),
+            target(3, armed, &[mac(3), mac(9)]),
+        ]);
+        assert_eq!(served(&index, &mac(1)), Some(1));
+        assert_eq!(reason(&index, &mac(9)), "MAC shared by 3 machines");
+        assert_eq!(reason(&index, &mac(7)), "no machine has this MAC");
+        index.update(vec![target(2, armed, &[mac(2)])]);
+        assert_eq!(reason(&index, &mac(9)), "MAC shared by 2 machines");
+        index.update(vec![target(1, armed, &[mac(1)])]);
+        assert_eq!(served(&index, &mac(9)), Some(3), "the last holder boots");
+        index.update(vec![target(1, armed, &[mac(1), mac(9)])]);
+        assert_eq!(reason(&index, &mac(9)), "MAC shared by 2 machines");
+        index.update(vec![
+            target(1, armed, &[mac(1)]),
+            target(3, armed, &[mac(3)]),
+        ]);
+        assert_eq!(reason(&index, &mac(9)), "no machine has this MAC");
+        // A machine listing one MAC twice shares it with itself, as before.
+        index.update(vec![target(4, armed, &[mac(4), mac(4)])]);
+        assert_eq!(reason(&index, &mac(4)), "MAC shared by 2 machines");
+        assert_eq!(index.len(), 4);
+    }
+
+    #[test]
+    fn answers_are_kept_per_renderer_until_the_machine_changes() {
+        let index = BootIndex::new(vec![target(
+            1,
+            MachineState::Provisioning,
+            &[mac(1), mac(2)],
+        )]);
+        let answer = |renderer: u64, nic: u8, text: &'static str| {
+            index
+                .lookup(&mac(nic))
+                .answer
+                .unwrap()
+                .get_or_render(renderer, || Some(Bytes::from_static(text.as_bytes())))
+        };
+        assert_eq!(answer(1, 1, "first").unwrap(), "first");
+        assert_eq!(answer(1, 1, "again").unwrap(), "first", "kept");
+        assert_eq!(answer(1, 2, "second").unwrap(), "second", "per NIC");
+        assert_eq!(answer(2, 1, "other").unwrap(), "other", "another renderer");
+        assert_eq!(answer(1, 1, "again").unwrap(), "first");
+        index.update(vec![target(1, MachineState::Booting, &[mac(1), mac(2)])]);
+        assert_eq!(
+            answer(1, 1, "new").unwrap(),
+            "new",
+            "dropped with the old entry"
+        );
+        index.update(vec![target(1, MachineState::Installed, &[mac(1)])]);
+        assert!(matches!(index.decide(&mac(1)), BootDecision::Ignore(_)));
+        assert!(index.lookup(&mac(2)).answer.is_none());
     }
 }
