@@ -14,11 +14,12 @@ use std::fmt::Write as _;
 use std::future::IntoFuture;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use async_nats::jetstream;
+use bench::service::Service;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use metal_core::jetstream::{ensure_stream, last_sequence, StoredMessage};
@@ -67,6 +68,9 @@ struct Args {
 
 /// The install-token key handed to boot-api (it needs at least 16 bytes).
 const TOKEN_KEY: &str = "boot-bench-install-token-key-0123456789";
+
+/// How to build the binaries this benchmark runs.
+const BUILD: &str = "cargo build --release -p bench -p boot-api";
 /// Messages published before waiting for acks (the JetStream context allows 5,000).
 const PUBLISH_IN_FLIGHT: usize = 4_096;
 
@@ -134,87 +138,6 @@ async fn fill(js: &jetstream::Context, machines: u64) -> anyhow::Result<u64> {
     Ok(duplicates)
 }
 
-/// A process run for the benchmark; killed when dropped.
-struct Service {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Service {
-    fn spawn(
-        name: &'static str,
-        binary: &Path,
-        args: &[&str],
-        work: &Path,
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Service> {
-        anyhow::ensure!(
-            binary.is_file(),
-            "{} not found: build it with `cargo build --release -p bench -p boot-api` (or pass --bin-dir)",
-            binary.display()
-        );
-        let log = work.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log)?;
-        let mut command = Command::new(binary);
-        command
-            .args(args)
-            // No .env of the repository, no operator overrides: only the config counts.
-            .current_dir(work)
-            .env_remove("NATS_URL")
-            .env_remove("METAL_CONFIG")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
-            )
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("METAL__") {
-                command.env_remove(key);
-            }
-        }
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        Ok(Service { name, child, log })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// An error with the end of its log if it has exited.
-    fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited ({status}); last lines of {}:\n{}",
-                self.name,
-                self.log.display(),
-                tail(&self.log, 30)
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// A field of /proc/<pid>/status in KiB (`VmHWM`: peak resident set; `VmRSS`: now).
 fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::File::open(format!("/proc/{pid}/status"))?;
@@ -262,7 +185,7 @@ async fn wait_idle(service: &mut Service, timeout: Duration) -> anyhow::Result<D
         }
         before = now;
         if started.elapsed() > timeout {
-            bail!("{} was still busy after {timeout:?}", service.name);
+            bail!("{} was still busy after {timeout:?}", service.name());
         }
     }
 }
@@ -613,9 +536,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut boot_api = Service::spawn(
         "boot-api",
         &bin_dir.join("boot-api"),
+        BUILD,
         &["--config", &config_arg, "--nats-url", &nats_url],
         work.path(),
-        &[("METAL_BOOT_TOKEN_KEY", TOKEN_KEY)],
+        |command| {
+            command.env("METAL_BOOT_TOKEN_KEY", TOKEN_KEY);
+        },
     )?;
     let http = reqwest::Client::new();
     let boot_url = format!("http://{boot_listen}");
@@ -664,9 +590,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut trivial = Service::spawn(
         "trivial-boot-server",
         &bin_dir.join("trivial-boot-server"),
+        BUILD,
         &["--listen", &trivial_listen, "--body-file", &body_arg],
         work.path(),
-        &[],
+        |_| {},
     )?;
     let trivial_url = format!("http://{trivial_listen}");
     wait_for_200(
@@ -714,7 +641,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         events.push(Events { during, total });
     }
     let peak_rss = status_kib(boot_api.pid(), "VmHWM")?;
-    let dropped = dropped_events(&boot_api.log);
+    let dropped = dropped_events(boot_api.log());
     let served_total = stored_on(&stream, subjects::BOOT_SERVED).await? - served_before;
 
     let best = |runs: &[WrkRun]| runs.iter().map(|r| r.rate).fold(0.0, f64::max);

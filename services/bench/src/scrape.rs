@@ -15,12 +15,12 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use async_nats::jetstream;
+use bench::service::Service;
 use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use metal_core::config::{Credentials, RedfishConfig, Secret};
@@ -85,92 +85,30 @@ const NO_PASSWORD_ENV: &str = "SCRAPE_BENCH_UNSET_PASSWORD";
 const PASSWORD_ENV: &str = "METAL_REDFISH_PASSWORD";
 const SERVICES: [&str; 3] = ["locator", "redfish-scraper", "inventory-projector"];
 
-/// A service binary run for the benchmark; killed when dropped.
-struct Service {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Service {
-    fn spawn(
-        name: &'static str,
-        bin_dir: &Path,
-        work: &Path,
-        config: &Path,
-        nats_url: &str,
-        password: Option<&str>,
-    ) -> anyhow::Result<Service> {
-        let binary = bin_dir.join(name);
-        anyhow::ensure!(
-            binary.is_file(),
-            "{} not found: build it with `cargo build --release -p {name}` (or pass --bin-dir)",
-            binary.display()
-        );
-        let log = work.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log)?;
-        let mut command = Command::new(&binary);
-        command
-            .arg("--config")
-            .arg(config)
-            .arg("--nats-url")
-            .arg(nats_url)
-            // No .env of the repository, no operator overrides: only the config counts.
-            .current_dir(work)
-            .env_remove("NATS_URL")
-            .env_remove("METAL_CONFIG")
-            .env_remove(NO_PASSWORD_ENV)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
-            )
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("METAL__") {
-                command.env_remove(key);
-            }
-        }
-        match password {
-            Some(password) => command.env(PASSWORD_ENV, password),
-            None => command.env_remove(PASSWORD_ENV),
-        };
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        Ok(Service { name, child, log })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// An error with the end of its log if it has exited.
-    fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited ({status}); last lines of {}:\n{}",
-                self.name,
-                self.log.display(),
-                tail(&self.log, 30)
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+/// Starts one of [`SERVICES`] with the benchmark's config and, for basic auth, its password.
+fn spawn_service(
+    name: &str,
+    bin_dir: &Path,
+    work: &Path,
+    config: &Path,
+    nats_url: &str,
+    password: Option<&str>,
+) -> anyhow::Result<Service> {
+    let config = config.display().to_string();
+    Service::spawn(
+        name,
+        &bin_dir.join(name),
+        &format!("cargo build --release -p {name}"),
+        &["--config", &config, "--nats-url", nats_url],
+        work,
+        |command| {
+            command.env_remove(NO_PASSWORD_ENV);
+            match password {
+                Some(password) => command.env(PASSWORD_ENV, password),
+                None => command.env_remove(PASSWORD_ENV),
+            };
+        },
+    )
 }
 
 /// `VmHWM` (peak resident set) of a process, in KiB.
@@ -468,7 +406,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut services = SERVICES
         .iter()
         .map(|name| {
-            Service::spawn(
+            spawn_service(
                 name,
                 &bin_dir,
                 work.path(),
@@ -576,7 +514,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut peak_rss = Vec::new();
     for service in &services {
-        peak_rss.push((service.name, peak_rss_kib(service.pid())?));
+        peak_rss.push((service.name().to_string(), peak_rss_kib(service.pid())?));
     }
     drop(services);
     let scraper_rss_kib = peak_rss[1].1;

@@ -1,0 +1,3 @@
+//! What the benchmark binaries share: running the real service binaries.
+
+pub mod service;
