@@ -4,6 +4,8 @@
 //! validated against schemas/). The handler is called directly with the input the consumer
 //! loop would give it; tests/power_nats.rs goes through NATS against sushy-tools.
 
+mod common;
+
 use std::sync::Once;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use metal_core::events::{
     PowerAction, PowerDone, PowerFailed, PowerRequested, PowerStep, ProfileAssigned,
 };
 use metal_core::responder::{Handler, Input, Outcome};
-use metal_core::{subjects, Decoded, Envelope, Mac, MachineId};
+use metal_core::{subjects, Decoded, Envelope, Mac};
 use redfish_scraper::handler::power_event_id;
 use redfish_scraper::http::HttpSettings;
 use redfish_scraper::ScrapeHandler;
@@ -22,7 +24,6 @@ use test_harness::fake_bmc::{
 };
 use test_harness::nats::free_port;
 use test_harness::schemas::validate_event;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 const USER: &str = "operator";
@@ -65,17 +66,7 @@ fn bmc_mac() -> Mac {
 }
 
 fn event(event_type: &str, data: Value) -> Envelope {
-    let mac = bmc_mac();
-    Envelope {
-        event_id: Uuid::new_v4(),
-        event_type: event_type.to_string(),
-        machine_id: Some(MachineId::from_bmc_mac(&mac)),
-        bmc_mac: Some(mac),
-        time: OffsetDateTime::now_utc(),
-        correlation_id: Uuid::new_v4(),
-        causation_id: Some(Uuid::new_v4()),
-        data,
-    }
+    common::event_for(bmc_mac(), event_type, data)
 }
 
 fn assigned(redfish_url: &str, power: bool) -> Envelope {

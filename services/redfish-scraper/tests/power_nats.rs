@@ -17,12 +17,11 @@ use common::Scraper;
 use metal_core::config::Config;
 use metal_core::events::{PowerAction, PowerDone, PowerRequested, PowerStep, ProfileAssigned};
 use metal_core::jetstream::publish_event;
-use metal_core::{subjects, Envelope, Mac, MachineId};
+use metal_core::{subjects, Envelope, Mac};
 use serde_json::Value;
 use test_harness::nats::NatsServer;
 use test_harness::stream::{read_all, wait_for_events};
 use test_harness::sushy::{SushyEmulator, SushyFakeSystem};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 const USER: &str = "admin";
@@ -49,17 +48,7 @@ fn bmc_mac() -> Mac {
 }
 
 fn event(event_type: &str, data: Value) -> Envelope {
-    let mac = bmc_mac();
-    Envelope {
-        event_id: Uuid::new_v4(),
-        event_type: event_type.to_string(),
-        machine_id: Some(MachineId::from_bmc_mac(&mac)),
-        bmc_mac: Some(mac),
-        time: OffsetDateTime::now_utc(),
-        correlation_id: Uuid::new_v4(),
-        causation_id: Some(Uuid::new_v4()),
-        data,
-    }
+    common::event_for(bmc_mac(), event_type, data)
 }
 
 fn answers<'a>(events: &'a [Envelope], cause: &Envelope) -> Vec<&'a Envelope> {

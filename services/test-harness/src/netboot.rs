@@ -39,7 +39,7 @@ use axum::Router;
 use metal_core::Mac;
 use sha2::{Digest, Sha256};
 
-use crate::netns::{find_tool, require_root, run};
+use crate::netns::{find_tool, require_root, require_tools, run};
 
 /// What the initramfs's `/init` prints on the serial console once its phone-home POST got a
 /// 2xx answer (it then powers off).
@@ -73,36 +73,15 @@ struct LabTools {
 impl LabTools {
     /// Finds every tool, or panics naming all that are missing and their packages.
     fn find() -> LabTools {
-        match (
-            find_tool("ip"),
-            find_tool("dnsmasq"),
-            find_tool("qemu-system-x86_64"),
-        ) {
-            (Some(ip), Some(dnsmasq), Some(qemu)) => LabTools { ip, dnsmasq, qemu },
-            (ip, dnsmasq, qemu) => {
-                let missing: Vec<(&str, &str)> = [
-                    (ip.is_none(), "ip", "iproute2"),
-                    (dnsmasq.is_none(), "dnsmasq", "dnsmasq-base"),
-                    (
-                        qemu.is_none(),
-                        "qemu-system-x86_64",
-                        "qemu-system-x86 ipxe-qemu",
-                    ),
-                ]
-                .into_iter()
-                .filter(|(absent, _, _)| *absent)
-                .map(|(_, name, package)| (name, package))
-                .collect();
-                let names: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
-                let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
-                panic!(
-                    "the netboot tests need {} (not on PATH, nor in /usr/sbin or /sbin): run \
-                     scripts/install-deps, or `apt-get install --no-install-recommends {}`",
-                    names.join(", "),
-                    packages.join(" ")
-                );
-            }
-        }
+        let [ip, dnsmasq, qemu] = require_tools(
+            "the netboot tests",
+            [
+                ("ip", "iproute2"),
+                ("dnsmasq", "dnsmasq-base"),
+                ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu"),
+            ],
+        );
+        LabTools { ip, dnsmasq, qemu }
     }
 }
 

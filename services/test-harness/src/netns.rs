@@ -28,33 +28,43 @@ struct Tools {
 impl Tools {
     /// Finds every tool, or panics naming all that are missing and their packages.
     fn find() -> Tools {
-        match (find_tool("ip"), find_tool("dnsmasq"), find_tool("busybox")) {
-            (Some(ip), Some(dnsmasq), Some(busybox)) => Tools {
-                ip,
-                dnsmasq,
-                busybox,
-            },
-            (ip, dnsmasq, busybox) => {
-                let missing: Vec<(&str, &str)> = [
-                    (ip.is_none(), "ip", "iproute2"),
-                    (dnsmasq.is_none(), "dnsmasq", "dnsmasq-base"),
-                    (busybox.is_none(), "busybox", "busybox-static"),
-                ]
-                .into_iter()
-                .filter(|(absent, _, _)| *absent)
-                .map(|(_, name, package)| (name, package))
-                .collect();
-                let names: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
-                let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
-                panic!(
-                    "the network namespace tests need {} (not on PATH, nor in /usr/sbin or \
-                     /sbin): install with `apt-get install {}`, or run scripts/install-deps",
-                    names.join(", "),
-                    packages.join(" ")
-                );
-            }
+        let [ip, dnsmasq, busybox] = require_tools(
+            "the network namespace tests",
+            [
+                ("ip", "iproute2"),
+                ("dnsmasq", "dnsmasq-base"),
+                ("busybox", "busybox-static"),
+            ],
+        );
+        Tools {
+            ip,
+            dnsmasq,
+            busybox,
         }
     }
+}
+
+/// Finds each `(tool, Debian package)`, or panics naming every missing tool and its
+/// package, saying that `what` needs them.
+pub(crate) fn require_tools<const N: usize>(what: &str, tools: [(&str, &str); N]) -> [PathBuf; N] {
+    let found = tools.map(|(name, _)| find_tool(name));
+    let missing: Vec<(&str, &str)> = tools
+        .iter()
+        .zip(&found)
+        .filter(|(_, path)| path.is_none())
+        .map(|(tool, _)| *tool)
+        .collect();
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
+        let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
+        panic!(
+            "{what} need {} (not on PATH, nor in /usr/sbin or /sbin): run scripts/install-deps, \
+             or `apt-get install --no-install-recommends {}`",
+            names.join(", "),
+            packages.join(" ")
+        );
+    }
+    found.map(|path| path.unwrap_or_default())
 }
 
 /// `name` on PATH, or in the sbin directories a non-login PATH may lack.

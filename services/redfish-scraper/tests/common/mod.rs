@@ -112,3 +112,18 @@ impl Scraper {
             .expect("scraper task did not panic");
     }
 }
+
+/// A fresh event of `event_type` about the machine of `bmc_mac`, happening now, as the
+/// responder would receive it.
+pub fn event_for(bmc_mac: metal_core::Mac, event_type: &str, data: Value) -> metal_core::Envelope {
+    metal_core::Envelope {
+        event_id: uuid::Uuid::new_v4(),
+        event_type: event_type.to_string(),
+        machine_id: Some(metal_core::MachineId::from_bmc_mac(&bmc_mac)),
+        bmc_mac: Some(bmc_mac),
+        time: time::OffsetDateTime::now_utc(),
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: Some(uuid::Uuid::new_v4()),
+        data,
+    }
+}
