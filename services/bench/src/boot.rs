@@ -483,13 +483,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         have_wrk(),
         "wrk not found on PATH: `apt-get install -y wrk` (scripts/bench does this)"
     );
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = bench::service::bin_dir(args.bin_dir.as_deref())?;
     let work = tempfile::Builder::new().prefix("boot-bench.").tempdir()?;
 
     let server = test_harness::nats::NatsServer::start();

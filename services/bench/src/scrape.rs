@@ -335,13 +335,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "{n} BMCs need about {wanted} open files here (a listener each, plus the connections in flight) \
          but the limit is {open_files}; raise `ulimit -n` or use fewer --bmcs"
     );
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = bench::service::bin_dir(args.bin_dir.as_deref())?;
 
     let (spec, password, password_env) = match args.auth {
         AuthMode::None => (FakeBmcSpec::synthetic(), None, NO_PASSWORD_ENV),

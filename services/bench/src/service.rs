@@ -95,6 +95,17 @@ impl Drop for Service {
     }
 }
 
+/// Where the service binaries are: `given` (`--bin-dir`), else beside the running benchmark.
+pub fn bin_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("this binary has no directory")?
+            .to_path_buf()),
+    }
+}
+
 /// The last `lines` lines of a file (empty when unreadable).
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
