@@ -553,16 +553,15 @@ fn on_scraped(
     };
     execute_cached(
         tx,
-        "UPDATE machines SET state = COALESCE(?12, state),
-             state_reason = CASE WHEN ?12 IS NULL THEN state_reason END, redfish_url = ?2,
-             updated_at = ?3, inventory = ?4, inventory_event_id = ?5, system_model = ?6,
-             cpu_vendor = ?7, cpu_count = ?8, memory_mib = ?9, host_nic_count = ?10, drive_count = ?11
+        "UPDATE machines SET state = COALESCE(?11, state),
+             state_reason = CASE WHEN ?11 IS NULL THEN state_reason END, redfish_url = ?2,
+             updated_at = ?3, inventory_event_id = ?4, system_model = ?5,
+             cpu_vendor = ?6, cpu_count = ?7, memory_mib = ?8, host_nic_count = ?9, drive_count = ?10
          WHERE machine_id = ?1",
         params![
             id,
             data.redfish_url,
             format_time(envelope.time),
-            serde_json::to_string(inventory).ok(),
             envelope.event_id.to_string(),
             system_model,
             vendor,
@@ -572,6 +571,15 @@ fn on_scraped(
             drive_count as i64,
             state,
         ],
+    )
+    .map_err(sql("recording inventory"))?;
+    let document = serde_json::to_string(inventory)
+        .map_err(|e| ProjectionError::Corrupt(format!("inventory of {id}: {e}")))?;
+    execute_cached(
+        tx,
+        "INSERT INTO inventories (machine_id, inventory) VALUES (?1, ?2)
+         ON CONFLICT (machine_id) DO UPDATE SET inventory = excluded.inventory",
+        params![id, document],
     )
     .map_err(sql("recording inventory"))?;
     replace_hardware(tx, &id, inventory)?;

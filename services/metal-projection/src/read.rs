@@ -46,8 +46,9 @@ pub struct BootFacts {
 
 /// The columns [`StoredMachine::from_row`] reads, in order; the last is the inventory JSON.
 const MACHINE_COLUMNS: &str =
-    "machine_id, bmc_mac, bmc_ip, redfish_url, state, state_reason, correlation_id,
-     system_model, cpu_count, memory_mib, host_nic_count, created_at, updated_at, inventory";
+    "machines.machine_id, bmc_mac, bmc_ip, redfish_url, state, state_reason, correlation_id,
+     system_model, cpu_count, memory_mib, host_nic_count, created_at, updated_at,
+     inventories.inventory";
 
 /// The same without the inventory (read as NULL): the list shows rows only, and each
 /// inventory is kilobytes of JSON.
@@ -255,7 +256,9 @@ impl Projection {
     ) -> Result<Option<StoredMachine>, ProjectionError> {
         self.conn
             .prepare_cached(&format!(
-                "SELECT {MACHINE_COLUMNS} FROM machines WHERE machine_id = ?1"
+                "SELECT {MACHINE_COLUMNS} FROM machines
+                 LEFT JOIN inventories ON inventories.machine_id = machines.machine_id
+                 WHERE machines.machine_id = ?1"
             ))
             .and_then(|mut statement| {
                 statement

@@ -6,12 +6,13 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::{sql, ProjectionError};
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Tables in export order, each with its primary-key ordering.
 pub const TABLES: &[(&str, &str)] = &[
     ("meta", "id"),
     ("machines", "machine_id"),
+    ("inventories", "machine_id"),
     ("nics", "machine_id, kind, interface"),
     ("processors", "machine_id, system_id, processor_id"),
     ("memory", "machine_id, system_id, module_id"),
@@ -155,6 +156,20 @@ CREATE TABLE unknown_macs (
 ) WITHOUT ROWID;
 ";
 
+/// Version 4: each inventory's JSON in a table of its own. In `machines` (a `WITHOUT
+/// ROWID` table, whose rows live in the index itself) the 2 KB document made every row
+/// span overflow pages, so reading a machine's state walked them and each state change
+/// rewrote them; boot-api applies one such change per boot during a boot storm.
+const SCHEMA_V4: &str = "
+CREATE TABLE inventories (
+    machine_id TEXT PRIMARY KEY REFERENCES machines (machine_id),
+    inventory TEXT NOT NULL
+);
+INSERT INTO inventories (machine_id, inventory)
+    SELECT machine_id, inventory FROM machines WHERE inventory IS NOT NULL;
+ALTER TABLE machines DROP COLUMN inventory;
+";
+
 /// Brings the schema to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     let version: i64 = conn
@@ -182,6 +197,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
         tx.execute_batch(SCHEMA_V3)
             .map_err(sql("migrating schema to version 3"))?;
     }
+    if version < 4 {
+        tx.execute_batch(SCHEMA_V4)
+            .map_err(sql("migrating schema to version 4"))?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(sql("setting schema version"))?;
     tx.commit().map_err(sql("committing migration"))
@@ -194,4 +213,46 @@ pub(crate) fn last_sequence(conn: &Connection) -> Result<u64, ProjectionError> {
         .optional()
         .map_err(sql("reading last sequence"))?;
     Ok(value.unwrap_or(0).max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_3_inventories_move_to_their_own_table() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        for step in [SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, "PRAGMA user_version = 3"] {
+            conn.execute_batch(step).expect("schema step");
+        }
+        conn.execute_batch(
+            "INSERT INTO machines (machine_id, bmc_mac, state, correlation_id, created_at,
+                 updated_at, inventory, inventory_event_id)
+             VALUES ('m-1', '00:00:5e:00:53:01', 'inventoried', 'c', 't', 't', '{\"a\":1}', 'e'),
+                    ('m-2', '00:00:5e:00:53:02', 'located', 'c', 't', 't', NULL, NULL);",
+        )
+        .expect("version 3 rows");
+
+        migrate(&mut conn).expect("migration");
+
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        let moved: Vec<(String, String)> = conn
+            .prepare("SELECT machine_id, inventory FROM inventories ORDER BY machine_id")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .expect("inventories");
+        assert_eq!(moved, vec![("m-1".to_string(), "{\"a\":1}".to_string())]);
+        let left = conn.prepare("SELECT inventory FROM machines");
+        assert!(left.is_err(), "machines still has an inventory column");
+        let kept: String = conn
+            .query_row(
+                "SELECT inventory_event_id FROM machines WHERE machine_id = 'm-1'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("machine row");
+        assert_eq!(kept, "e");
+    }
 }
