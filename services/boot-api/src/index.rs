@@ -282,6 +282,7 @@ mod tests {
                 initrd: Vec::new(),
                 cmdline: String::new(),
                 assigned_at: time::OffsetDateTime::UNIX_EPOCH,
+                purpose: Default::default(),
             }),
         }
     }

@@ -56,6 +56,26 @@ pub fn assign(
             ))
         }
     };
+    if state.is_retiring() {
+        return Err(format!(
+            "machine is {}: onboard it anew before provisioning it",
+            state.as_str()
+        ));
+    }
+    if let Some(validation) = machine.validation.as_ref().filter(|v| !v.valid) {
+        if !request.force {
+            let failures: Vec<String> = validation
+                .failures
+                .iter()
+                .map(|f| format!("{}: wanted {}, found {}", f.rule, f.wanted, f.found))
+                .collect();
+            return Err(format!(
+                "hardware breaks spec {} ({}); provision --force to arm it anyway",
+                validation.spec,
+                failures.join("; ")
+            ));
+        }
+    }
     let facts = MachineFacts::of(inventory, &machine.tags);
     let (profile, chosen_by) = match &request.profile {
         Some(name) => match profiles.get(name) {
@@ -97,6 +117,7 @@ pub fn assign(
         cmdline: profile.cmdline.clone(),
         power: request.power,
         redfish_url: machine.machine.redfish_url.clone(),
+        purpose: metal_core::events::Purpose::Install,
     })
 }
 

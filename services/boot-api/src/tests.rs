@@ -489,6 +489,7 @@ fn assign_by_name_by_selectors_or_says_why_not() {
         profile: profile.map(str::to_string),
         power,
         requested_by: None,
+        force: false,
     };
     let intel = detail(ARMED_BMC);
     let chosen = crate::provision::assign(&ask(None, true), intel.as_ref(), &profiles).unwrap();

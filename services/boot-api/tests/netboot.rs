@@ -119,6 +119,7 @@ async fn an_armed_machine_netboots_phones_home_and_then_boots_no_more() {
             profile: None,
             power: false,
             requested_by: Some("netboot test".to_string()),
+            force: false,
         })
         .expect("data"),
     };

@@ -126,6 +126,7 @@ async fn a_machine_that_never_phones_home_fails_at_the_deadline() {
             profile: None,
             power: false,
             requested_by: None,
+            force: false,
         })
         .unwrap(),
     };

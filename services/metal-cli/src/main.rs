@@ -165,6 +165,10 @@ enum Command {
         /// PXE-boots it (or `metal-cli power <MAC> cycle`).
         #[arg(long)]
         no_power: bool,
+        /// Arm the machine even though its hardware failed its spec (`metal-cli show`
+        /// lists the failed rules).
+        #[arg(long)]
+        force: bool,
         /// Print JSON lines (the request, each event, the final machine) instead of text.
         #[arg(long)]
         json: bool,
@@ -412,6 +416,7 @@ async fn main() -> ExitCode {
             mac,
             profile,
             no_power,
+            force,
             json,
             timeout,
             requested_by,
@@ -422,6 +427,7 @@ async fn main() -> ExitCode {
                 ProvisionOptions {
                     profile,
                     power: !no_power,
+                    force,
                     json,
                     timeout: Duration::from_secs(timeout),
                     requested_by,

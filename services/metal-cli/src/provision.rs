@@ -289,6 +289,8 @@ pub async fn tag(
 pub struct ProvisionOptions {
     pub profile: Option<String>,
     pub power: bool,
+    /// Arm even a machine whose hardware failed its spec.
+    pub force: bool,
     pub json: bool,
     pub timeout: Duration,
     pub requested_by: Option<String>,
@@ -339,10 +341,38 @@ pub async fn provision(
         );
         return Ok(ExitCode::FAILURE);
     }
+    if state.is_retiring() {
+        eprintln!(
+            "metal-cli: cannot provision {mac}: machine {} is {}; onboard it anew first (metal-cli onboard {})",
+            detail.machine.machine_id,
+            state.as_str(),
+            detail.machine.bmc_mac
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(validation) = detail.validation.as_ref().filter(|v| !v.valid) {
+        if !options.force {
+            eprintln!(
+                "metal-cli: cannot provision {mac}: its hardware breaks spec {} ({}); fix the hardware and rescan, or provision --force",
+                validation.spec,
+                failed_rules(validation)
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        eprintln!(
+            "note       hardware breaks spec {} ({}); arming anyway (--force)",
+            validation.spec,
+            failed_rules(validation)
+        );
+    }
     if state.is_armed() {
         eprintln!(
             "note       machine is {} already; this provisioning replaces the current one",
             state.as_str()
+        );
+    } else if state == metal_core::query::MachineState::Installed {
+        eprintln!(
+            "note       machine is installed; this provisioning reinstalls it with a fresh token (the old one stops working)"
         );
     }
     let event = request(
@@ -352,6 +382,7 @@ pub async fn provision(
             profile,
             power: options.power,
             requested_by: options.requested_by,
+            force: options.force,
         },
     )?;
     let (stream, sequence) = publish(client, &event).await?;
@@ -622,4 +653,14 @@ mod tests {
         assert_eq!(profile_name(" G1 ").unwrap(), "G1");
         assert!(profile_name("  ").is_err());
     }
+}
+
+/// `rule: wanted W, found F; ...` of a failed validation.
+pub fn failed_rules(validation: &metal_core::query::Validation) -> String {
+    validation
+        .failures
+        .iter()
+        .map(|f| format!("{}: wanted {}, found {}", f.rule, f.wanted, f.found))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

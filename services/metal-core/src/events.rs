@@ -178,6 +178,9 @@ pub struct ProvisionRequested {
     /// Whether to tell the BMC to PXE-boot once and reset (`false`: someone powers it on).
     pub power: bool,
     pub requested_by: Option<String>,
+    /// Arm a machine whose hardware failed its spec anyway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// `machine.provision.failed`: a provision request that armed nothing (unknown profile,
@@ -208,6 +211,33 @@ pub struct ProfileAssigned {
     pub power: bool,
     /// Where the BMC answers (from the machine's last inventory).
     pub redfish_url: Option<String>,
+    /// Install an OS, or wipe the disks before retirement (absent from older events).
+    #[serde(default, skip_serializing_if = "Purpose::is_install")]
+    pub purpose: Purpose,
+}
+
+/// Why a machine is armed to netboot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Install its OS; the installer phones home to `/installed`.
+    #[default]
+    Install,
+    /// Wipe it before retirement; the wipe phones home to `/wiped`.
+    Wipe,
+}
+
+impl Purpose {
+    pub fn is_install(&self) -> bool {
+        *self == Purpose::Install
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Install => "install",
+            Purpose::Wipe => "wipe",
+        }
+    }
 }
 
 /// What `machine.power.requested` asks of the BMC.
@@ -354,4 +384,95 @@ pub struct InstallRejected {
     pub outcome: String,
     pub reason: String,
     pub remote: Option<String>,
+}
+
+/// `machine.spec.assigned`: the hardware spec an operator expects the machine to meet
+/// (`metal-cli expect`, `metal-cli onboard --expect`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecAssigned {
+    pub spec: String,
+    pub requested_by: Option<String>,
+}
+
+/// One rule of a hardware spec that an inventory breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFailure {
+    /// The rule's name in the specs file (`cpu_model`, `drives`, `firmware:BMC*`).
+    pub rule: String,
+    pub wanted: String,
+    pub found: String,
+}
+
+/// `machine.hardware.validated`: the inventory meets its spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareValidated {
+    pub spec: String,
+    /// `operator` (assigned) or `map` (a `[[map]]` rule of the specs file).
+    pub chosen_by: String,
+    pub inventory: InventoryRef,
+}
+
+/// `machine.hardware.invalid`: the inventory breaks its spec; each failed rule with what
+/// was wanted and found. The machine is not armed unless forced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareInvalid {
+    pub spec: String,
+    pub chosen_by: String,
+    pub inventory: Option<InventoryRef>,
+    pub failures: Vec<RuleFailure>,
+}
+
+/// `machine.bmc.lost`: the BMC has not answered a scrape for longer than the threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcLost {
+    /// The first failed scrape since the last answer.
+    #[serde(with = "time::serde::rfc3339")]
+    pub failing_since: OffsetDateTime,
+    /// The last answer, if it ever answered.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    pub reason: String,
+}
+
+/// `machine.bmc.found`: a lost BMC answered again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcFound {
+    #[serde(with = "time::serde::rfc3339")]
+    pub failing_since: OffsetDateTime,
+}
+
+/// `machine.retire.requested`: take the machine out of service, wiping it first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireRequested {
+    /// Netboot the wipe profile once before powering off.
+    pub wipe: bool,
+    /// Where the BMC answers, for the power-off.
+    pub redfish_url: Option<String>,
+    pub requested_by: Option<String>,
+}
+
+/// `machine.wipe.completed`: the wipe phoned home with its token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WipeCompleted {
+    /// The `machine.retire.requested` event id (the wipe's provisioning id).
+    pub provision_id: uuid::Uuid,
+    pub profile: String,
+    pub redfish_url: Option<String>,
+}
+
+/// `machine.retired`: powered off and out of service until onboarded anew.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retired {
+    /// The `machine.retire.requested` event id.
+    pub retire_id: uuid::Uuid,
+    pub wiped: bool,
 }

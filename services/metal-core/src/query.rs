@@ -48,10 +48,18 @@ pub enum MachineState {
     InstallFailed,
     /// The BMC refused the boot override or the reset: disarmed.
     ProvisionFailed,
+    /// Armed with the wipe profile before retirement: boot-api netboots it.
+    Wiping,
+    /// Retirement asked (and any wipe done): waiting for the power-off.
+    Retiring,
+    /// Powered off and out of service: never netbooted until onboarded anew.
+    Retired,
+    /// The power-off of a retirement failed: retire again.
+    RetireFailed,
 }
 
 impl MachineState {
-    pub const ALL: [MachineState; 10] = [
+    pub const ALL: [MachineState; 14] = [
         MachineState::Requested,
         MachineState::Located,
         MachineState::Inventoried,
@@ -62,6 +70,10 @@ impl MachineState {
         MachineState::Installed,
         MachineState::InstallFailed,
         MachineState::ProvisionFailed,
+        MachineState::Wiping,
+        MachineState::Retiring,
+        MachineState::Retired,
+        MachineState::RetireFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +88,10 @@ impl MachineState {
             MachineState::Installed => "installed",
             MachineState::InstallFailed => "install_failed",
             MachineState::ProvisionFailed => "provision_failed",
+            MachineState::Wiping => "wiping",
+            MachineState::Retiring => "retiring",
+            MachineState::Retired => "retired",
+            MachineState::RetireFailed => "retire_failed",
         }
     }
 
@@ -90,12 +106,27 @@ impl MachineState {
                 | MachineState::ScrapeFailed
                 | MachineState::InstallFailed
                 | MachineState::ProvisionFailed
+                | MachineState::RetireFailed
         )
     }
 
     /// Whether boot-api netboots the machine.
     pub fn is_armed(self) -> bool {
-        matches!(self, MachineState::Provisioning | MachineState::Booting)
+        matches!(
+            self,
+            MachineState::Provisioning | MachineState::Booting | MachineState::Wiping
+        )
+    }
+
+    /// Whether the machine is being retired or is retired: nothing arms it.
+    pub fn is_retiring(self) -> bool {
+        matches!(
+            self,
+            MachineState::Wiping
+                | MachineState::Retiring
+                | MachineState::Retired
+                | MachineState::RetireFailed
+        )
     }
 
     /// Whether the machine has an inventory it can be provisioned from.
@@ -154,6 +185,40 @@ pub struct MachineDetail {
     /// The current or last provisioning.
     #[serde(default)]
     pub provisioning: Option<Provisioning>,
+    /// The hardware spec an operator assigned (`metal-cli expect`).
+    #[serde(default)]
+    pub expected_spec: Option<String>,
+    /// The validator's last verdict on the current inventory.
+    #[serde(default)]
+    pub validation: Option<Validation>,
+    /// Whether the BMC answers the scrapes.
+    #[serde(default)]
+    pub bmc_health: BmcHealth,
+}
+
+/// The last `machine.hardware.validated` or `machine.hardware.invalid`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub spec: String,
+    pub chosen_by: String,
+    pub valid: bool,
+    pub failures: Vec<crate::events::RuleFailure>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// From the scrapes' outcomes and `machine.bmc.lost|found`; all times are event times.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BmcHealth {
+    /// The last scrape the BMC answered.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// The first failed scrape since it last answered.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub failing_since: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+    /// `machine.bmc.lost` was recorded and no answer since.
+    pub lost: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +267,9 @@ pub struct Provisioning {
     pub cmdline: String,
     #[serde(with = "time::serde::rfc3339")]
     pub assigned_at: OffsetDateTime,
+    /// Install, or the wipe before retirement.
+    #[serde(default)]
+    pub purpose: crate::events::Purpose,
 }
 
 /// One MAC that asked to netboot and that no machine has, from `machine.boot.unknown`.

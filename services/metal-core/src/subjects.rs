@@ -25,6 +25,14 @@ pub const BOOT_UNKNOWN: &str = "machine.boot.unknown";
 pub const INSTALL_COMPLETED: &str = "machine.install.completed";
 pub const INSTALL_FAILED: &str = "machine.install.failed";
 pub const INSTALL_REJECTED: &str = "machine.install.rejected";
+pub const SPEC_ASSIGNED: &str = "machine.spec.assigned";
+pub const HARDWARE_VALIDATED: &str = "machine.hardware.validated";
+pub const HARDWARE_INVALID: &str = "machine.hardware.invalid";
+pub const BMC_LOST: &str = "machine.bmc.lost";
+pub const BMC_FOUND: &str = "machine.bmc.found";
+pub const RETIRE_REQUESTED: &str = "machine.retire.requested";
+pub const WIPE_COMPLETED: &str = "machine.wipe.completed";
+pub const RETIRED: &str = "machine.retired";
 
 /// The JetStream object store bucket of raw scrape bundles.
 pub const RAW_BUCKET: &str = "machine-raw";
@@ -52,6 +60,14 @@ pub const EVENT_SUBJECTS: &[&str] = &[
     INSTALL_COMPLETED,
     INSTALL_FAILED,
     INSTALL_REJECTED,
+    SPEC_ASSIGNED,
+    HARDWARE_VALIDATED,
+    HARDWARE_INVALID,
+    BMC_LOST,
+    BMC_FOUND,
+    RETIRE_REQUESTED,
+    WIPE_COMPLETED,
+    RETIRED,
 ];
 
 /// The inventory query service (NATS micro). Deliberately outside `machine.>`, so

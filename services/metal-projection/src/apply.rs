@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::{schema, sql, Projection, ProjectionError};
 
+mod lifecycle;
 mod provisioning;
 pub use provisioning::StoredBootSpec;
 
@@ -240,6 +241,38 @@ fn apply_event(
         },
         subjects::INSTALL_REJECTED => match envelope.data_as() {
             Ok(data) => provisioning::on_install_rejected(&data),
+            Err(error) => bad_data(&error),
+        },
+        subjects::SPEC_ASSIGNED => match envelope.data_as() {
+            Ok(data) => lifecycle::on_spec_assigned(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::HARDWARE_VALIDATED => match envelope.data_as() {
+            Ok(data) => lifecycle::on_validated(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::HARDWARE_INVALID => match envelope.data_as() {
+            Ok(data) => lifecycle::on_invalid(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::BMC_LOST => match envelope.data_as() {
+            Ok(data) => lifecycle::on_bmc_lost(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::BMC_FOUND => match envelope.data_as() {
+            Ok(data) => lifecycle::on_bmc_found(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::RETIRE_REQUESTED => match envelope.data_as() {
+            Ok(data) => lifecycle::on_retire_requested(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::WIPE_COMPLETED => match envelope.data_as() {
+            Ok(data) => lifecycle::on_wipe_completed(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::RETIRED => match envelope.data_as() {
+            Ok(data) => lifecycle::on_retired(tx, envelope, &data)?,
             Err(error) => bad_data(&error),
         },
         other => Effect::recorded(format!("{other}: no effect on the projection")),
@@ -500,12 +533,19 @@ fn on_scrape_failed(
         data.reason,
         data.attempts
     );
-    if let Ok((_, Answers::Rescan)) = current_machine_answering(tx, envelope, true)? {
-        // A failed rescan is history, not a downgrade: the last good inventory, the state
-        // and so bootability stay.
-        return Ok(Effect::recorded(format!(
-            "rescan failed, keeping the last inventory: {reason}"
-        )));
+    match current_machine_answering(tx, envelope, true)? {
+        Ok((machine_id, answers)) => {
+            lifecycle::bmc_failed(tx, machine_id, envelope, data.kind, &reason)?;
+            if answers == Answers::Rescan {
+                // A failed rescan is history, not a downgrade: the last good inventory,
+                // the state and so bootability stay.
+                return Ok(Effect {
+                    applied: Applied::Changed(machine_id),
+                    summary: format!("rescan failed, keeping the last inventory: {reason}"),
+                });
+            }
+        }
+        Err(_) => {}
     }
     set_failed(tx, envelope, "scrape_failed", &reason)
 }
@@ -583,6 +623,7 @@ fn on_scraped(
     )
     .map_err(sql("recording inventory"))?;
     replace_hardware(tx, &id, inventory)?;
+    lifecycle::bmc_answered(tx, machine_id, envelope)?;
     Ok(Effect {
         applied: Applied::Changed(machine_id),
         summary: line,

@@ -253,6 +253,7 @@ pub fn provision(sequence: u64, bmc_mac: &str, profile: Option<&str>) -> Envelop
             profile: profile.map(str::to_string),
             power: false,
             requested_by: Some("test".to_string()),
+            force: false,
         })
         .unwrap_or_default(),
     }
@@ -273,6 +274,7 @@ pub fn assigned(provision: &Envelope, profile: &str) -> Envelope {
             cmdline: "console=ttyS0 id={machine_id} bmc={bmc_mac} BOOTIF={mac} p={profile} token={token} home={phone_home_url}".to_string(),
             power: false,
             redfish_url: Some("https://10.0.0.1".to_string()),
+            purpose: Default::default(),
         },
     )
 }

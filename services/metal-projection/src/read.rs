@@ -56,6 +56,18 @@ const MACHINE_ROW_COLUMNS: &str =
     "machine_id, bmc_mac, bmc_ip, redfish_url, state, state_reason, correlation_id,
      system_model, cpu_count, memory_mib, host_nic_count, created_at, updated_at, NULL";
 
+/// A machine's expected spec, validation, BMC health and retirement, as stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Lifecycle {
+    pub expected_spec: Option<String>,
+    pub validation: Option<metal_core::query::Validation>,
+    pub bmc_health: metal_core::query::BmcHealth,
+    /// The last scrape's outcome, answered or not.
+    pub bmc_last_tried: Option<OffsetDateTime>,
+    /// The retirement in progress or done.
+    pub retire_id: Option<Uuid>,
+}
+
 /// A machines row as stored, before its text is parsed into types.
 struct StoredMachine {
     machine_id: String,
@@ -161,6 +173,7 @@ fn parse_provisioning(
         initrd: spec.initrd,
         cmdline: spec.cmdline,
         assigned_at: parse_time(assigned_at)?,
+        purpose: spec.purpose,
     })
 }
 
@@ -277,6 +290,7 @@ impl Projection {
             return Ok(None);
         };
         let inventory = stored.inventory()?;
+        let lifecycle = self.lifecycle(machine_id)?;
         let inventory_event: Option<(i64, String)> = self
             .conn
             .query_row(
@@ -304,7 +318,59 @@ impl Projection {
             inventory_event,
             tags: self.tags(machine_id)?,
             provisioning: self.provisioning(machine_id)?,
+            expected_spec: lifecycle.expected_spec,
+            validation: lifecycle.validation,
+            bmc_health: lifecycle.bmc_health,
         }))
+    }
+
+    /// The machine's expected spec, last validation and BMC health.
+    pub fn lifecycle(&self, machine_id: MachineId) -> Result<Lifecycle, ProjectionError> {
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            bool,
+            Option<String>,
+        );
+        let row: Option<Row> = self
+            .conn
+            .prepare_cached(
+                "SELECT expected_spec, validation, bmc_last_seen, bmc_last_tried,
+                     bmc_failing_since, bmc_last_error, bmc_lost, retire_id
+                 FROM machines WHERE machine_id = ?1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![machine_id.to_string()], |row| row.try_into())
+                    .optional()
+            })
+            .map_err(sql("reading lifecycle"))?;
+        let Some((spec, validation, seen, tried, failing, error, lost, retire_id)) = row else {
+            return Ok(Lifecycle::default());
+        };
+        let time = |text: Option<String>| text.as_deref().map(parse_time).transpose();
+        Ok(Lifecycle {
+            expected_spec: spec,
+            validation: validation
+                .map(|text| {
+                    serde_json::from_str(&text).map_err(|e| {
+                        ProjectionError::Corrupt(format!("validation of {machine_id}: {e}"))
+                    })
+                })
+                .transpose()?,
+            bmc_health: metal_core::query::BmcHealth {
+                last_seen: time(seen)?,
+                failing_since: time(failing)?,
+                last_error: error,
+                lost,
+            },
+            bmc_last_tried: time(tried)?,
+            retire_id: retire_id.as_deref().map(parse_uuid).transpose()?,
+        })
     }
 
     /// The machine's operator tags.

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::{sql, ProjectionError};
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Tables in export order, each with its primary-key ordering.
 pub const TABLES: &[(&str, &str)] = &[
@@ -170,6 +170,20 @@ INSERT INTO inventories (machine_id, inventory)
 ALTER TABLE machines DROP COLUMN inventory;
 ";
 
+/// Version 5: the rest of a machine's life: the spec it is expected to meet and the
+/// validator's verdict (JSON of `metal_core::query::Validation`), its BMC's health from the
+/// scrapes' outcomes, and the retirement in progress.
+const SCHEMA_V5: &str = "
+ALTER TABLE machines ADD COLUMN expected_spec TEXT;
+ALTER TABLE machines ADD COLUMN validation TEXT;
+ALTER TABLE machines ADD COLUMN bmc_last_seen TEXT;
+ALTER TABLE machines ADD COLUMN bmc_last_tried TEXT;
+ALTER TABLE machines ADD COLUMN bmc_failing_since TEXT;
+ALTER TABLE machines ADD COLUMN bmc_last_error TEXT;
+ALTER TABLE machines ADD COLUMN bmc_lost INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE machines ADD COLUMN retire_id TEXT;
+";
+
 /// Brings the schema to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     let version: i64 = conn
@@ -200,6 +214,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     if version < 4 {
         tx.execute_batch(SCHEMA_V4)
             .map_err(sql("migrating schema to version 4"))?;
+    }
+    if version < 5 {
+        tx.execute_batch(SCHEMA_V5)
+            .map_err(sql("migrating schema to version 5"))?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(sql("setting schema version"))?;

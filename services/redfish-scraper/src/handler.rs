@@ -1022,6 +1022,7 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             power,
             redfish_url: redfish_url.map(str::to_string),
+            purpose: Default::default(),
         })
         .unwrap()
     }

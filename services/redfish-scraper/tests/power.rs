@@ -81,6 +81,7 @@ fn assigned(redfish_url: &str, power: bool) -> Envelope {
             cmdline: "console=ttyS0 metal.token={{token}}".to_string(),
             power,
             redfish_url: Some(redfish_url.to_string()),
+            purpose: Default::default(),
         })
         .unwrap(),
     )

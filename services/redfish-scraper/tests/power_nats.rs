@@ -131,6 +131,7 @@ async fn a_profile_assignment_sets_pxe_and_powers_sushy_on() {
             cmdline: "console=ttyS0 metal.token={{token}}".to_string(),
             power: true,
             redfish_url: Some(emulator.base_url()),
+            purpose: Default::default(),
         })
         .unwrap(),
     );

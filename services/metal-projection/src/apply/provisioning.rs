@@ -5,7 +5,8 @@
 
 use metal_core::events::{
     BootIgnored, BootServed, BootUnknown, InstallCompleted, InstallFailed, InstallRejected,
-    PowerDone, PowerFailed, ProfileAssigned, ProvisionFailed, ProvisionRequested, TagsChanged,
+    PowerDone, PowerFailed, ProfileAssigned, ProvisionFailed, ProvisionRequested, Purpose,
+    TagsChanged,
 };
 use metal_core::query::MachineState;
 use metal_core::{Envelope, MachineId};
@@ -21,16 +22,18 @@ pub struct StoredBootSpec {
     pub kernel: String,
     pub initrd: Vec<String>,
     pub cmdline: String,
+    #[serde(default, skip_serializing_if = "Purpose::is_install")]
+    pub purpose: Purpose,
 }
 
-fn changed(machine_id: MachineId, summary: String) -> Effect {
+pub(super) fn changed(machine_id: MachineId, summary: String) -> Effect {
     Effect {
         applied: Applied::Changed(machine_id),
         summary,
     }
 }
 
-fn by(requested_by: &Option<String>) -> String {
+pub(super) fn by(requested_by: &Option<String>) -> String {
     requested_by
         .as_deref()
         .map(|who| format!(" by {who}"))
@@ -38,7 +41,7 @@ fn by(requested_by: &Option<String>) -> String {
 }
 
 /// The machine's state and current provisioning, if the machine exists.
-fn provisioning_of(
+pub(super) fn provisioning_of(
     tx: &Transaction<'_>,
     machine_id: MachineId,
 ) -> Result<Option<(String, Option<String>)>, ProjectionError> {
@@ -82,7 +85,7 @@ fn armed_with(
     Ok(Ok((machine_id, state)))
 }
 
-fn set_state(
+pub(super) fn set_state(
     tx: &Transaction<'_>,
     machine_id: MachineId,
     state: MachineState,
@@ -167,8 +170,11 @@ pub(super) fn on_profile_assigned(
     data: &ProfileAssigned,
 ) -> Result<Effect, ProjectionError> {
     let line = format!(
-        "armed with profile {} ({}), kernel {}",
-        data.profile, data.chosen_by, data.kernel
+        "armed to {} with profile {} ({}), kernel {}",
+        data.purpose.as_str(),
+        data.profile,
+        data.chosen_by,
+        data.kernel
     );
     let Some(machine_id) = envelope.machine_id else {
         return Ok(Effect::recorded(format!(
@@ -182,23 +188,44 @@ pub(super) fn on_profile_assigned(
     };
     let state = MachineState::parse(&state)
         .ok_or_else(|| ProjectionError::Corrupt(format!("machine state {state:?}")))?;
-    if !state.has_inventory() {
-        return Ok(Effect::recorded(format!(
-            "ignored (machine is {}, not inventoried): {line}",
-            state.as_str()
-        )));
-    }
+    let armed_state = match data.purpose {
+        Purpose::Install if state.is_retiring() => {
+            return Ok(Effect::recorded(format!(
+                "ignored (machine is {}: onboard it anew first): {line}",
+                state.as_str()
+            )))
+        }
+        Purpose::Install if !state.has_inventory() => {
+            return Ok(Effect::recorded(format!(
+                "ignored (machine is {}, not inventoried): {line}",
+                state.as_str()
+            )))
+        }
+        Purpose::Install => MachineState::Provisioning,
+        Purpose::Wipe => {
+            let retiring = super::lifecycle::retire_id(tx, machine_id)?;
+            if state != MachineState::Retiring
+                || retiring.as_deref() != Some(data.provision_id.to_string().as_str())
+            {
+                return Ok(Effect::recorded(format!(
+                    "ignored (not the machine's retirement in progress): {line}"
+                )));
+            }
+            MachineState::Wiping
+        }
+    };
     let spec = StoredBootSpec {
         kernel: data.kernel.clone(),
         initrd: data.initrd.clone(),
         cmdline: data.cmdline.clone(),
+        purpose: data.purpose,
     };
     let spec = serde_json::to_string(&spec)
         .map_err(|e| ProjectionError::Corrupt(format!("boot spec: {e}")))?;
     let time = format_time(envelope.time);
     execute_cached(
         tx,
-        "UPDATE machines SET state = 'provisioning', state_reason = NULL, provision_id = ?2,
+        "UPDATE machines SET state = ?6, state_reason = NULL, provision_id = ?2,
              profile = ?3, boot_spec = ?4, provisioned_at = ?5, updated_at = ?5
          WHERE machine_id = ?1",
         params![
@@ -206,7 +233,8 @@ pub(super) fn on_profile_assigned(
             data.provision_id.to_string(),
             data.profile,
             spec,
-            time
+            time,
+            armed_state.as_str(),
         ],
     )
     .map_err(sql("arming machine"))?;
@@ -237,19 +265,21 @@ pub(super) fn on_power_failed(
         return Ok(Effect::recorded(reason));
     };
     match armed_with(tx, envelope, provision_id)? {
-        Ok((machine_id, _)) => {
+        Ok((machine_id, state)) => {
             // Netbooting needs both steps: without them the machine is disarmed, so a
             // later manual boot does not install half a provisioning.
-            set_state(
-                tx,
-                machine_id,
-                MachineState::ProvisionFailed,
-                Some(&reason),
-                envelope,
-            )?;
+            let failed = if state == MachineState::Wiping {
+                MachineState::RetireFailed
+            } else {
+                MachineState::ProvisionFailed
+            };
+            set_state(tx, machine_id, failed, Some(&reason), envelope)?;
             Ok(changed(machine_id, reason))
         }
-        Err(why) => Ok(Effect::recorded(format!("{reason} (ignored: {why})"))),
+        Err(why) => match super::lifecycle::retirement_failed(tx, envelope, provision_id, &reason)? {
+            Some(effect) => Ok(effect),
+            None => Ok(Effect::recorded(format!("{reason} (ignored: {why})"))),
+        },
     }
 }
 
@@ -313,6 +343,9 @@ pub(super) fn on_install_completed(
 ) -> Result<Effect, ProjectionError> {
     let line = format!("installed profile {}: phoned home", data.profile);
     match armed_with(tx, envelope, data.provision_id)? {
+        Ok((_, MachineState::Wiping)) => Ok(Effect::recorded(format!(
+            "{line} (ignored: the machine is wiping, not installing)"
+        ))),
         Ok((machine_id, _)) => {
             set_state(tx, machine_id, MachineState::Installed, None, envelope)?;
             Ok(changed(machine_id, line))
@@ -331,14 +364,13 @@ pub(super) fn on_install_failed(
         data.profile, data.reason
     );
     match armed_with(tx, envelope, data.provision_id)? {
-        Ok((machine_id, _)) => {
-            set_state(
-                tx,
-                machine_id,
-                MachineState::InstallFailed,
-                Some(&data.reason),
-                envelope,
-            )?;
+        Ok((machine_id, state)) => {
+            let failed = if state == MachineState::Wiping {
+                MachineState::RetireFailed
+            } else {
+                MachineState::InstallFailed
+            };
+            set_state(tx, machine_id, failed, Some(&data.reason), envelope)?;
             Ok(changed(machine_id, line))
         }
         Err(why) => Ok(Effect::recorded(format!("{line} (ignored: {why})"))),
