@@ -23,6 +23,7 @@ pub struct Config {
     pub redfish: RedfishConfig,
     pub projector: ProjectorConfig,
     pub boot_api: BootApiConfig,
+    pub validator: ValidatorConfig,
 }
 
 impl Default for Config {
@@ -33,6 +34,7 @@ impl Default for Config {
             redfish: RedfishConfig::default(),
             projector: ProjectorConfig::default(),
             boot_api: BootApiConfig::default(),
+            validator: ValidatorConfig::default(),
         }
     }
 }
@@ -365,6 +367,46 @@ impl Default for BootApiConfig {
             install_deadline_secs: 3600,
             token_key_env: "METAL_BOOT_TOKEN_KEY".to_string(),
             boot_event_window_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidatorConfig {
+    /// validator's own SQLite projection file.
+    pub database: PathBuf,
+    /// The hardware specs file (docs/hardware-specs.md).
+    pub specs: PathBuf,
+    /// Seconds between periodic rescans, by machine state (`inventoried`, `installed`,
+    /// ...); a state not listed is never rescanned periodically. Each machine rescans at
+    /// its own phase within the interval, so a fleet never rescans at once.
+    pub rescan_interval_secs: std::collections::BTreeMap<String, u64>,
+    /// Seconds between rescans of a BMC that stopped answering (shorter, to see it back).
+    pub failing_rescan_interval_secs: u64,
+    /// A BMC silent for longer than this is `machine.bmc.lost`.
+    pub bmc_lost_after_secs: u64,
+    /// How often the validator looks for machines due a rescan.
+    pub tick_secs: u64,
+}
+
+impl Default for ValidatorConfig {
+    fn default() -> Self {
+        ValidatorConfig {
+            database: PathBuf::from("var/validator.db"),
+            specs: PathBuf::from("profiles/hardware-specs.toml"),
+            rescan_interval_secs: [
+                ("inventoried".to_string(), 6 * 3600),
+                ("installed".to_string(), 24 * 3600),
+                ("scrape_failed".to_string(), 3600),
+                ("install_failed".to_string(), 6 * 3600),
+                ("provision_failed".to_string(), 6 * 3600),
+            ]
+            .into_iter()
+            .collect(),
+            failing_rescan_interval_secs: 300,
+            bmc_lost_after_secs: 900,
+            tick_secs: 10,
         }
     }
 }

@@ -16,6 +16,8 @@ use crate::subjects;
 pub const STREAM_CONFIG_JSON: &str = include_str!("../../../nats/stream-MACHINES.json");
 pub const LOCATOR_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/locator.json");
 pub const BOOT_API_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/boot-api.json");
+pub const VALIDATOR_CONSUMER_JSON: &str =
+    include_str!("../../../nats/consumers/validator.json");
 pub const SCRAPER_CONSUMER_JSON: &str =
     include_str!("../../../nats/consumers/redfish-scraper.json");
 pub const RAW_STORE_CONFIG_JSON: &str = include_str!("../../../nats/object-store-machine-raw.json");
@@ -70,6 +72,7 @@ pub enum DurableConsumer {
     Locator,
     RedfishScraper,
     BootApi,
+    Validator,
 }
 
 impl DurableConsumer {
@@ -80,6 +83,7 @@ impl DurableConsumer {
                 ("consumers/redfish-scraper.json", SCRAPER_CONSUMER_JSON)
             }
             DurableConsumer::BootApi => ("consumers/boot-api.json", BOOT_API_CONSUMER_JSON),
+            DurableConsumer::Validator => ("consumers/validator.json", VALIDATOR_CONSUMER_JSON),
         };
         serde_json::from_str(text).map_err(|source| JetStreamError::Config { file, source })
     }

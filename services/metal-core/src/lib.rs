@@ -13,6 +13,7 @@
 //! - [`config`]: the one TOML config file of every binary, with env overrides.
 //! - [`service`]: the flags, config loading and logging every service binary shares.
 //! - [`profiles`]: boot profiles: selectors over inventory and tags, priority, cmdline templates.
+//! - [`specs`]: expected hardware specs (what was ordered) and the check of an inventory against them.
 //! - [`query`]: request and reply types of the inventory query service.
 //! - [`locate`]: request and reply of the locator's `metal.locator.locate` service.
 //!
@@ -33,6 +34,7 @@ pub mod query;
 pub mod raw;
 pub mod responder;
 pub mod service;
+pub mod specs;
 pub mod subjects;
 
 pub use envelope::{Decoded, Envelope};

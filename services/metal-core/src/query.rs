@@ -299,3 +299,52 @@ pub struct Status {
     pub machines: u64,
     pub database: String,
 }
+
+/// Most rows one `metal.inventory.drift` reply carries (about 300 bytes of JSON each, so a
+/// full reply stays well under NATS's default 1 MB `max_payload`); [`FirmwareDrift::total`]
+/// counts them all.
+pub const DRIFT_MAX_ROWS: usize = 1000;
+
+/// One firmware component of one machine at another version than the fleet's.
+///
+/// The fleet is every machine with an inventory and the same system model; a component is
+/// a firmware item's name, or its id when it has none. The fleet version of a component is
+/// the version the most firmware items of the model's machines report; ties go to the
+/// version more machines report, then to the greatest by a numeric-aware comparison (runs
+/// of digits compare by value, so `2.10` > `2.9`), then to the greatest byte-wise.
+/// A machine drifts on a component when it reports it at another version; a machine
+/// reporting several items of one name (two power supplies) is listed once per version
+/// that is not the fleet's. Items without a version and machines without a system model
+/// are not compared, and a component only one machine of the model has never drifts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftRow {
+    pub machine_id: MachineId,
+    pub bmc_mac: Mac,
+    /// The system model (`machines.system_model`).
+    pub model: String,
+    /// The firmware item's name, or its id when it has no name.
+    pub component: String,
+    /// This machine's version of the component.
+    pub version: String,
+    /// The most common version of the component among the model's machines.
+    pub fleet_version: String,
+    /// Machines of the model that report the component at the fleet version.
+    pub fleet_machines: u64,
+    /// Machines of the model that report the component (with a version).
+    pub component_machines: u64,
+}
+
+/// Reply of `metal.inventory.drift`: machines whose firmware differs from the fleet's most
+/// common version per system model and component ([`DriftRow`] says how that is decided).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirmwareDrift {
+    /// Sorted by model, component, machine id and version; at most [`DRIFT_MAX_ROWS`].
+    pub drift: Vec<DriftRow>,
+    /// Drift rows in all: more than `drift.len()` when the reply was cut short.
+    pub total: u64,
+    /// Machines with an inventory.
+    pub machines: u64,
+    /// Of those, machines without a system model: not compared.
+    pub without_model: u64,
+    pub last_sequence: u64,
+}

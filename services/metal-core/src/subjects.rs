@@ -81,6 +81,7 @@ pub const QUERY_EXPORT: &str = "metal.inventory.export";
 pub const QUERY_REPLAY: &str = "metal.inventory.replay";
 pub const QUERY_STATUS: &str = "metal.inventory.status";
 pub const QUERY_UNKNOWN: &str = "metal.inventory.unknown";
+pub const QUERY_DRIFT: &str = "metal.inventory.drift";
 
 /// The locator's own service (NATS micro): what every source says about a MAC right
 /// now, onboarding nothing. Outside `machine.>` for the same reason.

@@ -301,3 +301,19 @@ pub fn about_provisioning<D: Serialize>(
         data: serde_json::to_value(data).unwrap_or_default(),
     }
 }
+
+/// `inventory` with its firmware replaced by `items`: (id, name, version).
+pub fn with_firmware(
+    mut inventory: Inventory,
+    items: &[(&str, Option<&str>, Option<&str>)],
+) -> Inventory {
+    inventory.firmware = items
+        .iter()
+        .map(|(id, name, version)| FirmwareItem {
+            id: id.to_string(),
+            name: name.map(str::to_string),
+            version: version.map(str::to_string),
+        })
+        .collect();
+    inventory
+}

@@ -205,6 +205,8 @@ pub fn replace_file(from: &Path, to: &Path) -> Result<(), ProjectionError> {
 }
 
 #[cfg(test)]
+mod drift_tests;
+#[cfg(test)]
 mod provisioning_tests;
 #[cfg(test)]
 mod tests;

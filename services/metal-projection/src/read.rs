@@ -631,3 +631,234 @@ impl Projection {
         }))
     }
 }
+
+// Firmware drift (`metal.inventory.drift`): machines whose firmware differs from the most
+// common version among the machines of their system model.
+
+/// Per (model, component, version) of every component whose machines disagree: how many
+/// firmware items and distinct machines report that version, and how many distinct machines
+/// of the model report the component at all. One pass over `machines` × `firmware`: group
+/// per machine (so a machine with two items of one name and version counts once), mark each
+/// machine's first row per component (to count machines, not versions), then group per
+/// version and count versions and machines per component with window functions. Groups
+/// with one version, or with one machine, cannot drift and are left out.
+const DRIFT_TALLIES: &str = "
+WITH items AS (
+    SELECT m.system_model AS model, COALESCE(f.name, f.firmware_id) AS component,
+           m.machine_id AS machine_id, f.version AS version, COUNT(*) AS items
+    FROM machines AS m CROSS JOIN firmware AS f ON f.machine_id = m.machine_id
+    WHERE m.system_model IS NOT NULL AND f.version IS NOT NULL
+    GROUP BY model, component, m.machine_id, f.version
+),
+marked AS (
+    SELECT model, component, version, items,
+           ROW_NUMBER() OVER (PARTITION BY model, component, machine_id ORDER BY version) = 1
+               AS first
+    FROM items
+),
+tallies AS (
+    SELECT model, component, version, SUM(items) AS items, COUNT(*) AS machines,
+           SUM(first) AS firsts
+    FROM marked
+    GROUP BY model, component, version
+),
+grouped AS (
+    SELECT model, component, version, items, machines,
+           SUM(firsts) OVER per_component AS component_machines,
+           COUNT(*) OVER per_component AS versions
+    FROM tallies
+    WINDOW per_component AS (PARTITION BY model, component)
+)
+SELECT model, component, version, items, machines, component_machines
+FROM grouped
+WHERE versions > 1 AND component_machines > 1
+ORDER BY model, component, version";
+
+/// The drifting rows, given the fleet version of each component that has more than one
+/// (`?1`: a JSON array of `[model, component, fleet version, fleet machines, component
+/// machines]`), at most `?2` of them. `machines` drives the join (scanned in key order, with
+/// its firmware by primary key); the fleet versions are the innermost loop, through the
+/// automatic index SQLite builds on the materialised CTE.
+const DRIFT_ROWS: &str = "
+WITH fleet AS MATERIALIZED (
+    SELECT json_extract(value, '$[0]') AS model, json_extract(value, '$[1]') AS component,
+           json_extract(value, '$[2]') AS fleet_version,
+           json_extract(value, '$[3]') AS fleet_machines,
+           json_extract(value, '$[4]') AS component_machines
+    FROM json_each(?1)
+)
+SELECT DISTINCT fleet.model, fleet.component, m.machine_id, m.bmc_mac, f.version,
+       fleet.fleet_version, fleet.fleet_machines, fleet.component_machines
+FROM machines AS m
+    CROSS JOIN firmware AS f ON f.machine_id = m.machine_id
+    CROSS JOIN fleet ON fleet.model = m.system_model
+        AND fleet.component = COALESCE(f.name, f.firmware_id)
+WHERE f.version IS NOT NULL AND f.version <> fleet.fleet_version
+ORDER BY fleet.model, fleet.component, m.machine_id, f.version
+LIMIT ?2";
+
+/// One row of [`DRIFT_TALLIES`].
+#[derive(Debug, Clone, PartialEq)]
+struct DriftTally {
+    model: String,
+    component: String,
+    version: String,
+    items: u64,
+    machines: u64,
+    component_machines: u64,
+}
+
+/// Which of two versions of one component is the fleet's: the one more firmware items
+/// report, then more machines, then the greatest by [`compare_versions`], then the greatest
+/// byte-wise. A total order on distinct versions, so the choice never depends on row order.
+fn fleet_order(a: &DriftTally, b: &DriftTally) -> std::cmp::Ordering {
+    a.items
+        .cmp(&b.items)
+        .then(a.machines.cmp(&b.machines))
+        .then_with(|| compare_versions(&a.version, &b.version))
+        .then_with(|| a.version.as_bytes().cmp(b.version.as_bytes()))
+}
+
+/// Compares two version strings numerically where both have digits: runs of ASCII digits
+/// compare by value (leading zeros ignored), everything else byte by byte, and a string
+/// that is a prefix of the other is the lesser. So `2.10` > `2.9`, `U30 v2.100` >
+/// `U30 v2.72`, and `1.02` equals `1.2` (byte-wise order then decides).
+pub(crate) fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn digits(text: &[u8]) -> (&[u8], &[u8]) {
+        let run = text.iter().take_while(|c| c.is_ascii_digit()).count();
+        let (number, rest) = text.split_at(run);
+        let zeros = number.iter().take_while(|&&c| c == b'0').count();
+        (&number[zeros..], rest)
+    }
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.split_first(), b.split_first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some((x, _)), Some((y, _))) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let ((x, a_rest), (y, b_rest)) = (digits(a), digits(b));
+                let order = x.len().cmp(&y.len()).then_with(|| x.cmp(y));
+                if order != Ordering::Equal {
+                    return order;
+                }
+                (a, b) = (a_rest, b_rest);
+            }
+            (Some((x, a_rest)), Some((y, b_rest))) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                (a, b) = (a_rest, b_rest);
+            }
+        }
+    }
+}
+
+impl Projection {
+    /// Machines whose firmware differs from the most common version per system model and
+    /// component (see [`metal_core::query::DriftRow`] for the rules), at most
+    /// [`metal_core::query::DRIFT_MAX_ROWS`] rows.
+    pub fn firmware_drift(&self) -> Result<metal_core::query::FirmwareDrift, ProjectionError> {
+        self.firmware_drift_at_most(metal_core::query::DRIFT_MAX_ROWS)
+    }
+
+    /// [`Projection::firmware_drift`] with at most `limit` rows.
+    pub(crate) fn firmware_drift_at_most(
+        &self,
+        limit: usize,
+    ) -> Result<metal_core::query::FirmwareDrift, ProjectionError> {
+        use metal_core::query::{DriftRow, FirmwareDrift};
+
+        let (machines, without_model): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(m.system_model IS NULL), 0)
+                 FROM inventories AS i JOIN machines AS m ON m.machine_id = i.machine_id",
+            )
+            .and_then(|mut statement| statement.query_row([], |row| row.try_into()))
+            .map_err(sql("counting machines with an inventory"))?;
+        type TallyRow = (String, String, String, i64, i64, i64);
+        let tallies: Vec<DriftTally> = self
+            .conn
+            .prepare_cached(DRIFT_TALLIES)
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| row.try_into())?
+                    .collect::<rusqlite::Result<Vec<TallyRow>>>()
+            })
+            .map_err(sql("counting firmware versions"))?
+            .into_iter()
+            .map(
+                |(model, component, version, items, machines, component_machines)| DriftTally {
+                    model,
+                    component,
+                    version,
+                    items: items.max(0) as u64,
+                    machines: machines.max(0) as u64,
+                    component_machines: component_machines.max(0) as u64,
+                },
+            )
+            .collect();
+
+        let mut fleets = Vec::new();
+        let mut total = 0u64;
+        for versions in tallies.chunk_by(|a, b| a.model == b.model && a.component == b.component)
+        {
+            let Some(fleet) = versions.iter().max_by(|a, b| fleet_order(a, b)) else {
+                continue;
+            };
+            total += versions
+                .iter()
+                .filter(|tally| tally.version != fleet.version)
+                .map(|tally| tally.machines)
+                .sum::<u64>();
+            fleets.push(serde_json::json!([
+                fleet.model,
+                fleet.component,
+                fleet.version,
+                fleet.machines,
+                fleet.component_machines,
+            ]));
+        }
+
+        let mut drift = Vec::new();
+        if !fleets.is_empty() && limit > 0 {
+            let fleets = serde_json::Value::Array(fleets).to_string();
+            type Row = (String, String, String, String, String, String, i64, i64);
+            let rows: Vec<Row> = self
+                .conn
+                .prepare_cached(DRIFT_ROWS)
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(
+                            params![fleets, i64::try_from(limit).unwrap_or(i64::MAX)],
+                            |row| row.try_into(),
+                        )?
+                        .collect()
+                })
+                .map_err(sql("listing firmware drift"))?;
+            drift.reserve(rows.len());
+            for (model, component, machine_id, bmc_mac, version, fleet_version, fleet, all) in rows
+            {
+                drift.push(DriftRow {
+                    machine_id: parse_machine_id(&machine_id)?,
+                    bmc_mac: parse_mac(&bmc_mac)?,
+                    model,
+                    component,
+                    version,
+                    fleet_version,
+                    fleet_machines: fleet.max(0) as u64,
+                    component_machines: all.max(0) as u64,
+                });
+            }
+        }
+        Ok(FirmwareDrift {
+            drift,
+            total,
+            machines: machines.max(0) as u64,
+            without_model: without_model.max(0) as u64,
+            last_sequence: self.last_sequence()?,
+        })
+    }
+}
