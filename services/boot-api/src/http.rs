@@ -1,6 +1,7 @@
 //! The HTTP API: Pixiecore's `GET /v1/boot/{mac}`, the same decision as an iPXE script
 //! (`GET /v1/ipxe/{mac}`, chained from `GET /boot.ipxe`), and the installer's phone-home
-//! (`POST /v1/machines/{id}/installed|failed`). Boot answers are pure reads of the index;
+//! (`POST /v1/machines/{id}/installed|failed`), and the wipe's phone-home before a
+//! retirement (`POST /v1/machines/{id}/wiped`). Boot answers are pure reads of the index;
 //! only phone-home publishes and waits.
 //!
 //! Pixiecore's repeated `GET /v1/boot/{mac}` (the hot path of a boot storm) clones no
@@ -21,7 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metal_core::envelope::Envelope;
-use metal_core::events::{BootPath, InstallCompleted, InstallFailed, InstallRejected};
+use metal_core::events::{
+    BootPath, InstallCompleted, InstallFailed, InstallRejected, Purpose, WipeCompleted,
+};
 use metal_core::ids::{derived_event_id, METAL_NAMESPACE};
 use metal_core::profiles::{render_cmdline, CmdlineValues};
 use metal_core::{subjects, Mac, MachineId};
@@ -71,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/boot.ipxe", get(chain))
         .route("/v1/machines/{id}/installed", post(installed))
         .route("/v1/machines/{id}/failed", post(failed))
+        .route("/v1/machines/{id}/wiped", post(wiped))
         .route("/healthz", get(healthz))
         .with_state(shared)
 }
@@ -108,10 +112,7 @@ fn spec(state: &AppState, target: &BootTarget, mac: Mac) -> Option<BootSpec> {
     let token = state
         .key
         .token(target.machine_id, provisioning.provision_id);
-    let phone_home_url = format!(
-        "{}/v1/machines/{}/installed",
-        state.public_url, target.machine_id
-    );
+    let phone_home_url = phone_home_url(&state.public_url, target.machine_id, provisioning.purpose);
     let cmdline = render_cmdline(
         &provisioning.cmdline,
         &CmdlineValues {
@@ -128,10 +129,25 @@ fn spec(state: &AppState, target: &BootTarget, mac: Mac) -> Option<BootSpec> {
         initrd: provisioning.initrd.clone(),
         cmdline,
         message: format!(
-            "metal: installing profile {} on machine {}",
-            provisioning.profile, target.machine_id
+            "metal: {} profile {} on machine {}",
+            match provisioning.purpose {
+                Purpose::Install => "installing",
+                Purpose::Wipe => "wiping with",
+            },
+            provisioning.profile,
+            target.machine_id
         ),
     })
+}
+
+/// Where the netbooted system phones home: `/installed` for an install, `/wiped` for the
+/// wipe before a retirement.
+pub fn phone_home_url(public_url: &str, machine_id: MachineId, purpose: Purpose) -> String {
+    let outcome = match purpose {
+        Purpose::Install => "installed",
+        Purpose::Wipe => "wiped",
+    };
+    format!("{public_url}/v1/machines/{machine_id}/{outcome}")
 }
 
 /// Pixiecore's `GET /v1/boot/<mac>`: 200 with a boot spec for an armed machine, else 404.
@@ -222,9 +238,63 @@ async fn chain(State(shared): SharedState) -> Response {
 
 /// What a phone-home says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub enum Outcome {
+    /// `/installed`: the install is done (never for a wipe).
     Installed,
+    /// `/failed`: the install or the wipe failed.
     Failed,
+    /// `/wiped`: the wipe before a retirement is done (only for a wipe).
+    Wiped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Installed => "installed",
+            Outcome::Failed => "failed",
+            Outcome::Wiped => "wiped",
+        }
+    }
+}
+
+/// Whether a phone-home for `target` with `token` is the current provisioning's: armed,
+/// the token of its provisioning, and an outcome that fits its purpose (`/installed` for
+/// an install, `/wiped` for a wipe, `/failed` for either). The reason otherwise.
+pub fn check_phone_home(
+    key: &crate::TokenKey,
+    machine_id: MachineId,
+    target: Option<&BootTarget>,
+    token: Option<&str>,
+    outcome: Outcome,
+) -> Result<(), String> {
+    let Some(target) = target else {
+        return Err("no such machine".to_string());
+    };
+    let Some(token) = token else {
+        return Err("no token (Authorization: Bearer or {\"token\": ...})".to_string());
+    };
+    let provisioning = match (&target.provisioning, target.state.is_armed()) {
+        (Some(p), true) => p,
+        _ => {
+            return Err(format!(
+                "machine is {}, not being provisioned",
+                target.state.as_str()
+            ))
+        }
+    };
+    if !key.verify(machine_id, provisioning.provision_id, token) {
+        return Err("token does not match the current provisioning".to_string());
+    }
+    match (outcome, provisioning.purpose) {
+        (Outcome::Installed, Purpose::Wipe) => {
+            Err("machine is wiping before its retirement, not installing: the wipe phones home to /wiped".to_string())
+        }
+        (Outcome::Wiped, Purpose::Install) => Err(format!(
+            "machine is {}, not wiping: an installer phones home to /installed",
+            target.state.as_str()
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,6 +313,10 @@ async fn installed(
 
 async fn failed(State(shared): SharedState, Path(id): Path<String>, request: Request) -> Response {
     phone_home(shared.app.clone(), &id, Outcome::Failed, request).await
+}
+
+async fn wiped(State(shared): SharedState, Path(id): Path<String>, request: Request) -> Response {
+    phone_home(shared.app.clone(), &id, Outcome::Wiped, request).await
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -297,22 +371,14 @@ async fn phone_home(state: AppState, id: &str, outcome: Outcome, request: Reques
     };
     let machine_id = MachineId(uuid);
     let target = state.index.machine(&machine_id);
-    let check = match (&target, &token) {
-        (None, _) => Err("no such machine".to_string()),
-        (_, None) => Err("no token (Authorization: Bearer or {\"token\": ...})".to_string()),
-        (Some(target), Some(token)) => match (&target.provisioning, target.state.is_armed()) {
-            (Some(p), true) if state.key.verify(machine_id, p.provision_id, token) => Ok(()),
-            (Some(_), true) => Err("token does not match the current provisioning".to_string()),
-            _ => Err(format!(
-                "machine is {}, not being provisioned",
-                target.state.as_str()
-            )),
-        },
-    };
-    let outcome_name = match outcome {
-        Outcome::Installed => "installed",
-        Outcome::Failed => "failed",
-    };
+    let check = check_phone_home(
+        &state.key,
+        machine_id,
+        target.as_deref(),
+        token.as_deref(),
+        outcome,
+    );
+    let outcome_name = outcome.as_str();
     let (target, provisioning) = match (check, target) {
         (Ok(()), Some(target)) => match target.provisioning.clone() {
             Some(p) => (target, p),
@@ -341,6 +407,41 @@ async fn phone_home(state: AppState, id: &str, outcome: Outcome, request: Reques
                 profile: provisioning.profile.clone(),
             }),
         ),
+        Outcome::Wiped => {
+            // The power-off needs the BMC's address, which the index does not keep.
+            let reference = machine_id.to_string();
+            let detail = state
+                .live
+                .with(move |projection| projection.machine(&reference))
+                .await;
+            let redfish_url = match detail {
+                Ok(Ok(detail)) => detail.and_then(|d| d.machine.redfish_url),
+                Ok(Err(error)) => {
+                    tracing::warn!(%machine_id, error = %metal_core::error_chain(&error), "cannot read the machine for its wipe");
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot read the machine now; try again\n",
+                    )
+                        .into_response();
+                }
+                Err(error) => {
+                    tracing::warn!(%machine_id, error = %metal_core::error_chain(&error), "cannot read the machine for its wipe");
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot read the machine now; try again\n",
+                    )
+                        .into_response();
+                }
+            };
+            (
+                subjects::WIPE_COMPLETED,
+                serde_json::to_value(WipeCompleted {
+                    provision_id,
+                    profile: provisioning.profile.clone(),
+                    redfish_url,
+                }),
+            )
+        }
         Outcome::Failed => (
             subjects::INSTALL_FAILED,
             serde_json::to_value(InstallFailed {

@@ -1,13 +1,19 @@
 //! Arming: `machine.provision.requested` in, `machine.profile.assigned` (the whole profile,
-//! chosen by name or by selectors) or `machine.provision.failed` out. [`assign`] is pure;
-//! [`ProvisionHandler`] waits for the projection to reach the request and reads the
-//! machine. Also the install deadline: armed machines that never phoned home fail.
+//! chosen by name or by selectors) or `machine.provision.failed` out; and
+//! `machine.retire.requested` with `wipe` in, `machine.profile.assigned` of the wipe profile
+//! (purpose `wipe`, provisioning id = the retirement's id) or `machine.provision.failed`
+//! out (a retirement without a wipe is redfish-scraper's alone). [`assign`] and
+//! [`assign_wipe`] are pure; [`ProvisionHandler`] waits for the projection to reach the
+//! request and reads the machine. Also the install deadline (wipes included): armed
+//! machines that never phoned home fail.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use metal_core::envelope::{Decoded, Envelope};
-use metal_core::events::{InstallFailed, ProfileAssigned, ProvisionFailed, ProvisionRequested};
+use metal_core::events::{
+    InstallFailed, ProfileAssigned, ProvisionFailed, ProvisionRequested, Purpose, RetireRequested,
+};
 use metal_core::ids::derived_event_id;
 use metal_core::profiles::{MachineFacts, Profiles};
 use metal_core::query::MachineDetail;
@@ -79,9 +85,14 @@ pub fn assign(
     let facts = MachineFacts::of(inventory, &machine.tags);
     let (profile, chosen_by) = match &request.profile {
         Some(name) => match profiles.get(name) {
+            Some(profile) if profile.purpose == Purpose::Wipe => {
+                return Err(format!(
+                    "profile {name:?} is the wipe profile: only metal-cli retire --wipe netboots it"
+                ))
+            }
             Some(profile) => (profile, "operator"),
             None => {
-                let known: Vec<&str> = profiles.profiles().iter().map(|p| p.name.as_str()).collect();
+                let known: Vec<&str> = profiles.install().map(|p| p.name.as_str()).collect();
                 return Err(format!(
                     "unknown profile {name:?} (profiles: {})",
                     known.join(", ")
@@ -117,8 +128,55 @@ pub fn assign(
         cmdline: profile.cmdline.clone(),
         power: request.power,
         redfish_url: machine.machine.redfish_url.clone(),
-        purpose: metal_core::events::Purpose::Install,
+        purpose: Purpose::Install,
     })
+}
+
+/// The answer to a retirement with a wipe: the wipe profile, powered through the BMC.
+/// `Ok(None)`: a retirement without a wipe, which boot-api leaves to redfish-scraper.
+pub fn assign_wipe(
+    request: &RetireRequested,
+    machine: Option<&MachineDetail>,
+    profiles: &Profiles,
+) -> Result<Option<ProfileAssigned>, String> {
+    if !request.wipe {
+        return Ok(None);
+    }
+    let Some(machine) = machine else {
+        return Err("no such machine: nothing to wipe".to_string());
+    };
+    let state = machine.machine.state;
+    if state == metal_core::query::MachineState::Retired {
+        return Err("machine is retired already: nothing to wipe".to_string());
+    }
+    let Some(profile) = profiles.wipe() else {
+        return Err("the boot profiles file has no wipe profile (a [[profile]] with purpose = \"wipe\"); retire without --wipe, or add one".to_string());
+    };
+    let Some(redfish_url) = machine
+        .machine
+        .redfish_url
+        .clone()
+        .or_else(|| request.redfish_url.clone())
+    else {
+        return Err("no Redfish URL is known for the BMC: the wipe needs it to PXE-boot the machine; retire without --wipe".to_string());
+    };
+    Ok(Some(ProfileAssigned {
+        provision_id: uuid::Uuid::nil(),
+        profile: profile.name.clone(),
+        chosen_by: "retire".to_string(),
+        kernel: profile.kernel.clone(),
+        initrd: profile.initrd.clone(),
+        cmdline: profile.cmdline.clone(),
+        power: true,
+        redfish_url: Some(redfish_url),
+        purpose: Purpose::Wipe,
+    }))
+}
+
+/// What a boot-api input asks for.
+enum Request {
+    Provision(ProvisionRequested),
+    Retire(RetireRequested),
 }
 
 #[derive(Debug)]
@@ -132,7 +190,9 @@ impl Handler for ProvisionHandler {
         let Decoded::Event(cause) = &input.decoded else {
             return Outcome::Publish(Vec::new());
         };
-        if cause.event_type != subjects::PROVISION_REQUESTED {
+        if cause.event_type != subjects::PROVISION_REQUESTED
+            && cause.event_type != subjects::RETIRE_REQUESTED
+        {
             return Outcome::Publish(Vec::new());
         }
         let failed = |reason: String| {
@@ -145,9 +205,18 @@ impl Handler for ProvisionHandler {
                 },
             )
         };
-        let request = match cause.data_as::<ProvisionRequested>() {
-            Ok(request) => request,
-            Err(error) => return failed(metal_core::error_chain(&error)),
+        let request = if cause.event_type == subjects::RETIRE_REQUESTED {
+            match cause.data_as::<RetireRequested>() {
+                // A retirement without a wipe is redfish-scraper's power-off alone.
+                Ok(request) if !request.wipe => return Outcome::Publish(Vec::new()),
+                Ok(request) => Request::Retire(request),
+                Err(error) => return failed(metal_core::error_chain(&error)),
+            }
+        } else {
+            match cause.data_as::<ProvisionRequested>() {
+                Ok(request) => Request::Provision(request),
+                Err(error) => return failed(metal_core::error_chain(&error)),
+            }
         };
         let Some(machine_id) = cause.machine_id else {
             return failed("the request names no machine".to_string());
@@ -187,10 +256,20 @@ impl Handler for ProvisionHandler {
                 }
             }
         };
-        match assign(&request, machine.as_ref(), &self.profiles) {
+        let assigned = match &request {
+            Request::Provision(request) => assign(request, machine.as_ref(), &self.profiles),
+            Request::Retire(request) => {
+                match assign_wipe(request, machine.as_ref(), &self.profiles) {
+                    Ok(Some(assigned)) => Ok(assigned),
+                    Ok(None) => return Outcome::Publish(Vec::new()),
+                    Err(reason) => Err(reason),
+                }
+            }
+        };
+        match assigned {
             Ok(mut assigned) => {
                 assigned.provision_id = cause.event_id;
-                tracing::info!(%machine_id, profile = %assigned.profile, "armed");
+                tracing::info!(%machine_id, profile = %assigned.profile, purpose = assigned.purpose.as_str(), "armed");
                 answer(cause, subjects::PROFILE_ASSIGNED, &assigned)
             }
             Err(reason) => {

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use metal_core::events::{BootPath, BootServed, InstallCompleted, ProvisionRequested};
+use metal_core::events::{
+    BootPath, BootServed, InstallCompleted, ProvisionRequested, Purpose, RetireRequested,
+};
 use metal_core::profiles::Profiles;
 use metal_core::query::MachineState;
 use metal_core::{subjects, MachineId};
@@ -582,4 +584,204 @@ fn old_provision_requests_arm_nothing() {
 async fn healthz_answers() {
     let f = fixture();
     assert_eq!(get(&f.state, "/healthz").await.0, StatusCode::OK);
+}
+
+/// `metal-cli retire --wipe` of the machine of `bmc_mac` at `sequence`.
+fn retire(sequence: u64, bmc_mac: &str, wipe: bool) -> metal_core::Envelope {
+    let mac = fixtures::mac(bmc_mac);
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("retire {bmc_mac} {sequence}").as_bytes(),
+    );
+    metal_core::Envelope {
+        event_id: id,
+        event_type: subjects::RETIRE_REQUESTED.to_string(),
+        machine_id: Some(MachineId::from_bmc_mac(&mac)),
+        bmc_mac: Some(mac),
+        time: fixtures::at(sequence as i64),
+        correlation_id: id,
+        causation_id: None,
+        data: serde_json::to_value(RetireRequested {
+            wipe,
+            redfish_url: Some("https://10.0.0.1".to_string()),
+            requested_by: Some("test".to_string()),
+        })
+        .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_wipe_phones_home_to_wiped_and_only_there() {
+    let f = fixture();
+    // The installed machine is retired with a wipe: boot-api's answer arms the wipe profile.
+    let profiles = Profiles::parse(SHIPPED_PROFILES, Path::new("boot-profiles.toml")).unwrap();
+    let request = retire(40, INSTALLED_BMC, true);
+    let installed = MachineId::from_bmc_mac(&fixtures::mac(INSTALLED_BMC));
+    let machine = f
+        .state
+        .live
+        .with(move |p| p.machine(&installed.to_string()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut wipe = crate::provision::assign_wipe(
+        &request.data_as::<RetireRequested>().unwrap(),
+        machine.as_ref(),
+        &profiles,
+    )
+    .unwrap()
+    .expect("a wipe");
+    wipe.provision_id = request.event_id;
+    let armed_wipe = fixtures::answer(&request, subjects::PROFILE_ASSIGNED, &wipe);
+    schema_valid(&armed_wipe);
+    f.state
+        .live
+        .apply_batch(vec![stored(40, &request), stored(41, &armed_wipe)])
+        .await
+        .unwrap();
+    assert_eq!(
+        f.state.index.machine(&installed).unwrap().state,
+        MachineState::Wiping
+    );
+
+    // Pixiecore gets the wipe profile, its phone-home URL ending in /wiped.
+    let (status, body) = get(&f.state, &format!("/v1/boot/{INSTALLED_HOST}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let spec: BootSpec = serde_json::from_slice(&body).unwrap();
+    let token = key().token(installed, request.event_id);
+    let wiped = format!("http://boot.test:8081/v1/machines/{installed}/wiped");
+    assert!(spec.kernel.contains("/wipe/"), "{}", spec.kernel);
+    assert!(
+        spec.cmdline.contains(&format!("metal.phone_home={wiped} "))
+            || spec.cmdline.ends_with(&format!("metal.phone_home={wiped}")),
+        "{}",
+        spec.cmdline
+    );
+    assert!(spec.cmdline.contains(&format!("metal.token={token}")));
+    assert!(spec.message.contains("wiping"), "{}", spec.message);
+    assert_eq!(
+        crate::http::phone_home_url("http://b", installed, Purpose::Install),
+        format!("http://b/v1/machines/{installed}/installed")
+    );
+
+    // /installed with the wipe's token, /wiped of an install, a wrong token: refused.
+    let armed = MachineId::from_bmc_mac(&fixtures::mac(ARMED_BMC));
+    let armed_token = key().token(armed, f.armed_provision.event_id);
+    let cases = [
+        (
+            format!("/v1/machines/{installed}/installed"),
+            token.clone(),
+            "wiping before its retirement",
+        ),
+        (
+            format!("/v1/machines/{armed}/wiped"),
+            armed_token.clone(),
+            "not wiping",
+        ),
+        (
+            format!("/v1/machines/{installed}/wiped"),
+            key().token(installed, provision(22, INSTALLED_BMC, None).event_id),
+            "does not match",
+        ),
+        (
+            format!("/v1/machines/{installed}/wiped"),
+            armed_token.clone(),
+            "does not match",
+        ),
+    ];
+    for (uri, bearer, why) in cases {
+        let (status, text) = post(&f.state, &uri, Some(&bearer), "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} {why}: {text}");
+        assert!(text.contains(why), "{uri}: {text:?} lacks {why:?}");
+    }
+    // The wipe's own token in a JSON body passes every check (503: no event log here).
+    let (status, text) = post(
+        &f.state,
+        &format!("/v1/machines/{installed}/wiped"),
+        None,
+        &format!(r#"{{"token": "{token}"}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+
+    // The pure check, outcome by outcome.
+    let target = f.state.index.machine(&installed).unwrap();
+    let check = |outcome| {
+        crate::http::check_phone_home(&key(), installed, Some(&target), Some(&token), outcome)
+    };
+    assert_eq!(check(crate::http::Outcome::Wiped), Ok(()));
+    assert_eq!(
+        check(crate::http::Outcome::Failed),
+        Ok(()),
+        "a wipe may fail"
+    );
+    assert!(check(crate::http::Outcome::Installed).is_err());
+    assert!(crate::http::check_phone_home(
+        &key(),
+        installed,
+        Some(&target),
+        None,
+        crate::http::Outcome::Wiped
+    )
+    .unwrap_err()
+    .contains("no token"));
+}
+
+#[test]
+fn retirements_arm_the_wipe_profile_or_say_why_not() {
+    let profiles = Profiles::parse(SHIPPED_PROFILES, Path::new("boot-profiles.toml")).unwrap();
+    let mut projection = Projection::open_in_memory().unwrap();
+    let mut messages = onboarding(
+        1,
+        ARMED_BMC,
+        inventory("DL360", "Intel(R) Xeon(R) Gold", &[ARMED_HOST]),
+    );
+    messages.push(request(4, "aa:bb:cc:00:00:08").0);
+    projection.apply_batch(&messages).unwrap();
+    let machine = projection.machine(ARMED_BMC).unwrap();
+    let ask = |wipe: bool| {
+        retire(10, ARMED_BMC, wipe)
+            .data_as::<RetireRequested>()
+            .unwrap()
+    };
+    let assign = |wipe: bool, machine: Option<&metal_core::query::MachineDetail>, profiles| {
+        crate::provision::assign_wipe(&ask(wipe), machine, profiles)
+    };
+
+    // Without a wipe boot-api has nothing to do.
+    assert_eq!(assign(false, machine.as_ref(), &profiles), Ok(None));
+    let wipe = assign(true, machine.as_ref(), &profiles)
+        .unwrap()
+        .expect("the wipe profile");
+    assert_eq!(wipe.profile, "WIPE");
+    assert_eq!(wipe.purpose, Purpose::Wipe);
+    assert_eq!(wipe.chosen_by, "retire");
+    assert!(wipe.power);
+    assert_eq!(wipe.redfish_url.as_deref(), Some("https://10.0.0.1"));
+
+    let plain = Profiles::parse(
+        "[[profile]]\nname = \"G1\"\nkernel = \"http://h/k\"\n",
+        Path::new("plain.toml"),
+    )
+    .unwrap();
+    let error = assign(true, machine.as_ref(), &plain).unwrap_err();
+    assert!(error.contains("no wipe profile"), "{error}");
+    let error = assign(true, None, &profiles).unwrap_err();
+    assert!(error.contains("no such machine"), "{error}");
+    // A machine whose BMC was never located, asked without a URL: no power, no wipe.
+    let unlocated = projection.machine("aa:bb:cc:00:00:08").unwrap();
+    let mut request = ask(true);
+    request.redfish_url = None;
+    let error = crate::provision::assign_wipe(&request, unlocated.as_ref(), &profiles).unwrap_err();
+    assert!(error.contains("no Redfish URL"), "{error}");
+
+    // The wipe profile is never an install's, not even by name.
+    let by_name = ProvisionRequested {
+        profile: Some("WIPE".to_string()),
+        power: false,
+        requested_by: None,
+        force: false,
+    };
+    let error = crate::provision::assign(&by_name, machine.as_ref(), &profiles).unwrap_err();
+    assert!(error.contains("is the wipe profile"), "{error}");
 }

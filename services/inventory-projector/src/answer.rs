@@ -75,7 +75,8 @@ fn from_projection(error: ProjectionError) -> QueryError {
     }
 }
 
-/// Answers one of the read-only queries (machines, machine, history, status, unknown).
+/// Answers one of the read-only queries (machines, machine, history, status, unknown,
+/// drift).
 pub fn answer(
     projection: &Projection,
     subject: &str,
@@ -86,6 +87,8 @@ pub fn answer(
         subjects::QUERY_STATUS => json(&projection.status().map_err(from_projection)?),
         // MACs that asked boot-api to netboot and that no machine has as a host NIC.
         subjects::QUERY_UNKNOWN => json(&projection.unknown_macs().map_err(from_projection)?),
+        // Machines whose firmware differs from the most common version of their model.
+        subjects::QUERY_DRIFT => json(&projection.firmware_drift().map_err(from_projection)?),
         subjects::QUERY_MACHINE => {
             let reference = machine_ref(payload)?;
             match projection.machine(&reference).map_err(from_projection)? {

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`run`]: ensure the stream, open the projection, follow the stream, serve queries.
 //! - [`answer`]: pure answers of the read queries (machines, machine, history, status, and
-//!   unknown: MACs that asked boot-api to netboot and that no machine has).
+//!   unknown: MACs that asked boot-api to netboot and that no machine has; drift: machines
+//!   whose firmware differs from the most common version of their model).
 //! - [`service`]: the NATS micro service, including the streamed export.
 //! - [`replay`]: rebuild from sequence 1, compare digests, swap atomically; `rebuild` for
 //!   tests and benchmarks.

@@ -36,6 +36,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("replay", subjects::QUERY_REPLAY),
     ("status", subjects::QUERY_STATUS),
     ("unknown", subjects::QUERY_UNKNOWN),
+    ("drift", subjects::QUERY_DRIFT),
 ];
 
 /// Serves the query service until `stop` resolves.

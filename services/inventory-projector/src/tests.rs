@@ -148,3 +148,48 @@ fn fresh_path_is_next_to_live() {
         std::path::Path::new("/var/lib/metal/inventory.db.replay")
     );
 }
+
+#[test]
+fn firmware_drift_is_what_differs_from_the_models_most_common_version() {
+    use metal_core::query::FirmwareDrift;
+    use metal_projection::fixtures::with_firmware;
+
+    let mut projection = projection();
+    let reply: FirmwareDrift =
+        serde_json::from_slice(&answer(&projection, subjects::QUERY_DRIFT, b"{}").unwrap())
+            .unwrap();
+    assert_eq!((reply.drift.len(), reply.total, reply.machines), (0, 0, 1));
+    // Two more DL360s: one like the first (System ROM U30 v2.72), one with an older ROM.
+    projection
+        .apply_batch(&onboarding(
+            4,
+            "aa:bb:cc:00:00:02",
+            inventory("DL360", "Intel Xeon", &["52:54:00:12:34:57"]),
+        ))
+        .unwrap();
+    let older = with_firmware(
+        inventory("DL360", "Intel Xeon", &["52:54:00:12:34:58"]),
+        &[("BIOS", Some("System ROM"), Some("U30 v2.60"))],
+    );
+    projection
+        .apply_batch(&onboarding(7, "aa:bb:cc:00:00:03", older))
+        .unwrap();
+    let reply: FirmwareDrift =
+        serde_json::from_slice(&answer(&projection, subjects::QUERY_DRIFT, b"").unwrap()).unwrap();
+    assert_eq!(
+        (reply.total, reply.machines, reply.last_sequence),
+        (1, 3, 9)
+    );
+    let row = &reply.drift[0];
+    assert_eq!(row.bmc_mac.to_string(), "aa:bb:cc:00:00:03");
+    assert_eq!(
+        (
+            row.model.as_str(),
+            row.component.as_str(),
+            row.version.as_str(),
+            row.fleet_version.as_str()
+        ),
+        ("DL360", "System ROM", "U30 v2.60", "U30 v2.72")
+    );
+    assert_eq!((row.fleet_machines, row.component_machines), (2, 3));
+}

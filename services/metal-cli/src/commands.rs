@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use futures::StreamExt;
+use metal_core::events::{HardwareInvalid, SpecAssigned};
+use metal_core::ids::derived_event_id;
 use metal_core::locate::{LocateReply, LocateRequest};
 use metal_core::query::{History, MachineList, MachineRef, MachineState, ReplayReport};
-use metal_core::{subjects, Decoded, Mac, MachineId};
+use metal_core::{subjects, Decoded, Envelope, Mac, MachineId};
 use uuid::Uuid;
 
 use crate::client::{self, CliError};
@@ -23,6 +25,8 @@ const LOCATE_TIMEOUT: Duration = Duration::from_secs(30);
 const QUIET_HINT_AFTER: Duration = Duration::from_secs(10);
 
 pub struct OnboardOptions {
+    /// A hardware spec to assign with the request (`machine.spec.assigned`).
+    pub expect: Option<String>,
     pub no_wait: bool,
     pub json: bool,
     pub timeout: Duration,
@@ -85,6 +89,25 @@ pub async fn onboard(
                  The services create it at start-up, or: nats stream add --config nats/stream-MACHINES.json"
             ))
         })?;
+    if let Some(spec) = &options.expect {
+        // Published after the request, so the projection has the machine when it applies
+        // the assignment, and before the scrape, so the validator sees it with the inventory.
+        let assignment = Envelope {
+            event_id: derived_event_id(request_id, subjects::SPEC_ASSIGNED),
+            event_type: subjects::SPEC_ASSIGNED.to_string(),
+            machine_id: Some(machine_id),
+            bmc_mac: Some(mac),
+            time: time::OffsetDateTime::now_utc(),
+            correlation_id: request_id,
+            causation_id: Some(request_id),
+            data: serde_json::to_value(SpecAssigned {
+                spec: spec.clone(),
+                requested_by: options.requested_by.clone(),
+            })
+            .map_err(|e| CliError::Other(format!("cannot encode the spec assignment: {e}")))?,
+        };
+        metal_core::jetstream::publish_event(&js, &assignment).await?;
+    }
     if options.json {
         print_json(&serde_json::json!({
             "request_id": request_id, "machine_id": machine_id, "bmc_mac": mac, "sequence": ack.sequence
@@ -100,14 +123,27 @@ pub async fn onboard(
     }
     match tokio::time::timeout(
         options.timeout,
-        follow(client, &js, ack.sequence, request_id, mac, options.json),
+        follow(
+            client,
+            &js,
+            ack.sequence,
+            request_id,
+            mac,
+            options.json,
+            options.expect.is_some(),
+        ),
     )
     .await
     {
         Ok(result) => result,
         Err(_) => {
+            let validator = if options.expect.is_some() {
+                " (with --expect it also waits for the validator's verdict: is the validator running?)"
+            } else {
+                ""
+            };
             eprintln!(
-                "metal-cli: {mac} was not inventoried within {:?}; `metal-cli history {mac}` shows how far it got",
+                "metal-cli: {mac} was not inventoried within {:?}{validator}; `metal-cli history {mac}` shows how far it got",
                 options.timeout
             );
             Ok(ExitCode::FAILURE)
@@ -122,8 +158,10 @@ async fn follow(
     request_id: Uuid,
     mac: Mac,
     json: bool,
+    expect: bool,
 ) -> Result<ExitCode, CliError> {
     let machine_id = MachineId::from_bmc_mac(&mac);
+    let mut invalid = None;
     let stream = js
         .get_stream(subjects::STREAM)
         .await
@@ -162,7 +200,12 @@ async fn follow(
             eprintln!("{}", render::progress(&event));
         }
         match event.event_type.as_str() {
-            subjects::HARDWARE_SCRAPED => break,
+            subjects::HARDWARE_SCRAPED if !expect => break,
+            subjects::HARDWARE_VALIDATED => break,
+            subjects::HARDWARE_INVALID => {
+                invalid = event.data_as::<HardwareInvalid>().ok();
+                break;
+            }
             subjects::LOCATE_FAILED | subjects::SCRAPE_FAILED | subjects::ONBOARD_REJECTED => {
                 return Ok(ExitCode::FAILURE)
             }
@@ -190,6 +233,16 @@ async fn follow(
     } else {
         eprintln!("inventoried");
         println!("{}", render::machine_detail(&detail));
+    }
+    if let Some(invalid) = invalid {
+        if !json {
+            eprintln!(
+                "metal-cli: the hardware breaks spec {}:\n{}",
+                invalid.spec,
+                crate::expect::failure_lines(&invalid)
+            );
+        }
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -221,16 +274,33 @@ pub async fn locate(
     })
 }
 
-pub async fn machines(client: &async_nats::Client, json: bool) -> Result<ExitCode, CliError> {
-    let list: MachineList = client::query(
+/// `metal-cli machines`: every machine, retired ones only with `all`.
+pub async fn machines(
+    client: &async_nats::Client,
+    json: bool,
+    all: bool,
+) -> Result<ExitCode, CliError> {
+    let mut list: MachineList = client::query(
         client,
         subjects::QUERY_MACHINES,
         &serde_json::json!({}),
         QUERY_TIMEOUT,
     )
     .await?;
+    let hidden = if all { 0 } else { hide_retired(&mut list) };
     print_as(&list, json, render::machine_table);
+    if hidden > 0 {
+        eprintln!("{hidden} retired machine(s) hidden (metal-cli machines --all shows them)");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Takes retired machines out of `list`; how many.
+pub fn hide_retired(list: &mut MachineList) -> usize {
+    let before = list.machines.len();
+    list.machines
+        .retain(|row| row.state != metal_core::query::MachineState::Retired);
+    before - list.machines.len()
 }
 
 fn reference(text: &str) -> MachineRef {

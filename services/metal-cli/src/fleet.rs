@@ -1,5 +1,6 @@
 //! Views over the whole fleet: `unknown` (MACs that asked to netboot and that no machine
-//! has), `profiles check` (a boot profiles file, and which profile each machine would take)
+//! has), `drift` (machines whose firmware differs from their model's most common version),
+//! `profiles check` (a boot profiles file, and which profile each machine would take)
 //! and `inventory --ansible` (an Ansible dynamic inventory).
 
 use std::collections::BTreeMap;
@@ -34,6 +35,19 @@ pub async fn unknown(client: &async_nats::Client, json: bool) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// `metal-cli drift`: machines whose firmware differs from the most common version among
+/// the machines of their system model, per component.
+pub async fn drift(client: &async_nats::Client, json: bool) -> Result<ExitCode, CliError> {
+    let reply: metal_core::query::FirmwareDrift =
+        client::query(client, subjects::QUERY_DRIFT, &json!({}), QUERY_TIMEOUT).await?;
+    if json {
+        print_json(&reply);
+    } else {
+        println!("{}", render::firmware_drift(&reply));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The report of `profiles check`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileCheck {
@@ -54,6 +68,8 @@ pub struct ProfileInfo {
     pub priority: i64,
     pub line: usize,
     pub kernel: String,
+    /// `install`, or `wipe` for the profile `metal-cli retire --wipe` netboots.
+    pub purpose: metal_core::events::Purpose,
 }
 
 /// Which profile each machine with an inventory would take now.
@@ -126,6 +142,7 @@ pub async fn profiles_check(
             priority: p.priority,
             line: p.line,
             kernel: p.kernel.clone(),
+            purpose: p.purpose,
         })
         .collect();
     let dry_run = match config {

@@ -9,12 +9,15 @@
 //!   raw documents as a mockup folder).
 //! - [`provision`]: `tag`, `provision` and `power`: requests about one known machine,
 //!   published and followed by correlation id.
-//! - [`fleet`]: `unknown` (MACs that netbooted and that no machine has), `profiles check`
+//! - [`expect`]: `expect` (the hardware spec a machine must meet, and the verdict).
+//! - [`fleet`]: `unknown` (MACs that netbooted and that no machine has), `drift` (machines
+//!   whose firmware differs from their model's most common version), `profiles check`
 //!   (validate a boot profiles file, dry-run it against the inventory) and
 //!   `inventory --ansible`.
 
 pub mod client;
 pub mod commands;
+pub mod expect;
 pub mod fleet;
 pub mod provision;
 pub mod render;

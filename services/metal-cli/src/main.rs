@@ -27,6 +27,11 @@ enum Command {
     Onboard {
         /// The BMC's MAC address.
         mac: String,
+        /// The hardware spec the machine must meet (a name in the validator's specs file,
+        /// docs/hardware-specs.md); waits for the validator's verdict too, and exits 1 when
+        /// the hardware breaks it.
+        #[arg(long, value_name = "SPEC")]
+        expect: Option<String>,
         /// Publish the request and return at once, printing the request id.
         #[arg(long)]
         no_wait: bool,
@@ -52,11 +57,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List every machine in the inventory.
+    /// List the machines in the inventory (retired ones only with --all).
     Machines {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also list retired machines (hidden by default; stderr says how many).
+        #[arg(long)]
+        all: bool,
     },
     /// Show one machine's inventory, by BMC MAC, host NIC MAC or machine id.
     Show {
@@ -117,6 +125,29 @@ enum Command {
         /// Write to this file instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+    /// Expect a known machine to meet a hardware spec, and show the validator's verdict.
+    ///
+    /// The spec is a name in the validator's specs file (docs/hardware-specs.md). The
+    /// validator checks the machine's inventory now and after every rescan; a machine whose
+    /// hardware breaks its spec is not provisioned unless `provision --force`. Exit 0 when
+    /// the hardware meets it (or there is no inventory yet), 1 when it breaks it (each
+    /// failed rule is printed with what was wanted and found).
+    #[command(after_help = "Example:\n  metal-cli expect aa:bb:cc:dd:ee:ff r640-gold")]
+    Expect {
+        /// The machine's BMC MAC (or one of its host NIC MACs).
+        mac: String,
+        /// The spec's name.
+        spec: String,
+        /// Print JSON lines (the request, the verdict) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting for the verdict after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Who asked, recorded in the request.
+        #[arg(long, env = "USER")]
+        requested_by: Option<String>,
     },
     /// Set or remove operator tags on a known machine; boot profiles can select on them.
     ///
@@ -199,12 +230,63 @@ enum Command {
         #[arg(long, env = "USER")]
         requested_by: Option<String>,
     },
+    /// Take a machine out of service: optionally wipe it, then power it off for good.
+    ///
+    /// The machine is named by its BMC MAC or a host NIC MAC. With --wipe, boot-api arms the
+    /// wipe profile of the boot profiles file (the one with purpose = "wipe") and
+    /// redfish-scraper PXE-boots the machine into it; the wipe phones home to
+    /// /v1/machines/<id>/wiped with its token when the disks are erased. Then (at once
+    /// without --wipe) redfish-scraper powers the machine off over Redfish and it is
+    /// retired: boot-api never netboots it again, `metal-cli provision` refuses it and
+    /// `metal-cli machines` hides it, until it is onboarded anew (metal-cli onboard).
+    /// Prints each step; exit 0 once retired, 1 if boot-api, the BMC or the wipe failed
+    /// (the machine is then retire_failed: retire again).
+    #[command(after_help = "Examples:
+  metal-cli retire aa:bb:cc:dd:ee:ff --wipe
+  metal-cli retire aa:bb:cc:dd:ee:ff          (power off only)")]
+    Retire {
+        /// The machine's BMC MAC (or one of its host NIC MACs).
+        mac: String,
+        /// Netboot the wipe profile once (erasing the disks) before powering off.
+        #[arg(long)]
+        wipe: bool,
+        /// Print JSON lines (the request and each event) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting after this many seconds (the retirement itself goes on; a wipe
+        /// has until boot_api.install_deadline_secs to phone home).
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+        /// Who asked, recorded in the request.
+        #[arg(long, env = "USER")]
+        requested_by: Option<String>,
+    },
     /// List the MACs that asked boot-api to netboot and that no machine has.
     ///
     /// Hardware nobody onboarded, or a NIC its BMC does not report; each with when it was first and last
     /// seen, how many boot windows it asked in, and why it is unknown.
     Unknown {
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List machines whose firmware differs from the fleet's most common version per
+    /// component and model.
+    ///
+    /// For each system model and firmware component (an item's name, or its id when it has
+    /// none), the fleet version is the one the most firmware items of that model's machines
+    /// report; ties go to the version more machines report, then to the greatest with
+    /// numbers compared as numbers (2.10 after 2.9), then to the greatest byte by byte.
+    /// Each machine at another version is listed with the fleet version and how many of the
+    /// model's machines have it, out of those that have the component (n/m). A component
+    /// only one machine of a model has never drifts; items without a version and machines
+    /// without a system model are not compared. At most 1000 rows, sorted by model,
+    /// component and machine; the last line says how many there are in all.
+    #[command(
+        after_help = "Examples:\n  metal-cli drift\n  metal-cli drift --json | jq -r '.drift[] | select(.component == \"System ROM\") | .bmc_mac'"
+    )]
+    Drift {
+        /// Print JSON (the query service's FirmwareDrift reply) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -292,8 +374,10 @@ async fn main() -> ExitCode {
         Command::Onboard { mac, .. } => Some(("onboard", mac)),
         Command::Locate { mac, .. } => Some(("locate", mac)),
         Command::Tag { mac, .. } => Some(("tag", mac)),
+        Command::Expect { mac, .. } => Some(("expect", mac)),
         Command::Provision { mac, .. } => Some(("provision", mac)),
         Command::Power { mac, .. } => Some(("power", mac)),
+        Command::Retire { mac, .. } => Some(("retire", mac)),
         _ => None,
     };
     if let Some((verb, mac)) = given_mac {
@@ -307,6 +391,14 @@ async fn main() -> ExitCode {
         } => provision::tag_change(tags, remove)
             .err()
             .map(|problem| format!("cannot tag {mac}: {problem}")),
+        Command::Expect { mac, spec, .. }
+        | Command::Onboard {
+            mac,
+            expect: Some(spec),
+            ..
+        } => metal_cli::expect::spec_name(spec)
+            .err()
+            .map(|problem| format!("cannot expect {mac} to meet {spec:?}: {problem}")),
         Command::Provision {
             mac,
             profile: Some(profile),
@@ -344,6 +436,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Onboard {
             mac,
+            expect,
             no_wait,
             json,
             timeout,
@@ -353,6 +446,7 @@ async fn main() -> ExitCode {
                 &client,
                 &mac,
                 OnboardOptions {
+                    expect,
                     no_wait,
                     json,
                     timeout: Duration::from_secs(timeout),
@@ -361,8 +455,27 @@ async fn main() -> ExitCode {
             )
             .await
         }
+        Command::Expect {
+            mac,
+            spec,
+            json,
+            timeout,
+            requested_by,
+        } => {
+            metal_cli::expect::expect(
+                &client,
+                &mac,
+                &spec,
+                metal_cli::expect::ExpectOptions {
+                    json,
+                    timeout: Duration::from_secs(timeout),
+                    requested_by,
+                },
+            )
+            .await
+        }
         Command::Locate { mac, json } => commands::locate(&client, &mac, json).await,
-        Command::Machines { json } => commands::machines(&client, json).await,
+        Command::Machines { json, all } => commands::machines(&client, json, all).await,
         Command::Show { machine, json } => commands::show(&client, &machine, json).await,
         Command::History { machine, json } => commands::history(&client, &machine, json).await,
         Command::Replay { json, timeout } => {
@@ -454,7 +567,27 @@ async fn main() -> ExitCode {
             )
             .await
         }
+        Command::Retire {
+            mac,
+            wipe,
+            json,
+            timeout,
+            requested_by,
+        } => {
+            provision::retire(
+                &client,
+                &mac,
+                provision::RetireOptions {
+                    wipe,
+                    json,
+                    timeout: Duration::from_secs(timeout),
+                    requested_by,
+                },
+            )
+            .await
+        }
         Command::Unknown { json } => metal_cli::fleet::unknown(&client, json).await,
+        Command::Drift { json } => metal_cli::fleet::drift(&client, json).await,
         Command::Inventory { host, .. } => {
             metal_cli::fleet::ansible(&client, host.as_deref()).await
         }

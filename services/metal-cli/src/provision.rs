@@ -1,6 +1,7 @@
 //! Requests about one known machine that metal-cli publishes and follows: `tag` (operator
 //! tags for profile selectors), `provision` (arm it with a boot profile and, unless
-//! `--no-power`, have its BMC PXE-boot it) and `power` (on, off, cycle, status).
+//! `--no-power`, have its BMC PXE-boot it), `power` (on, off, cycle, status) and `retire`
+//! (optionally wipe it, then power it off for good).
 //!
 //! Each asks the inventory service about the machine first (nothing is published for an
 //! unknown or unsuitable machine), publishes an envelope whose event id is its correlation
@@ -84,7 +85,7 @@ pub fn profile_name(name: &str) -> Result<String, String> {
 
 /// The machine a MAC names (its BMC's or a host NIC's). `Err(code)` when the inventory has
 /// no such machine, after saying so.
-async fn known_machine(
+pub(crate) async fn known_machine(
     client: &async_nats::Client,
     verb: &str,
     mac: Mac,
@@ -102,7 +103,7 @@ async fn known_machine(
 }
 
 /// A new request about `detail`'s machine: a fresh event id that is also its correlation id.
-fn request(
+pub(crate) fn request(
     event_type: &str,
     detail: &MachineDetail,
     data: impl serde::Serialize,
@@ -122,7 +123,7 @@ fn request(
 }
 
 /// Publishes `request` and waits for the PubAck; the stream (to follow) and its sequence.
-async fn publish(
+pub(crate) async fn publish(
     client: &async_nats::Client,
     request: &Envelope,
 ) -> Result<(JsStream, u64), CliError> {
@@ -138,7 +139,7 @@ async fn publish(
 
 /// The events answering `request` (same correlation id, not the request itself), in stream
 /// order from `from_sequence`.
-async fn answers(
+pub(crate) async fn answers(
     stream: &JsStream,
     from_sequence: u64,
     request: &Envelope,
@@ -612,6 +613,227 @@ pub async fn power(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `rule: wanted W, found F; ...` of a failed validation.
+pub fn failed_rules(validation: &metal_core::query::Validation) -> String {
+    validation
+        .failures
+        .iter()
+        .map(|f| format!("{}: wanted {}, found {}", f.rule, f.wanted, f.found))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub struct RetireOptions {
+    /// Netboot the wipe profile once before powering off.
+    pub wipe: bool,
+    pub json: bool,
+    pub timeout: Duration,
+    pub requested_by: Option<String>,
+}
+
+/// `metal-cli retire`: publishes `machine.retire.requested` for a known machine and follows
+/// it: with `--wipe`, boot-api arms the wipe profile and redfish-scraper PXE-boots it, the
+/// wipe phones home (`machine.wipe.completed`); then redfish-scraper powers the machine off
+/// and says `machine.retired`. Exit 0 once retired; 1 with the reason when a step failed.
+pub async fn retire(
+    client: &async_nats::Client,
+    mac_text: &str,
+    options: RetireOptions,
+) -> Result<ExitCode, CliError> {
+    let mac = match device_mac("retire", mac_text) {
+        Ok(mac) => mac,
+        Err(code) => return Ok(code),
+    };
+    let detail = match known_machine(client, "retire", mac).await? {
+        Ok(detail) => detail,
+        Err(code) => return Ok(code),
+    };
+    let state = detail.machine.state;
+    if state == metal_core::query::MachineState::Retired {
+        eprintln!(
+            "metal-cli: machine {} ({}) is retired already; onboard it anew to use it again (metal-cli onboard {})",
+            detail.machine.machine_id, detail.machine.bmc_mac, detail.machine.bmc_mac
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let Some(redfish_url) = detail.machine.redfish_url.clone() else {
+        eprintln!(
+            "metal-cli: cannot retire {mac}: machine {} has no Redfish URL (state {}), so it cannot be powered off (nor PXE-booted for a wipe)",
+            detail.machine.machine_id,
+            state.as_str()
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    if state.is_armed() && !state.is_retiring() {
+        eprintln!(
+            "note       machine is {}; retiring it ends that provisioning (its token stops working)",
+            state.as_str()
+        );
+    }
+    let event = request(
+        subjects::RETIRE_REQUESTED,
+        &detail,
+        metal_core::events::RetireRequested {
+            wipe: options.wipe,
+            redfish_url: Some(redfish_url.clone()),
+            requested_by: options.requested_by,
+        },
+    )?;
+    let (stream, sequence) = publish(client, &event).await?;
+    if options.json {
+        print_json(&event);
+    } else {
+        eprintln!(
+            "retiring {} as machine {}{} (request {})",
+            detail.machine.bmc_mac,
+            detail.machine.machine_id,
+            if options.wipe {
+                ", wiping it first"
+            } else {
+                ""
+            },
+            event.event_id
+        );
+    }
+    let followed = tokio::time::timeout(
+        options.timeout,
+        follow_retire(
+            &stream,
+            sequence,
+            &event,
+            &detail,
+            options.wipe,
+            options.json,
+        ),
+    )
+    .await;
+    match followed {
+        Ok(result) => result,
+        Err(_) => {
+            eprintln!(
+                "metal-cli: the retirement did not finish within {:?}; it goes on without metal-cli (`metal-cli history {}` shows how far it got)",
+                options.timeout, detail.machine.bmc_mac
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn follow_retire(
+    stream: &JsStream,
+    from_sequence: u64,
+    event: &Envelope,
+    detail: &MachineDetail,
+    wipe: bool,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    use metal_core::events::{InstallFailed, Retired, WipeCompleted};
+    let retire_id = event.event_id;
+    let mac = detail.machine.bmc_mac;
+    let answers = answers(stream, from_sequence, event).await?;
+    let mut answers = std::pin::pin!(answers);
+    let mut hint = (!json).then(|| {
+        if wipe {
+            format!("nothing has answered the retirement for {QUIET_HINT_AFTER:?}: are boot-api and redfish-scraper running against this NATS server?")
+        } else {
+            format!("no word from the BMC for {QUIET_HINT_AFTER:?}: redfish-scraper may be retrying it (up to 3 attempts), or not be running against this NATS server")
+        }
+    });
+    let mut powered_on = false;
+    loop {
+        let answer = next_answer(&mut answers, &mut hint).await?;
+        if json {
+            print_json(&answer);
+        }
+        match answer.event_type.as_str() {
+            subjects::PROFILE_ASSIGNED => {
+                let data: ProfileAssigned = data(&answer)?;
+                if data.provision_id != retire_id {
+                    continue;
+                }
+                if !json {
+                    println!(
+                        "assigned   wipe profile {}, kernel {}",
+                        data.profile, data.kernel
+                    );
+                }
+            }
+            subjects::PROVISION_FAILED => {
+                let data: ProvisionFailed = data(&answer)?;
+                eprintln!(
+                    "metal-cli: the wipe of {mac} was not started: {}; the machine is still on (retire again, or without --wipe)",
+                    data.reason
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            subjects::POWER_DONE => {
+                let data: PowerDone = data(&answer)?;
+                if data.provision_id != Some(retire_id) {
+                    continue;
+                }
+                if !json {
+                    println!("{}", render::power_done(&data));
+                }
+                if wipe && !powered_on && data.step == PowerStep::Reset {
+                    powered_on = true;
+                    if !json {
+                        println!(
+                            "waiting    for the wipe to phone home (boot-api netboots {mac} with the wipe profile)"
+                        );
+                    }
+                    hint = None;
+                }
+            }
+            subjects::POWER_FAILED => {
+                let data: PowerFailed = data(&answer)?;
+                if data.provision_id != Some(retire_id) {
+                    continue;
+                }
+                eprintln!("{}", render::power_failed(&data));
+                eprintln!(
+                    "metal-cli: the retirement of {mac} failed (retire_failed); fix what the BMC said and retire again"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            subjects::WIPE_COMPLETED => {
+                let data: WipeCompleted = data(&answer)?;
+                if !json {
+                    println!("wiped      with profile {}: phoned home", data.profile);
+                }
+                hint = (!json).then(|| {
+                    format!("no word from the BMC for {QUIET_HINT_AFTER:?}: redfish-scraper may be retrying the power-off")
+                });
+            }
+            subjects::INSTALL_FAILED => {
+                let data: InstallFailed = data(&answer)?;
+                if data.provision_id != retire_id {
+                    continue;
+                }
+                eprintln!(
+                    "metal-cli: the wipe of {mac} failed: {} (retire_failed); retire again",
+                    data.reason
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            subjects::RETIRED => {
+                let data: Retired = data(&answer)?;
+                if data.retire_id != retire_id {
+                    continue;
+                }
+                if !json {
+                    println!(
+                        "retired    {mac} (machine {}) is powered off{}; boot-api never netboots it again until it is onboarded anew (metal-cli onboard {mac})",
+                        detail.machine.machine_id,
+                        if data.wiped { " and wiped" } else { "" }
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,14 +875,4 @@ mod tests {
         assert_eq!(profile_name(" G1 ").unwrap(), "G1");
         assert!(profile_name("  ").is_err());
     }
-}
-
-/// `rule: wanted W, found F; ...` of a failed validation.
-pub fn failed_rules(validation: &metal_core::query::Validation) -> String {
-    validation
-        .failures
-        .iter()
-        .map(|f| format!("{}: wanted {}, found {}", f.rule, f.wanted, f.found))
-        .collect::<Vec<_>>()
-        .join("; ")
 }

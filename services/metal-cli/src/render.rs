@@ -203,6 +203,59 @@ pub fn provisioning(provisioning: Option<&Provisioning>) -> String {
     }
 }
 
+/// The `spec` line of `show`: the expected spec and the validator's last verdict.
+pub fn spec_line(detail: &MachineDetail) -> String {
+    let expected = detail
+        .expected_spec
+        .as_deref()
+        .map(|spec| format!("expected {}", one_line(spec)));
+    let verdict = detail.validation.as_ref().map(|v| {
+        if v.valid {
+            format!("meets {} ({})", one_line(&v.spec), timeline_time(v.at))
+        } else {
+            let failures: Vec<String> = v
+                .failures
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}: wanted {}, found {}",
+                        one_line(&f.rule),
+                        one_line(&f.wanted),
+                        one_line(&f.found)
+                    )
+                })
+                .collect();
+            format!(
+                "BREAKS {} ({}): {}",
+                one_line(&v.spec),
+                timeline_time(v.at),
+                failures.join("; ")
+            )
+        }
+    });
+    match (expected, verdict) {
+        (None, None) => "-".to_string(),
+        (Some(e), None) => format!("{e}, not validated yet"),
+        (None, Some(v)) => v,
+        (Some(e), Some(v)) => format!("{e}; {v}"),
+    }
+}
+
+/// The `bmc` line of `show`, when there is something to say about the BMC's health.
+pub fn bmc_health_line(health: &metal_core::query::BmcHealth) -> Option<String> {
+    let since = health.failing_since?;
+    let state = if health.lost { "LOST" } else { "failing" };
+    Some(format!(
+        "{state}: no answer since {}{}",
+        timeline_time(since),
+        health
+            .last_error
+            .as_deref()
+            .map(|e| format!(" ({})", one_line(e)))
+            .unwrap_or_default()
+    ))
+}
+
 pub fn machine_detail(detail: &MachineDetail) -> String {
     let mut out = String::new();
     header(&mut out, &detail.machine);
@@ -212,6 +265,10 @@ pub fn machine_detail(detail: &MachineDetail) -> String {
         "profile    {}",
         provisioning(detail.provisioning.as_ref())
     );
+    let _ = writeln!(out, "spec       {}", spec_line(detail));
+    if let Some(bmc) = bmc_health_line(&detail.bmc_health) {
+        let _ = writeln!(out, "bmc        {bmc}");
+    }
     match &detail.summary {
         Some(summary) => summary_lines(&mut out, summary, &detail.machine),
         None => {
@@ -454,6 +511,22 @@ pub fn progress(event: &Envelope) -> String {
             Ok(failed) => power_failed(&failed),
             Err(_) => format!("failed     BMC {}: {}", text("step"), text("reason")),
         },
+        subjects::SPEC_ASSIGNED => format!("expect     spec {}", text("spec")),
+        subjects::HARDWARE_VALIDATED => format!(
+            "valid      hardware meets spec {} ({})",
+            text("spec"),
+            text("chosen_by")
+        ),
+        subjects::HARDWARE_INVALID => format!(
+            "invalid    hardware breaks spec {} ({})",
+            text("spec"),
+            text("chosen_by")
+        ),
+        subjects::BMC_LOST => format!("lost       BMC silent: {}", text("reason")),
+        subjects::BMC_FOUND => "found      BMC answers again".to_string(),
+        subjects::RETIRE_REQUESTED => "retire     requested".to_string(),
+        subjects::WIPE_COMPLETED => format!("wiped      with profile {}", text("profile")),
+        subjects::RETIRED => "retired    powered off, out of service".to_string(),
         other => other.to_string(),
     }
 }
@@ -568,20 +641,108 @@ pub fn unknown_macs(reply: &UnknownMacs) -> String {
     out
 }
 
-/// `profiles check`: the file's profiles and, when NATS answered, the dry run.
-pub fn profile_check(check: &ProfileCheck) -> String {
+/// Machines whose firmware differs from their model's most common version: one row per
+/// machine, component and version, the widths fitted to the longest model, component and
+/// version.
+pub fn firmware_drift(reply: &metal_core::query::FirmwareDrift) -> String {
+    let not_compared = if reply.without_model > 0 {
+        format!(
+            "; {} without a system model not compared",
+            reply.without_model
+        )
+    } else {
+        String::new()
+    };
+    if reply.drift.is_empty() && reply.total == 0 {
+        return format!(
+            "no firmware drift among {} machines{not_compared} (projection at stream sequence {})",
+            reply.machines, reply.last_sequence
+        );
+    }
+    let rows: Vec<[String; 4]> = reply
+        .drift
+        .iter()
+        .map(|row| {
+            [
+                one_line(&row.model),
+                one_line(&row.component),
+                one_line(&row.version),
+                format!(
+                    "{} ({}/{})",
+                    one_line(&row.fleet_version),
+                    row.fleet_machines,
+                    row.component_machines
+                ),
+            ]
+        })
+        .collect();
+    let width = |column: usize, header: &str| {
+        rows.iter()
+            .map(|row| row[column].chars().count())
+            .chain([header.chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (model, component, version) = (
+        width(0, "MODEL"),
+        width(1, "COMPONENT"),
+        width(2, "VERSION"),
+    );
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: valid, {} profile(s)",
-        check.file,
-        check.profiles.len()
+        "{:<model$}  {:<component$}  {:<36}  {:<17}  {:<version$}  FLEET VERSION (n/m)",
+        "MODEL", "COMPONENT", "MACHINE", "BMC MAC", "VERSION"
     );
-    for profile in &check.profiles {
+    for (row, [model_text, component_text, version_text, fleet]) in reply.drift.iter().zip(&rows) {
         let _ = writeln!(
             out,
-            "  {:<16}  priority {:<4}  line {:<4}  {}",
-            profile.name, profile.priority, profile.line, profile.kernel
+            "{model_text:<model$}  {component_text:<component$}  {:<36}  {:<17}  {version_text:<version$}  {fleet}",
+            row.machine_id.to_string(),
+            row.bmc_mac.to_string(),
+        );
+    }
+    let _ = write!(
+        out,
+        "{} drifting firmware component(s) among {} machines{not_compared}, projection at stream sequence {}",
+        reply.total, reply.machines, reply.last_sequence
+    );
+    if (reply.drift.len() as u64) < reply.total {
+        let _ = write!(
+            out,
+            "\nshowing the first {} of {} (by model, component and machine)",
+            reply.drift.len(),
+            reply.total
+        );
+    }
+    out
+}
+
+/// `profiles check`: the file's profiles and, when NATS answered, the dry run.
+pub fn profile_check(check: &ProfileCheck) -> String {
+    let mut out = String::new();
+    let wipe = check
+        .profiles
+        .iter()
+        .find(|p| p.purpose == metal_core::events::Purpose::Wipe)
+        .map(|p| format!(" and the wipe profile {} (metal-cli retire --wipe)", p.name))
+        .unwrap_or_default();
+    let installs = check
+        .profiles
+        .iter()
+        .filter(|p| p.purpose.is_install())
+        .count();
+    let _ = writeln!(out, "{}: valid, {installs} profile(s){wipe}", check.file);
+    for profile in &check.profiles {
+        let priority = if profile.purpose.is_install() {
+            format!("priority {:<4}", profile.priority)
+        } else {
+            format!("{:<13}", "wipe")
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16}  {priority}  line {:<4}  {}",
+            profile.name, profile.line, profile.kernel
         );
     }
     match (&check.dry_run, &check.dry_run_unavailable) {
@@ -732,5 +893,58 @@ mod tests {
         assert_eq!(mib(98304), "96 GiB");
         assert_eq!(mib(1000), "1000 MiB");
         assert_eq!(mib(0), "0 MiB");
+    }
+
+    #[test]
+    fn firmware_drift_is_a_table_fitted_to_its_rows_or_says_there_is_none() {
+        use metal_core::query::{DriftRow, FirmwareDrift};
+        let mut reply = FirmwareDrift {
+            drift: Vec::new(),
+            total: 0,
+            machines: 12,
+            without_model: 0,
+            last_sequence: 40,
+        };
+        assert_eq!(
+            firmware_drift(&reply),
+            "no firmware drift among 12 machines (projection at stream sequence 40)"
+        );
+        let bmc_mac = metal_core::Mac::parse_any("aa:bb:cc:00:00:03").unwrap();
+        reply.drift.push(DriftRow {
+            machine_id: metal_core::MachineId::from_bmc_mac(&bmc_mac),
+            bmc_mac,
+            model: "ProLiant DL360 Gen10".to_string(),
+            component: "System ROM".to_string(),
+            version: "U30 v2.60\n".to_string(),
+            fleet_version: "U30 v2.72".to_string(),
+            fleet_machines: 10,
+            component_machines: 11,
+        });
+        reply.total = 3;
+        reply.without_model = 1;
+        let text = firmware_drift(&reply);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[0].starts_with("MODEL                 COMPONENT   MACHINE  "),
+            "{text}"
+        );
+        assert!(lines[0].ends_with("BMC MAC            VERSION     FLEET VERSION (n/m)"));
+        assert!(
+            lines[1].starts_with("ProLiant DL360 Gen10  System ROM  "),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with("  aa:bb:cc:00:00:03  U30 v2.60   U30 v2.72 (10/11)"),
+            "control characters become spaces: {text}"
+        );
+        assert_eq!(
+            lines[2],
+            "3 drifting firmware component(s) among 12 machines; 1 without a system model not compared, projection at stream sequence 40"
+        );
+        assert_eq!(
+            lines[3],
+            "showing the first 1 of 3 (by model, component and machine)"
+        );
     }
 }

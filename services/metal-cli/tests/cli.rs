@@ -27,7 +27,9 @@ fn help_lists_every_command() {
         "tag",
         "provision",
         "power",
+        "retire",
         "unknown",
+        "drift",
         "profiles",
         "inventory",
         "--nats-url",
@@ -47,7 +49,13 @@ fn help_lists_every_command() {
             &["--profile", "--no-power", "--timeout", "--json"],
         ),
         (&["power"], &["on", "off", "cycle", "status", "--json"]),
+        (
+            &["retire"],
+            &["--wipe", "--timeout", "--json", "/wiped", "onboarded anew"],
+        ),
+        (&["machines"], &["--all", "--json"]),
         (&["unknown"], &["--json"]),
+        (&["drift"], &["--json", "fleet version", "(n/m)"]),
         (&["profiles", "check"], &["[FILE]", "--json"]),
         (&["inventory"], &["--ansible", "--list", "--host"]),
     ] {
@@ -86,6 +94,7 @@ fn bad_input_to_the_new_commands_is_refused_before_touching_the_network() {
         ),
         (&["power", "aa:bb:cc:dd:ee", "status"], "cannot power"),
         (&["power", "aa:bb:cc:dd:ee:01", "reboot"], "invalid value"),
+        (&["retire", "aa:bb:cc:dd:ee", "--wipe"], "cannot retire"),
         (&["inventory"], "--ansible"),
     ] {
         let output = metal_cli(&[&offline[..], args].concat());

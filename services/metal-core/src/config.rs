@@ -497,6 +497,8 @@ const PATH_KEYS: &[&[&str]] = &[
     &["projector", "database"],
     &["boot_api", "database"],
     &["boot_api", "profiles"],
+    &["validator", "database"],
+    &["validator", "specs"],
     &["locator", "dnsmasq_leases"],
     &["locator", "isc_dhcpd_leases"],
     &["locator", "kea_leases"],

@@ -201,7 +201,8 @@ pub struct ProfileAssigned {
     /// The `machine.provision.requested` event id: the install token is derived from it.
     pub provision_id: uuid::Uuid,
     pub profile: String,
-    /// `operator` when named on the request, `selectors` when matched.
+    /// `operator` when named on the request, `selectors` when matched, `retire` for the
+    /// wipe profile of a retirement.
     pub chosen_by: String,
     pub kernel: String,
     pub initrd: Vec<String>,
@@ -380,7 +381,7 @@ pub struct InstallFailed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallRejected {
-    /// `installed` or `failed`: what the caller claimed.
+    /// `installed`, `failed` or `wiped`: what the caller claimed.
     pub outcome: String,
     pub reason: String,
     pub remote: Option<String>,
@@ -395,15 +396,8 @@ pub struct SpecAssigned {
     pub requested_by: Option<String>,
 }
 
-/// One rule of a hardware spec that an inventory breaks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleFailure {
-    /// The rule's name in the specs file (`cpu_model`, `drives`, `firmware:BMC*`).
-    pub rule: String,
-    pub wanted: String,
-    pub found: String,
-}
+/// One rule of a hardware spec that an inventory breaks (`rule`, `wanted`, `found`).
+pub use crate::specs::RuleFailure;
 
 /// `machine.hardware.validated`: the inventory meets its spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

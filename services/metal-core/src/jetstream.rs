@@ -16,8 +16,7 @@ use crate::subjects;
 pub const STREAM_CONFIG_JSON: &str = include_str!("../../../nats/stream-MACHINES.json");
 pub const LOCATOR_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/locator.json");
 pub const BOOT_API_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/boot-api.json");
-pub const VALIDATOR_CONSUMER_JSON: &str =
-    include_str!("../../../nats/consumers/validator.json");
+pub const VALIDATOR_CONSUMER_JSON: &str = include_str!("../../../nats/consumers/validator.json");
 pub const SCRAPER_CONSUMER_JSON: &str =
     include_str!("../../../nats/consumers/redfish-scraper.json");
 pub const RAW_STORE_CONFIG_JSON: &str = include_str!("../../../nats/object-store-machine-raw.json");

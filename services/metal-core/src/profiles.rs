@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use wildmatch::WildMatchPattern;
 
+use crate::events::Purpose;
 use crate::inventory::{CpuVendor, Inventory};
 use crate::{Mac, MachineId};
 
@@ -63,6 +64,10 @@ pub struct Profile {
     pub cmdline: String,
     #[serde(default, rename = "match")]
     pub selectors: Selectors,
+    /// `install` (the default: chosen by selectors or by name) or `wipe`: the one profile
+    /// `metal-cli retire --wipe` netboots, never chosen for an install.
+    #[serde(default)]
+    pub purpose: Purpose,
     /// The line of the profile's `[[profile]]` table in its file.
     #[serde(skip)]
     pub line: usize,
@@ -277,6 +282,7 @@ impl Profiles {
             });
         }
         let mut names = BTreeMap::new();
+        let mut wipe_line: Option<usize> = None;
         let mut profiles = Vec::with_capacity(file.profile.len());
         for spanned in file.profile {
             let line = line_of(text, spanned.span().start);
@@ -298,6 +304,14 @@ impl Profiles {
                     "{label} is defined twice (first on line {first})"
                 )));
             }
+            if profile.purpose == Purpose::Wipe {
+                if let Some(first) = wipe_line {
+                    return Err(invalid(format!(
+                        "{label} is a second wipe profile (the first is on line {first}); only one profile may have purpose = \"wipe\""
+                    )));
+                }
+                wipe_line = Some(line);
+            }
             profiles.push(profile);
         }
         Ok(Profiles { profiles })
@@ -307,19 +321,33 @@ impl Profiles {
         &self.profiles
     }
 
+    /// The profile of this name, install or wipe.
     pub fn get(&self, name: &str) -> Option<&Profile> {
         self.profiles.iter().find(|p| p.name == name)
     }
 
-    /// The highest-priority profile that fits (the earliest on a tie).
-    pub fn choose(&self, facts: &MachineFacts) -> Option<&Profile> {
+    /// The install profiles, in file order: what selectors and `--profile` choose from.
+    pub fn install(&self) -> impl Iterator<Item = &Profile> {
         self.profiles
             .iter()
-            .filter(|p| p.selectors.fits(facts))
-            .fold(None, |best: Option<&Profile>, p| match best {
+            .filter(|p| p.purpose == Purpose::Install)
+    }
+
+    /// The wipe profile (`purpose = "wipe"`), if the file has one: at most one is allowed.
+    pub fn wipe(&self) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.purpose == Purpose::Wipe)
+    }
+
+    /// The highest-priority install profile that fits (the earliest on a tie); the wipe
+    /// profile is never chosen.
+    pub fn choose(&self, facts: &MachineFacts) -> Option<&Profile> {
+        self.install().filter(|p| p.selectors.fits(facts)).fold(
+            None,
+            |best: Option<&Profile>, p| match best {
                 Some(b) if b.priority >= p.priority => Some(b),
                 _ => Some(p),
-            })
+            },
+        )
     }
 }
 
@@ -393,6 +421,19 @@ fn validate(profile: &Profile) -> Result<(), String> {
     check_cmdline(&profile.cmdline)?;
     for (key, value) in &profile.selectors.tags {
         check_tag(key, value)?;
+    }
+    if profile.purpose == Purpose::Wipe {
+        if profile.selectors != Selectors::default() {
+            return Err(
+                "a wipe profile has no [profile.match]: it is never chosen by selectors, only by metal-cli retire --wipe"
+                    .to_string(),
+            );
+        }
+        if profile.priority != 0 {
+            return Err(
+                "a wipe profile has no priority: it is never chosen by selectors".to_string(),
+            );
+        }
     }
     Ok(())
 }

@@ -834,11 +834,9 @@ impl Spec {
         let cpus: Vec<_> = inventory.systems.iter().flat_map(|s| s.cpus()).collect();
         if let Some(pattern) = &self.cpu_model {
             let fits = !cpus.is_empty()
-                && cpus.iter().all(|p| {
-                    p.model
-                        .as_deref()
-                        .is_some_and(|m| glob(pattern, m.trim()))
-                });
+                && cpus
+                    .iter()
+                    .all(|p| p.model.as_deref().is_some_and(|m| glob(pattern, m.trim())));
             if !fits {
                 let found = if cpus.is_empty() {
                     "no CPUs".to_string()
@@ -1330,7 +1328,10 @@ mod tests {
         assert_eq!(components("HPG1"), [1]);
         assert_eq!(components("0x0D"), [13]);
         assert_eq!(components("0\u{14}"), [0]);
-        assert_eq!(components("99999999999999999999999999999999999999999.1")[1], 1);
+        assert_eq!(
+            components("99999999999999999999999999999999999999999.1")[1],
+            1
+        );
         for unknown in ["", "N/A", "latest", "v."] {
             assert!(Version::parse(unknown).is_none(), "{unknown:?}");
         }
@@ -1373,7 +1374,10 @@ count = 4
         );
         assert_eq!(fits.drives[0].media.as_deref(), Some("SSD"));
         assert_eq!(fits.check(&r640()), []);
-        assert_eq!(spec("min_cores = 32\nmin_memory_gib = 384").check(&r640()), []);
+        assert_eq!(
+            spec("min_cores = 32\nmin_memory_gib = 384").check(&r640()),
+            []
+        );
     }
 
     #[test]
@@ -1461,7 +1465,11 @@ count = 4
             [
                 failure("cores", "16", "32"),
                 failure("memory_gib", "384", "336"),
-                failure("dimm_gib", "32 GiB each", "1 × 16 GiB, 1 × unknown size, 10 × 32 GiB"),
+                failure(
+                    "dimm_gib",
+                    "32 GiB each",
+                    "1 × 16 GiB, 1 × unknown size, 10 × 32 GiB"
+                ),
             ]
         );
         inventory.systems[0].memory[0].capacity_mib = Some(16 * 1024 + 512);
@@ -1525,7 +1533,10 @@ count = 1
                 ..SimpleStorageDevice::default()
             })
             .collect();
-        assert_eq!(spec("[[spec.drives]]\nmin_gb = 8000\ncount = 1").check(&inventory), []);
+        assert_eq!(
+            spec("[[spec.drives]]\nmin_gb = 8000\ncount = 1").check(&inventory),
+            []
+        );
         assert_eq!(
             spec("[[spec.drives]]\nmedia = \"HDD\"\ncount = 1").check(&inventory),
             [failure("drives", "≥ 1 HDD", "0 HDD (drives: 1 × 8000 GB)")]
@@ -1560,24 +1571,32 @@ count = 1
         assert_eq!(
             spec("[[spec.nics]]\nmin_speed_mbps = 100000\ncount = 1\n[[spec.nics]]\ncount = 3")
                 .check(&inventory),
-            [failure("nics", "≥ 3 ports", "2 ports (ports: 1 × 100000 Mb/s, 1 × 25000 Mb/s)")]
+            [failure(
+                "nics",
+                "≥ 3 ports",
+                "2 ports (ports: 1 × 100000 Mb/s, 1 × 25000 Mb/s)"
+            )]
         );
     }
 
     #[test]
     fn interfaces_count_once_per_mac_at_their_best_speed() {
         let mut inventory = r640();
-        inventory.systems[0].ethernet_interfaces.push(NetworkInterface {
-            id: "NIC.4.VLAN".to_string(),
-            mac: Some(mac(4)),
-            speed_mbps: Some(10_000),
-            ..NetworkInterface::default()
-        });
-        inventory.systems[0].ethernet_interfaces.push(NetworkInterface {
-            id: "NoMac".to_string(),
-            speed_mbps: Some(10_000),
-            ..NetworkInterface::default()
-        });
+        inventory.systems[0]
+            .ethernet_interfaces
+            .push(NetworkInterface {
+                id: "NIC.4.VLAN".to_string(),
+                mac: Some(mac(4)),
+                speed_mbps: Some(10_000),
+                ..NetworkInterface::default()
+            });
+        inventory.systems[0]
+            .ethernet_interfaces
+            .push(NetworkInterface {
+                id: "NoMac".to_string(),
+                speed_mbps: Some(10_000),
+                ..NetworkInterface::default()
+            });
         assert_eq!(
             spec("[[spec.nics]]\nmin_speed_mbps = 10000\ncount = 4").check(&inventory),
             [failure(
@@ -1591,12 +1610,14 @@ count = 1
     #[test]
     fn gpus_count_as_processors_or_pcie_devices_not_both() {
         let mut inventory = r640();
-        inventory.systems[0].processors.extend((0..2).map(|i| Processor {
-            id: format!("GPU{i}"),
-            processor_type: Some("GPU".to_string()),
-            model: Some("NVIDIA A100-SXM4-40GB".to_string()),
-            ..Processor::default()
-        }));
+        inventory.systems[0]
+            .processors
+            .extend((0..2).map(|i| Processor {
+                id: format!("GPU{i}"),
+                processor_type: Some("GPU".to_string()),
+                model: Some("NVIDIA A100-SXM4-40GB".to_string()),
+                ..Processor::default()
+            }));
         let device = |id: &str, name: &str, model: &str, class: &str| PcieDevice {
             id: id.to_string(),
             name: Some(name.to_string()),
@@ -1618,7 +1639,10 @@ count = 1
             ],
             ..ChassisInventory::default()
         }];
-        assert_eq!(spec("[spec.gpus]\nmodel = \"*a100*\"\ncount = 2").check(&inventory), []);
+        assert_eq!(
+            spec("[spec.gpus]\nmodel = \"*a100*\"\ncount = 2").check(&inventory),
+            []
+        );
         assert_eq!(spec("[spec.gpus]\ncount = 3").check(&inventory), []);
         assert_eq!(
             spec("[spec.gpus]\nmodel = \"GPU*\"\ncount = 3").check(&inventory),
@@ -1667,8 +1691,10 @@ count = 1
             "ids match as well as names, case-insensitively"
         );
         assert_eq!(
-            spec("[spec.firmware]\n\"Power Supply\" = \"0.1\"\n\"Disk.*\" = \"1\"\n\"odd\" = \"1\"")
-                .check(&inventory),
+            spec(
+                "[spec.firmware]\n\"Power Supply\" = \"0.1\"\n\"Disk.*\" = \"1\"\n\"odd\" = \"1\""
+            )
+            .check(&inventory),
             [
                 failure("firmware:Power Supply", "≥ 0.1", "unknown (empty)"),
                 failure("firmware:Disk.*", "≥ 1", "unknown (no version)"),
@@ -1677,7 +1703,11 @@ count = 1
         );
         assert_eq!(
             spec("[spec.firmware]\n\"Power*\" = \"0.2\"").check(&inventory),
-            [failure("firmware:Power*", "≥ 0.2", "00.1B.53, 00.1D.7D, unknown (empty)")]
+            [failure(
+                "firmware:Power*",
+                "≥ 0.2",
+                "00.1B.53, 00.1D.7D, unknown (empty)"
+            )]
         );
     }
 

@@ -533,19 +533,16 @@ fn on_scrape_failed(
         data.reason,
         data.attempts
     );
-    match current_machine_answering(tx, envelope, true)? {
-        Ok((machine_id, answers)) => {
-            lifecycle::bmc_failed(tx, machine_id, envelope, data.kind, &reason)?;
-            if answers == Answers::Rescan {
-                // A failed rescan is history, not a downgrade: the last good inventory,
-                // the state and so bootability stay.
-                return Ok(Effect {
-                    applied: Applied::Changed(machine_id),
-                    summary: format!("rescan failed, keeping the last inventory: {reason}"),
-                });
-            }
+    if let Ok((machine_id, answers)) = current_machine_answering(tx, envelope, true)? {
+        lifecycle::bmc_failed(tx, machine_id, envelope, data.kind, &reason)?;
+        if answers == Answers::Rescan {
+            // A failed rescan is history, not a downgrade: the last good inventory, the
+            // state and so bootability stay.
+            return Ok(Effect {
+                applied: Applied::Changed(machine_id),
+                summary: format!("rescan failed, keeping the last inventory: {reason}"),
+            });
         }
-        Err(_) => {}
     }
     set_failed(tx, envelope, "scrape_failed", &reason)
 }

@@ -317,3 +317,42 @@ pub fn with_firmware(
         .collect();
     inventory
 }
+
+/// `machine.scrape.failed` of the given kind answering `cause` (an unreachable or timed-out
+/// BMC counts towards `machine.bmc.lost`).
+pub fn scrape_failed_kind(cause: &Envelope, kind: ScrapeFailureKind, reason: &str) -> Envelope {
+    answer(
+        cause,
+        subjects::SCRAPE_FAILED,
+        &ScrapeFailed {
+            redfish_url: "https://10.0.0.1".to_string(),
+            kind,
+            reason: reason.to_string(),
+            attempts: 3,
+        },
+    )
+}
+
+/// The validator's `machine.bmc.lost` for the machine of `bmc_mac` at `at(sequence)`.
+pub fn bmc_lost(sequence: u64, bmc_mac: &str, failing_since: OffsetDateTime) -> Envelope {
+    let mac = mac(bmc_mac);
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("bmc lost {bmc_mac} {sequence}").as_bytes(),
+    );
+    Envelope {
+        event_id: id,
+        event_type: subjects::BMC_LOST.to_string(),
+        machine_id: Some(metal_core::MachineId::from_bmc_mac(&mac)),
+        bmc_mac: Some(mac),
+        time: at(sequence as i64),
+        correlation_id: id,
+        causation_id: None,
+        data: serde_json::to_value(metal_core::events::BmcLost {
+            failing_since,
+            last_seen: None,
+            reason: "unreachable".to_string(),
+        })
+        .unwrap_or_default(),
+    }
+}

@@ -2,7 +2,9 @@
 //! `machine.hardware.scraped` (plus `machine.hardware.changed` when a rescan finds other
 //! hardware) or `machine.scrape.failed` out. `machine.profile.assigned` (with `power`) and
 //! `machine.power.requested` in; one `machine.power.done` or `machine.power.failed` per step
-//! out. [`plan`], [`decide`] and [`decide_power`] are pure (time is passed in);
+//! out. `machine.retire.requested` without a wipe, and `machine.wipe.completed`, in: the
+//! power-off (`machine.power.done`/`.failed` with the retirement's id), then
+//! `machine.retired`. [`plan`], [`decide`] and [`decide_power`] are pure (time is passed in);
 //! [`ScrapeHandler`] does the I/O between them: the scrape, storing the raw bundle, reading
 //! the previous inventory, the power steps.
 
@@ -14,8 +16,8 @@ use metal_core::config::{BmcAccess, RedfishConfig};
 use metal_core::envelope::{Decoded, Envelope};
 use metal_core::events::{
     BmcLocated, HardwareChanged, HardwareScraped, InventoryRef, PowerDone, PowerFailed,
-    PowerRequested, PowerStep, ProfileAssigned, RawBundleRef, RescanRequested, ScrapeFailed,
-    ScrapeFailureKind,
+    PowerRequested, PowerStep, ProfileAssigned, RawBundleRef, RescanRequested, RetireRequested,
+    Retired, ScrapeFailed, ScrapeFailureKind, WipeCompleted,
 };
 use metal_core::inventory::diff::diff;
 use metal_core::inventory::Inventory;
@@ -67,7 +69,8 @@ pub enum Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PowerRequest {
     pub intent: PowerIntent,
-    /// The `ProfileAssigned.provision_id`; `None` for an operator's request.
+    /// The `ProfileAssigned.provision_id`, or a retirement's id (its
+    /// `machine.retire.requested` event id); `None` for an operator's request.
     pub provision_id: Option<uuid::Uuid>,
 }
 
@@ -105,6 +108,9 @@ pub fn plan(input: &Input, access_for: impl Fn(&Mac) -> BmcAccess) -> Plan {
         },
         subjects::PROFILE_ASSIGNED | subjects::POWER_REQUESTED => {
             return plan_power(cause, access_for)
+        }
+        subjects::RETIRE_REQUESTED | subjects::WIPE_COMPLETED => {
+            return plan_retire(cause, access_for)
         }
         _ => return Plan::Ignore,
     };
@@ -179,6 +185,54 @@ fn plan_power(cause: &Envelope, access_for: impl Fn(&Mac) -> BmcAccess) -> Plan 
             request,
             "event names no BMC MAC to look credentials up by".to_string(),
         );
+    };
+    Plan::Power {
+        cause: cause.clone(),
+        redfish_url,
+        access: access_for(&bmc_mac),
+        request,
+    }
+}
+
+/// [`plan`] for a retirement's power-off: `machine.retire.requested` without a wipe (with
+/// one, boot-api arms the wipe first), or `machine.wipe.completed` (the wipe phoned home).
+fn plan_retire(cause: &Envelope, access_for: impl Fn(&Mac) -> BmcAccess) -> Plan {
+    let (retire_id, wiped, redfish_url) = if cause.event_type == subjects::RETIRE_REQUESTED {
+        match cause.data_as::<RetireRequested>() {
+            Ok(requested) if requested.wipe => return Plan::Ignore,
+            Ok(requested) => (cause.event_id, false, Ok(requested.redfish_url)),
+            Err(error) => (cause.event_id, false, Err(metal_core::error_chain(&error))),
+        }
+    } else {
+        match cause.data_as::<WipeCompleted>() {
+            Ok(wiped) => (wiped.provision_id, true, Ok(wiped.redfish_url)),
+            Err(error) => {
+                tracing::warn!(event_id = %cause.event_id, error = %metal_core::error_chain(&error), "unreadable wipe completion ignored");
+                return Plan::Ignore;
+            }
+        }
+    };
+    let request = PowerRequest {
+        intent: PowerIntent::Retire { wiped },
+        provision_id: Some(retire_id),
+    };
+    let fail = |reason: String| Plan::PowerFail {
+        cause: cause.clone(),
+        request,
+        reason,
+    };
+    let redfish_url = match redfish_url {
+        Ok(Some(url)) => url,
+        Ok(None) => {
+            return fail(
+                "no Redfish URL is known for the BMC, so the machine cannot be powered off; power it off by hand"
+                    .to_string(),
+            )
+        }
+        Err(reason) => return fail(reason),
+    };
+    let Some(bmc_mac) = cause.bmc_mac else {
+        return fail("event names no BMC MAC to look credentials up by".to_string());
     };
     Plan::Power {
         cause: cause.clone(),
@@ -337,12 +391,26 @@ pub fn decide_power(
     let failures = run
         .error
         .map(|(step, error)| (step, Err(metal_core::error_chain(&error))));
-    let events = run
+    let all_done = failures.is_none()
+        && !run.steps.is_empty()
+        && run.steps.iter().all(|(_, result)| result.is_ok());
+    let mut events: Vec<Envelope> = run
         .steps
         .into_iter()
         .chain(failures)
         .filter_map(|(step, result)| power_event(cause, request, step, system.clone(), result, now))
         .collect();
+    // A retirement's power-off done: the machine is out of service.
+    if let (PowerIntent::Retire { wiped }, Some(retire_id), true) =
+        (request.intent, request.provision_id, all_done)
+    {
+        events.extend(answer(
+            cause,
+            subjects::RETIRED,
+            &Retired { retire_id, wiped },
+            now,
+        ));
+    }
     Outcome::Publish(events)
 }
 
@@ -1217,6 +1285,157 @@ mod tests {
         let failed: PowerFailed = published[0].data_as().unwrap();
         assert_eq!(failed.step, PowerStep::BootOverride);
         assert_eq!(failed.system, None);
+    }
+
+    #[test]
+    fn retirements_plan_a_power_off_then_retired() {
+        let plan_of = |event_type: &str, data: serde_json::Value, mac| {
+            plan(&input(power_input(event_type, data, mac), 1), creds)
+        };
+        let retire = |wipe: bool, url: Option<&str>| {
+            serde_json::to_value(RetireRequested {
+                wipe,
+                redfish_url: url.map(str::to_string),
+                requested_by: Some("ops".into()),
+            })
+            .unwrap()
+        };
+        let wipe_done = |url: Option<&str>| {
+            serde_json::to_value(WipeCompleted {
+                provision_id: uuid::Uuid::from_u128(0xa1),
+                profile: "WIPE".into(),
+                redfish_url: url.map(str::to_string),
+            })
+            .unwrap()
+        };
+        // Without a wipe: powered off at once, under the request's own id.
+        match plan_of(
+            subjects::RETIRE_REQUESTED,
+            retire(false, Some("http://bmc")),
+            Some(mac()),
+        ) {
+            Plan::Power {
+                redfish_url,
+                request,
+                ..
+            } => {
+                assert_eq!(redfish_url, "http://bmc");
+                assert_eq!(request.intent, PowerIntent::Retire { wiped: false });
+                assert_eq!(request.provision_id, Some(uuid::Uuid::from_u128(0x5eed)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // With a wipe: boot-api's first; the power-off follows the wipe's phone-home.
+        assert!(matches!(
+            plan_of(
+                subjects::RETIRE_REQUESTED,
+                retire(true, Some("http://bmc")),
+                Some(mac())
+            ),
+            Plan::Ignore
+        ));
+        match plan_of(
+            subjects::WIPE_COMPLETED,
+            wipe_done(Some("http://bmc")),
+            Some(mac()),
+        ) {
+            Plan::Power { request, .. } => {
+                assert_eq!(request.intent, PowerIntent::Retire { wiped: true });
+                assert_eq!(request.provision_id, Some(uuid::Uuid::from_u128(0xa1)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nowhere to send it: power.failed with the retirement's id and a clear reason.
+        for (event_type, data) in [
+            (subjects::RETIRE_REQUESTED, retire(false, None)),
+            (subjects::WIPE_COMPLETED, wipe_done(None)),
+        ] {
+            match plan_of(event_type, data, Some(mac())) {
+                Plan::PowerFail {
+                    cause,
+                    request,
+                    reason,
+                } => {
+                    assert!(reason.contains("no Redfish URL"), "{reason}");
+                    let published =
+                        match power_failed(&cause, request, reason, OffsetDateTime::UNIX_EPOCH) {
+                            Outcome::Publish(events) => events,
+                            Outcome::Retry { .. } => panic!("expected a publish"),
+                        };
+                    assert_eq!(published.len(), 1, "no retired without a power-off");
+                    let failed: PowerFailed = published[0].data_as().unwrap();
+                    assert_eq!(failed.step, PowerStep::Reset);
+                    assert!(failed.provision_id.is_some());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        // The power-off done (or already off): power.done, then retired.
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let cause = power_input(
+            subjects::WIPE_COMPLETED,
+            wipe_done(Some("http://bmc")),
+            Some(mac()),
+        );
+        let request = PowerRequest {
+            intent: PowerIntent::Retire { wiped: true },
+            provision_id: Some(uuid::Uuid::from_u128(0xa1)),
+        };
+        let run = |result: Result<StepDone, String>| PowerRun {
+            system: Some("/redfish/v1/Systems/1".into()),
+            steps: vec![(PowerStep::Reset, result)],
+            error: None,
+        };
+        for detail in ["ForceOff", "already Off"] {
+            let outcome = decide_power(
+                &input(cause.clone(), 1),
+                &cause,
+                request,
+                run(Ok(StepDone {
+                    detail: detail.into(),
+                    power_state: Some("On".into()),
+                })),
+                now,
+            );
+            let Outcome::Publish(published) = outcome else {
+                panic!("expected a publish")
+            };
+            assert_eq!(
+                published
+                    .iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>(),
+                vec![subjects::POWER_DONE, subjects::RETIRED]
+            );
+            let done: PowerDone = published[0].data_as().unwrap();
+            assert_eq!(done.provision_id, Some(uuid::Uuid::from_u128(0xa1)));
+            let retired: Retired = published[1].data_as().unwrap();
+            assert_eq!(
+                retired,
+                Retired {
+                    retire_id: uuid::Uuid::from_u128(0xa1),
+                    wiped: true
+                }
+            );
+            assert_eq!(
+                published[1].event_id,
+                metal_core::ids::derived_event_id(cause.event_id, subjects::RETIRED)
+            );
+        }
+        // Refused: power.failed, and no retired.
+        let outcome = decide_power(
+            &input(cause.clone(), 1),
+            &cause,
+            request,
+            run(Err("no ResetType fit".into())),
+            now,
+        );
+        let Outcome::Publish(published) = outcome else {
+            panic!("expected a publish")
+        };
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].event_type, subjects::POWER_FAILED);
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum PowerIntent {
     Provision,
     /// `machine.power.requested`.
     Operator(PowerAction),
+    /// A retirement's power-off (`machine.retire.requested` without a wipe, or
+    /// `machine.wipe.completed`), followed by `machine.retired`.
+    Retire {
+        /// Whether the machine was wiped first.
+        wiped: bool,
+    },
 }
 
 impl PowerIntent {
@@ -35,7 +41,7 @@ impl PowerIntent {
         match self {
             PowerIntent::Provision => &[PowerStep::BootOverride, PowerStep::Reset],
             PowerIntent::Operator(PowerAction::Status) => &[PowerStep::Status],
-            PowerIntent::Operator(_) => &[PowerStep::Reset],
+            PowerIntent::Operator(_) | PowerIntent::Retire { .. } => &[PowerStep::Reset],
         }
     }
 
@@ -51,7 +57,7 @@ impl PowerIntent {
                 Some(Goal::Restart)
             }
             PowerIntent::Operator(PowerAction::On) => Some(Goal::On),
-            PowerIntent::Operator(PowerAction::Off) => Some(Goal::Off),
+            PowerIntent::Operator(PowerAction::Off) | PowerIntent::Retire { .. } => Some(Goal::Off),
             PowerIntent::Operator(PowerAction::Status) => None,
         }
     }
@@ -540,6 +546,14 @@ mod tests {
             Some(Goal::Restart)
         );
         assert_eq!(PowerIntent::Operator(PowerAction::Status).goal(), None);
+        // A retirement powers off only: one reset step towards Off, skipped when Off.
+        let retire = PowerIntent::Retire { wiped: true };
+        assert_eq!(retire.steps(), &[PowerStep::Reset]);
+        assert_eq!(retire.goal(), Some(Goal::Off));
+        assert_eq!(
+            choose_reset(Goal::Off, Some("Off"), None),
+            Ok(ResetChoice::Already("already Off".into()))
+        );
     }
 
     #[test]

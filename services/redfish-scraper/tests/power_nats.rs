@@ -240,8 +240,32 @@ async fn an_existing_consumer_gains_the_power_subjects() {
         subjects::RESCAN_REQUESTED.to_string(),
         subjects::PROFILE_ASSIGNED.to_string(),
         subjects::POWER_REQUESTED.to_string(),
+        subjects::RETIRE_REQUESTED.to_string(),
+        subjects::WIPE_COMPLETED.to_string(),
     ];
     expected.sort();
     assert_eq!(filters, expected);
     assert_eq!(info.config.description, wanted.description);
+
+    // boot-api's durable as it was, with the single filter_subject, gains retirements.
+    let wanted = DurableConsumer::BootApi.config().expect("consumer config");
+    let mut before = wanted.clone();
+    before.filter_subjects = Vec::new();
+    before.filter_subject = subjects::PROVISION_REQUESTED.to_string();
+    stream
+        .create_consumer(before)
+        .await
+        .expect("the boot-api consumer as it was");
+    let mut consumer = ensure_consumer(&stream, DurableConsumer::BootApi)
+        .await
+        .expect("ensure_consumer");
+    let info = consumer.info().await.expect("consumer info");
+    assert_eq!(
+        info.config.filter_subjects,
+        vec![
+            subjects::PROVISION_REQUESTED.to_string(),
+            subjects::RETIRE_REQUESTED.to_string(),
+        ]
+    );
+    assert_eq!(info.config.filter_subject, "");
 }

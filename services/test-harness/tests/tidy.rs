@@ -35,6 +35,7 @@ fn every_event_subject_is_documented_and_has_a_schema() {
         subjects::QUERY_REPLAY,
         subjects::QUERY_STATUS,
         subjects::QUERY_UNKNOWN,
+        subjects::QUERY_DRIFT,
     ] {
         assert!(
             catalog.contains(subject),
@@ -88,11 +89,19 @@ fn nats_files_are_what_the_services_load() {
             subjects::RESCAN_REQUESTED.to_string(),
             subjects::PROFILE_ASSIGNED.to_string(),
             subjects::POWER_REQUESTED.to_string(),
+            subjects::RETIRE_REQUESTED.to_string(),
+            subjects::WIPE_COMPLETED.to_string(),
         ]
     );
     let boot = DurableConsumer::BootApi.config().unwrap();
     assert_eq!(boot.durable_name.as_deref(), Some("boot-api"));
-    assert_eq!(boot.filter_subject, subjects::PROVISION_REQUESTED);
+    assert_eq!(
+        boot.filter_subjects,
+        vec![
+            subjects::PROVISION_REQUESTED.to_string(),
+            subjects::RETIRE_REQUESTED.to_string(),
+        ]
+    );
     // The scraper's ack wait must outlast its scrape deadline, or a slow scrape is redelivered.
     let defaults = metal_core::config::Config::default();
     assert!(scraper.ack_wait > Duration::from_secs(defaults.redfish.scrape_deadline_secs));

@@ -70,6 +70,18 @@ impl System {
         // An unknown BMC is given up on in seconds here, not the default ten minutes.
         config.locator.locate_deadline_secs = 8;
         config.locator.retry_secs = 2;
+        config.validator.database = dir.path().join("validator.db");
+        // No [[map]] rules: machines nobody assigned a spec get no verdict, so provisioning
+        // is never refused here; a test writes its own file and sets `validator.specs` in
+        // `adjust`.
+        config.validator.specs = dir.path().join("hardware-specs.toml");
+        std::fs::write(
+            &config.validator.specs,
+            "[[spec]]\nname = \"one-drive\"\n[[spec.drives]]\ncount = 1\n",
+        )
+        .unwrap();
+        // No periodic rescans unless a test asks for them: they would add events mid-test.
+        config.validator.rescan_interval_secs.clear();
         adjust(&mut config);
 
         let (stop, stop_rx) = watch::channel(false);
@@ -111,6 +123,16 @@ impl System {
                 boot_api::run(&config.boot_api, checked, client, listener, shutdown)
                     .await
                     .expect("boot-api");
+            }));
+        }
+        {
+            let (config, client, shutdown) =
+                (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let checked = validator::Checked::from_config(&config.validator).expect("validator");
+            tasks.push(tokio::spawn(async move {
+                validator::run_checked(&config.validator, checked, client, shutdown)
+                    .await
+                    .expect("validator");
             }));
         }
         System {
@@ -263,4 +285,80 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// The install token boot-api renders for a provisioning (or a wipe) of a machine.
+pub fn install_token(machine_id: metal_core::MachineId, provision_id: uuid::Uuid) -> String {
+    boot_api::TokenKey::new("test", E2E_TOKEN_KEY.as_bytes().to_vec())
+        .expect("test key")
+        .token(machine_id, provision_id)
+}
+
+/// POSTs a phone-home with `token` as a Bearer header, or as `{"token"}` when `bearer` is
+/// false; the status and the body.
+pub async fn phone_home(url: &str, token: &str, bearer: bool) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let request = if bearer {
+        client.post(url).bearer_auth(token)
+    } else {
+        client
+            .post(url)
+            .json(&serde_json::json!({ "token": token }))
+    };
+    let response = request.send().await.expect("phone-home");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// The value of `key=` in a rendered cmdline.
+pub fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    cmdline
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(prefix.as_str()))
+        .map(str::to_string)
+}
+
+/// Polls the emulator's system until `check` holds for it (or fails the test after 30 s).
+pub async fn wait_system(
+    sushy: &test_harness::sushy::SushyEmulator,
+    path: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = sushy.get_json(path).await;
+        if check(&now) {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the emulator never showed {what}: {now:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Exports the projection, replays it from sequence 1 and exports again: both exports.
+pub async fn export_replay_export(system: &System) -> (Vec<u8>, Vec<u8>) {
+    let before = system.path("replay-before.jsonl");
+    let after = system.path("replay-after.jsonl");
+    for (args, what) in [
+        (vec!["export", "-o", before.to_str().unwrap()], "export"),
+        (vec!["replay"], "replay"),
+        (vec!["export", "-o", after.to_str().unwrap()], "export"),
+    ] {
+        let output = system.cli_async(&args).await;
+        assert!(
+            output.status.success(),
+            "{what}: {}{}",
+            stdout(&output),
+            stderr(&output)
+        );
+    }
+    (
+        std::fs::read(before).unwrap(),
+        std::fs::read(after).unwrap(),
+    )
 }

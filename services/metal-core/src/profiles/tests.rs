@@ -308,3 +308,63 @@ fn render_fills_every_placeholder_and_nothing_else() {
         )
     );
 }
+
+#[test]
+fn one_wipe_profile_is_marked_and_never_chosen_for_installs() {
+    let shipped = parse(SHIPPED).unwrap();
+    let wipe = shipped.wipe().expect("the shipped file has a wipe profile");
+    assert_eq!(wipe.purpose, crate::events::Purpose::Wipe);
+    assert!(wipe.cmdline.contains("{token}") && wipe.cmdline.contains("{phone_home_url}"));
+    assert!(shipped.install().all(|p| p.name != wipe.name));
+    assert_eq!(shipped.install().count(), 2);
+
+    // A wipe profile without selectors matches every machine, yet selectors never take it.
+    let text = "[[profile]]\nname = \"WIPE\"\npurpose = \"wipe\"\nkernel = \"http://h/w\"\n\
+                [[profile]]\nname = \"only-amd\"\nkernel = \"http://h/a\"\n\
+                [profile.match]\ncpu_vendor = \"amd\"\n";
+    let profiles = parse(text).unwrap();
+    assert_eq!(profiles.wipe().map(|p| p.name.as_str()), Some("WIPE"));
+    assert_eq!(profiles.choose(&MachineFacts::default()), None);
+    assert_eq!(
+        profiles.get("WIPE").map(|p| p.purpose),
+        Some(crate::events::Purpose::Wipe)
+    );
+    // No wipe profile at all is fine; install is the default purpose.
+    let plain = parse("[[profile]]\nname = \"a\"\nkernel = \"http://h/a\"\n").unwrap();
+    assert!(plain.wipe().is_none());
+
+    let wipe_profile = |name: &str| {
+        format!("[[profile]]\nname = \"{name}\"\npurpose = \"wipe\"\nkernel = \"http://h/w\"\n")
+    };
+    let cases = [
+        (
+            format!("{}{}", wipe_profile("W1"), wipe_profile("W2")),
+            "line 5",
+            "second wipe profile (the first is on line 1)",
+        ),
+        (
+            format!(
+                "{}[profile.match]\ncpu_vendor = \"intel\"\n",
+                wipe_profile("W")
+            ),
+            "line 1",
+            "a wipe profile has no [profile.match]",
+        ),
+        (
+            format!("{}priority = 5\n", wipe_profile("W")),
+            "line 1",
+            "a wipe profile has no priority",
+        ),
+        (
+            "[[profile]]\nname = \"W\"\npurpose = \"erase\"\nkernel = \"http://h/w\"\n".to_string(),
+            "line 3",
+            "erase",
+        ),
+    ];
+    for (text, line, fragment) in cases {
+        let message = parse(&text).unwrap_err();
+        assert!(message.contains("test-profiles.toml"), "{message}");
+        assert!(message.contains(line), "{message:?} lacks {line:?}");
+        assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+    }
+}

@@ -276,7 +276,8 @@ pub(super) fn on_power_failed(
             set_state(tx, machine_id, failed, Some(&reason), envelope)?;
             Ok(changed(machine_id, reason))
         }
-        Err(why) => match super::lifecycle::retirement_failed(tx, envelope, provision_id, &reason)? {
+        Err(why) => match super::lifecycle::retirement_failed(tx, envelope, provision_id, &reason)?
+        {
             Some(effect) => Ok(effect),
             None => Ok(Effect::recorded(format!("{reason} (ignored: {why})"))),
         },
