@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metal_core::config::BootApiConfig;
-use metal_core::jetstream::{ensure_consumer, ensure_stream, DurableConsumer};
+use metal_core::jetstream::{consumer_with_retry, DurableConsumer};
 use metal_core::profiles::{Profiles, ProfilesError};
-use metal_projection::follow::{follow, FollowError};
+use metal_projection::follow::{follow_with_retry, FollowError};
 use metal_projection::{Applied, LiveProjection, Projection};
 
 pub use boot_events::BootEvents;
@@ -231,59 +231,17 @@ pub async fn run(
     served.and(followed)
 }
 
-/// Ensures the stream, retrying every second while NATS is away, until `stop`.
-async fn stream_with_retry(
-    js: &async_nats::jetstream::Context,
-    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Option<async_nats::jetstream::stream::Stream> {
-    loop {
-        match ensure_stream(js).await {
-            Ok(stream) => return Some(stream),
-            Err(error) => {
-                tracing::warn!(error = %metal_core::error_chain(&error), "cannot ensure stream, retrying");
-                tokio::select! {
-                    _ = stop.as_mut() => return None,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-}
-
-/// Ensures the stream and follows it; HTTP keeps answering from the index meanwhile.
-async fn follow_with_retry(
-    js: async_nats::jetstream::Context,
-    live: &LiveProjection,
-    stop: impl Future<Output = ()>,
-) -> Result<(), FollowError> {
-    tokio::pin!(stop);
-    let Some(stream) = stream_with_retry(&js, &mut stop).await else {
-        return Ok(());
-    };
-    follow(&stream, live, stop).await
-}
-
-/// Runs the `boot-api` consumer (provision requests) once stream and consumer exist.
+/// Runs the `boot-api` consumer (provision and retire requests) once stream and consumer
+/// exist.
 async fn answer_provisioning(
     js: async_nats::jetstream::Context,
     handler: Arc<provision::ProvisionHandler>,
     stop: impl Future<Output = ()> + Send,
 ) {
     tokio::pin!(stop);
-    let consumer = loop {
-        let Some(stream) = stream_with_retry(&js, &mut stop).await else {
-            return;
-        };
-        match ensure_consumer(&stream, DurableConsumer::BootApi).await {
-            Ok(consumer) => break consumer,
-            Err(error) => {
-                tracing::warn!(error = %metal_core::error_chain(&error), "cannot ensure consumer, retrying");
-                tokio::select! {
-                    _ = stop.as_mut() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let Some((_, consumer)) = consumer_with_retry(&js, DurableConsumer::BootApi, &mut stop).await
+    else {
+        return;
     };
     metal_core::responder::run(js, consumer, handler, 4, stop).await;
 }

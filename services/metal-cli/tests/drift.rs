@@ -7,17 +7,13 @@ mod common;
 use std::time::Duration;
 
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
-use common::{stderr, stdout};
+use common::{printed, stdout};
 use metal_core::config::ProjectorConfig;
 use metal_core::jetstream::{ensure_stream, StoredMessage};
 use metal_core::query::{FirmwareDrift, Status};
 use metal_core::{subjects, Mac, MachineId};
 use metal_projection::fixtures::{inventory, onboarding, with_firmware};
 use test_harness::nats::NatsServer;
-
-fn printed(output: &std::process::Output) -> String {
-    format!("{}{}", stdout(output), stderr(output))
-}
 
 fn drift_cli(
     nats: &NatsServer,

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{stderr, stdout, System};
+use common::{printed, stdout, System};
 use metal_core::events::{HardwareChanged, HardwareInvalid, HardwareValidated};
 use metal_core::ids::derived_event_id;
 use metal_core::inventory::diff::ChangeKind;
@@ -28,10 +28,6 @@ name = "two-drives"
 [[spec.drives]]
 count = 2
 "#;
-
-fn printed(output: &std::process::Output) -> String {
-    format!("{}{}", stdout(output), stderr(output))
-}
 
 fn node(drives: &[&str]) -> Vec<SushyFakeSystem> {
     vec![SushyFakeSystem {

@@ -5,14 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{stderr, stdout, System, E2E_TOKEN_KEY};
-use metal_core::query::{MachineDetail, MachineState, UnknownMacs};
+use common::{printed, stderr, stdout, System, E2E_TOKEN_KEY};
+use metal_core::query::{MachineState, UnknownMacs};
 use metal_core::{subjects, Mac, MachineId};
 use test_harness::sushy::{SushyDrive, SushyEmulator, SushySystem};
-
-fn printed(output: &std::process::Output) -> String {
-    format!("{}{}", stdout(output), stderr(output))
-}
 
 fn server(name: &str, uuid: &str, vendor: &str, model: &str, nics: &[&str]) -> SushySystem {
     SushySystem {
@@ -31,12 +27,6 @@ fn server(name: &str, uuid: &str, vendor: &str, model: &str, nics: &[&str]) -> S
             protocol: "SATA".into(),
         }],
     }
-}
-
-async fn detail(system: &System, machine: &str) -> MachineDetail {
-    let output = system.cli_async(&["show", machine, "--json"]).await;
-    assert!(output.status.success(), "{}", printed(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// The dry-run line of `profiles check` for one BMC MAC.
@@ -170,7 +160,7 @@ async fn tags_profiles_provisioning_unknown_macs_and_the_ansible_inventory() {
         printed(&shown)
     );
     assert_eq!(
-        detail(&system, &intel_id).await.tags,
+        system.show(&intel_id).await.tags,
         [("role".to_string(), "storage".to_string())].into()
     );
     let output = system
@@ -290,7 +280,7 @@ async fn tags_profiles_provisioning_unknown_macs_and_the_ansible_inventory() {
         "{}",
         printed(&output)
     );
-    let amd_detail = detail(&system, &amd_id).await;
+    let amd_detail = system.show(&amd_id).await;
     assert_eq!(amd_detail.machine.state, MachineState::Inventoried);
     assert_eq!(amd_detail.provisioning, None);
     system.boot_refused("52:54:00:bb:20:01", "not armed").await;
@@ -332,7 +322,7 @@ async fn tags_profiles_provisioning_unknown_macs_and_the_ansible_inventory() {
         "{}",
         printed(&output)
     );
-    let armed = detail(&system, &intel_id).await;
+    let armed = system.show(&intel_id).await;
     assert_eq!(armed.machine.state, MachineState::Provisioning);
     let provisioning = armed.provisioning.clone().expect("provisioning");
     assert_eq!(provisioning.profile, "G1");
@@ -531,7 +521,7 @@ async fn provisioning_with_power_pxe_boots_through_the_bmc_and_a_dead_bmc_disarm
         "{}",
         printed(&output)
     );
-    let armed = detail(&system, &bmc.to_string()).await;
+    let armed = system.show(&bmc.to_string()).await;
     let provision_id = armed.provisioning.expect("provisioning").provision_id;
     assert!(armed.machine.state.is_armed(), "{:?}", armed.machine.state);
     system.boot("52:54:00:bb:30:01", 200).await;
@@ -561,7 +551,7 @@ async fn provisioning_with_power_pxe_boots_through_the_bmc_and_a_dead_bmc_disarm
         "{}",
         printed(&output)
     );
-    let failed = detail(&system, &bmc.to_string()).await;
+    let failed = system.show(&bmc.to_string()).await;
     assert_eq!(failed.machine.state, MachineState::ProvisionFailed);
     system.boot_refused("52:54:00:bb:30:01", "not armed").await;
     system.stop().await;
@@ -617,7 +607,7 @@ async fn onboard_provision_netboot_phone_home_and_replay_on_sushys_fake_driver()
         ])
         .await;
     assert!(output.status.success(), "provision: {}", printed(&output));
-    let armed = detail(&system, &bmc.to_string()).await;
+    let armed = system.show(&bmc.to_string()).await;
     let provisioning = armed.provisioning.clone().expect("provisioning");
     assert_eq!(provisioning.profile, "G1");
     assert!(armed.machine.state.is_armed());
@@ -705,7 +695,7 @@ async fn onboard_provision_netboot_phone_home_and_replay_on_sushys_fake_driver()
         response.text().await.unwrap_or_default()
     );
     system.boot_refused(HOST, "not armed").await;
-    let installed = detail(&system, &bmc.to_string()).await;
+    let installed = system.show(&bmc.to_string()).await;
     assert_eq!(installed.machine.state, MachineState::Installed);
     // The same token again (a replay) is refused, and nothing changes.
     let again = client
@@ -731,7 +721,7 @@ async fn onboard_provision_netboot_phone_home_and_replay_on_sushys_fake_driver()
         "the BMC password is never stored"
     );
     assert_eq!(
-        detail(&system, &bmc.to_string()).await.machine.state,
+        system.show(&bmc.to_string()).await.machine.state,
         MachineState::Installed
     );
 

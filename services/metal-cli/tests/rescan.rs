@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::System;
+use common::{printed, stdout, System};
 use metal_core::inventory::Inventory;
 use metal_core::query::{History, MachineDetail, MachineState};
 use metal_core::Mac;
@@ -39,18 +39,6 @@ fn systems(second_system_drives: &[&str]) -> Vec<SushyFakeSystem> {
     ]
 }
 
-fn stdout(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn printed(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// A mockup folder cannot answer HTTP 500: a collection the BMC failed to render (sushy's
 /// Volumes) is simply not there in the copy, so `absent` loses its "(HTTP 500)". Every
 /// other field must be equal.
@@ -67,12 +55,6 @@ fn without_statuses(mut inventory: Inventory) -> Inventory {
         strip(&mut system.absent);
     }
     inventory
-}
-
-async fn detail(system: &System, machine: &str) -> MachineDetail {
-    let output = system.cli_async(&["show", machine, "--json"]).await;
-    assert!(output.status.success(), "{}", printed(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -97,7 +79,7 @@ async fn rescan_names_the_added_drive_and_raw_bundles_onboard_alike() {
         printed(&onboard),
         sushy.log()
     );
-    let before = detail(&system, &bmc.to_string()).await;
+    let before = system.show(&bmc.to_string()).await;
     let drives = |d: &MachineDetail| -> Vec<String> {
         let mut paths: Vec<String> = d
             .inventory
@@ -133,7 +115,7 @@ async fn rescan_names_the_added_drive_and_raw_bundles_onboard_alike() {
         words.contains("1 hardware change(s)") && words.contains("/Storage/1/Drives/b2 added"),
         "rescan output: {words}"
     );
-    let after = detail(&system, &bmc.to_string()).await;
+    let after = system.show(&bmc.to_string()).await;
     assert_eq!(drives(&after).len(), 3);
     assert_eq!(after.machine.state, MachineState::Inventoried);
 
@@ -180,7 +162,7 @@ async fn rescan_names_the_added_drive_and_raw_bundles_onboard_alike() {
         .cli_async(&["onboard", &copy_bmc.to_string(), "--timeout", "120"])
         .await;
     assert!(onboard.status.success(), "{}", printed(&onboard));
-    let copy = detail(&system, &copy_bmc.to_string()).await;
+    let copy = system.show(&copy_bmc.to_string()).await;
     assert_eq!(
         copy.inventory.map(without_statuses),
         after.inventory.clone().map(without_statuses)
@@ -239,7 +221,7 @@ async fn rescan_names_the_added_drive_and_raw_bundles_onboard_alike() {
         "{}",
         printed(&failed)
     );
-    let kept = detail(&system, &bmc.to_string()).await;
+    let kept = system.show(&bmc.to_string()).await;
     assert_eq!(kept.machine.state, MachineState::Inventoried);
     assert_eq!(kept.inventory, after.inventory);
     let text = system.cli_async(&["history", &bmc.to_string()]).await;

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    cmdline_value, export_replay_export, install_token, phone_home, stderr, stdout, wait_system,
-    System,
+    cmdline_value, export_replay_export, install_token, phone_home, printed, stderr, stdout,
+    wait_system, System,
 };
 use metal_core::events::Purpose;
 use metal_core::query::{MachineDetail, MachineList, MachineState};
@@ -16,10 +16,6 @@ use metal_core::{subjects, Mac, MachineId};
 use test_harness::sushy::{SushyEmulator, SushyFakeSystem};
 
 const PASSWORD: &str = "e2e-secret-value";
-
-fn printed(output: &std::process::Output) -> String {
-    format!("{}{}", stdout(output), stderr(output))
-}
 
 fn fake(name: &str, uuid: &str, power_state: &str, nic: &str) -> SushyEmulator {
     SushyEmulator::start_fake(
@@ -34,17 +30,11 @@ fn fake(name: &str, uuid: &str, power_state: &str, nic: &str) -> SushyEmulator {
     )
 }
 
-async fn detail(system: &System, machine: &str) -> MachineDetail {
-    let output = system.cli_async(&["show", machine, "--json"]).await;
-    assert!(output.status.success(), "{}", printed(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// Polls `show` until the machine is in `state`.
 async fn wait_state(system: &System, machine: &str, state: MachineState) -> MachineDetail {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let shown = detail(system, machine).await;
+        let shown = system.show(machine).await;
         if shown.machine.state == state {
             return shown;
         }
@@ -81,7 +71,7 @@ async fn provision(system: &System, bmc: &Mac, host: &str) -> (uuid::Uuid, Strin
         ])
         .await;
     assert!(output.status.success(), "provision: {}", printed(&output));
-    let armed = detail(system, &bmc.to_string()).await;
+    let armed = system.show(&bmc.to_string()).await;
     let provisioning = armed.provisioning.expect("provisioning");
     assert_eq!(provisioning.purpose, Purpose::Install);
     let spec = system.boot(host, 200).await;
@@ -161,7 +151,8 @@ async fn reprovision_then_retire_with_a_wipe_and_without_on_sushys_fake_driver()
                     .is_some_and(|r| r.contains("does not match"))),
         "the old token's phone-home is recorded as rejected"
     );
-    assert!(detail(&system, &bmc_a.to_string())
+    assert!(system
+        .show(&bmc_a.to_string())
         .await
         .machine
         .state
@@ -355,7 +346,7 @@ async fn reprovision_then_retire_with_a_wipe_and_without_on_sushys_fake_driver()
     assert!(before == after, "replay changed the projection");
     for bmc in [bmc_a, bmc_b] {
         assert_eq!(
-            detail(&system, &bmc.to_string()).await.machine.state,
+            system.show(&bmc.to_string()).await.machine.state,
             MachineState::Retired
         );
     }

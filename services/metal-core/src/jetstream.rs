@@ -157,6 +157,48 @@ pub async fn ensure_consumer(
         .map_err(|e| wrap(Box::new(e)))
 }
 
+/// Ensures the stream, retrying every second while NATS is away; `None` once `stop`
+/// resolves first. For services that must keep serving while NATS is down.
+pub async fn stream_with_retry(
+    js: &jetstream::Context,
+    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<stream::Stream> {
+    loop {
+        match ensure_stream(js).await {
+            Ok(stream) => return Some(stream),
+            Err(error) => {
+                tracing::warn!(error = %crate::error_chain(&error), "cannot ensure stream, retrying");
+                tokio::select! {
+                    _ = stop.as_mut() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Ensures the stream and the durable consumer, retrying every second while NATS is away;
+/// `None` once `stop` resolves first.
+pub async fn consumer_with_retry(
+    js: &jetstream::Context,
+    which: DurableConsumer,
+    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<(stream::Stream, consumer::Consumer<consumer::pull::Config>)> {
+    loop {
+        let stream = stream_with_retry(js, stop).await?;
+        match ensure_consumer(&stream, which).await {
+            Ok(consumer) => return Some((stream, consumer)),
+            Err(error) => {
+                tracing::warn!(error = %crate::error_chain(&error), "cannot ensure consumer, retrying");
+                tokio::select! {
+                    _ = stop.as_mut() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Publishes an event with its id as `Nats-Msg-Id` and waits for the PubAck, so the
 /// caller may ack its input afterwards. Returns the stored sequence and whether the
 /// server recognised it as a duplicate.

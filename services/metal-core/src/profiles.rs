@@ -193,7 +193,8 @@ impl MachineFacts {
     }
 }
 
-fn glob(pattern: &str, text: &str) -> bool {
+/// Case-insensitive glob (`*`, `?`), as profile and spec files write patterns.
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     WildMatchPattern::<'*', '?'>::new_case_insensitive(pattern).matches(text)
 }
 
@@ -274,7 +275,7 @@ impl Profiles {
     pub fn parse(text: &str, path: &Path) -> Result<Profiles, ProfilesError> {
         let file: ProfilesFile = toml::from_str(text).map_err(|error| ProfilesError::Parse {
             path: path.to_path_buf(),
-            message: error.to_string().trim_end().replace('\n', " "),
+            message: toml_message(&error),
         })?;
         if file.profile.is_empty() {
             return Err(ProfilesError::Empty {
@@ -352,7 +353,13 @@ impl Profiles {
 }
 
 /// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
+/// toml's message (it names the line and column) on one line.
+pub(crate) fn toml_message(error: &toml::de::Error) -> String {
+    error.to_string().trim_end().replace('\n', " ")
+}
+
+/// The 1-based line of a byte offset in a TOML file, for errors that name the line.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset)
         .map(|head| head.matches('\n').count() + 1)
         .unwrap_or(1)

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
-use wildmatch::WildMatchPattern;
 
 use crate::inventory::{Inventory, SystemInventory};
+use crate::profiles::{glob, line_of, toml_message};
 
 /// The drive media a `[[spec.drives]]` entry may ask for (Redfish `MediaType`).
 pub const DRIVE_MEDIA: &[&str] = &["SSD", "HDD", "SMR"];
@@ -201,7 +201,7 @@ impl Specs {
     pub fn parse(text: &str, path: &Path) -> Result<Specs, SpecsError> {
         let file: SpecsFile = toml::from_str(text).map_err(|error| SpecsError::Parse {
             path: path.to_path_buf(),
-            message: error.to_string().trim_end().replace('\n', " "),
+            message: toml_message(&error),
         })?;
         if file.spec.is_empty() {
             return Err(SpecsError::Empty {
@@ -281,17 +281,6 @@ impl SpecMap {
 
 fn all_systems_match(inventory: &Inventory, check: impl Fn(&SystemInventory) -> bool) -> bool {
     !inventory.systems.is_empty() && inventory.systems.iter().all(check)
-}
-
-/// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map(|head| head.matches('\n').count() + 1)
-        .unwrap_or(1)
-}
-
-fn glob(pattern: &str, text: &str) -> bool {
-    WildMatchPattern::<'*', '?'>::new_case_insensitive(pattern).matches(text)
 }
 
 /// A problem and the line it is on.

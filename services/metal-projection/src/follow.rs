@@ -1,4 +1,5 @@
-//! Following the stream into a projection: the loop inventory-projector and boot-api share.
+//! Following the stream into a projection: the loop inventory-projector, boot-api and the
+//! validator share.
 //! The only module of this crate that knows NATS; applying stays in [`crate::apply`].
 
 use std::future::Future;
@@ -132,6 +133,20 @@ impl LiveProjection {
         self.announce(last);
         Ok(last)
     }
+}
+
+/// Ensures the stream (retrying while NATS is away) and follows it into `live` until
+/// `stop`; a service keeps answering from what it has meanwhile.
+pub async fn follow_with_retry(
+    js: async_nats::jetstream::Context,
+    live: &LiveProjection,
+    stop: impl Future<Output = ()>,
+) -> Result<(), FollowError> {
+    tokio::pin!(stop);
+    let Some(stream) = metal_core::jetstream::stream_with_retry(&js, &mut stop).await else {
+        return Ok(());
+    };
+    follow(&stream, live, stop).await
 }
 
 /// Follows `stream` from the projection's last sequence + 1 until `shutdown` resolves,

@@ -27,12 +27,14 @@ use async_nats::jetstream::stream::Stream;
 use metal_core::config::ValidatorConfig;
 use metal_core::envelope::{Decoded, Envelope};
 use metal_core::events::{BmcFound, BmcLost};
-use metal_core::jetstream::{ensure_consumer, ensure_stream, DurableConsumer};
+use metal_core::jetstream::{
+    consumer_with_retry, last_sequence, stream_with_retry, DurableConsumer,
+};
 use metal_core::query::{MachineDetail, TimelineEntry};
 use metal_core::responder::{Handler, Input, Outcome};
 use metal_core::specs::{Specs, SpecsError};
 use metal_core::subjects;
-use metal_projection::follow::{follow, FollowError};
+use metal_projection::follow::{follow_with_retry, FollowError};
 use metal_projection::LiveProjection;
 use time::OffsetDateTime;
 
@@ -148,26 +150,6 @@ pub async fn run_checked(
     followed
 }
 
-/// Ensures the stream, retrying every second while NATS is away, until `stop`.
-async fn stream_with_retry(
-    js: &async_nats::jetstream::Context,
-    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Option<Stream> {
-    loop {
-        match ensure_stream(js).await {
-            Ok(stream) => return Some(stream),
-            Err(error) => {
-                tracing::warn!(error = %metal_core::error_chain(&error), "cannot ensure stream, retrying");
-                tokio::select! {
-                    _ = stop.as_mut() => return None,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-}
-
-/// Ensures the stream and follows it into the projection until `stop`.
 /// Waits until this replica's projection has reached the stream's last sequence at
 /// start-up: periodic checks on a stale projection would rescan what was just scanned and
 /// declare lost BMCs that have answered since. `false` when stopped first.
@@ -181,10 +163,10 @@ async fn caught_up(
         return false;
     };
     let last = loop {
-        match stream.info().await {
-            Ok(info) => break info.state.last_sequence,
+        match last_sequence(&mut stream).await {
+            Ok(last) => break last,
             Err(error) => {
-                tracing::warn!(error = %error, "cannot read the stream's last sequence, retrying");
+                tracing::warn!(error = %metal_core::error_chain(&error), "cannot read the stream's last sequence, retrying");
                 tokio::select! {
                     _ = stop.as_mut() => return false,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -199,18 +181,6 @@ async fn caught_up(
     }
 }
 
-async fn follow_with_retry(
-    js: async_nats::jetstream::Context,
-    live: &LiveProjection,
-    stop: impl Future<Output = ()>,
-) -> Result<(), FollowError> {
-    tokio::pin!(stop);
-    let Some(stream) = stream_with_retry(&js, &mut stop).await else {
-        return Ok(());
-    };
-    follow(&stream, live, stop).await
-}
-
 /// Runs the `validator` consumer once stream and consumer exist.
 async fn answer(
     js: async_nats::jetstream::Context,
@@ -220,20 +190,10 @@ async fn answer(
     stop: impl Future<Output = ()> + Send,
 ) {
     tokio::pin!(stop);
-    let (stream, consumer) = loop {
-        let Some(stream) = stream_with_retry(&js, &mut stop).await else {
-            return;
-        };
-        match ensure_consumer(&stream, DurableConsumer::Validator).await {
-            Ok(consumer) => break (stream, consumer),
-            Err(error) => {
-                tracing::warn!(error = %metal_core::error_chain(&error), "cannot ensure consumer, retrying");
-                tokio::select! {
-                    _ = stop.as_mut() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let Some((stream, consumer)) =
+        consumer_with_retry(&js, DurableConsumer::Validator, &mut stop).await
+    else {
+        return;
     };
     let handler = Arc::new(ValidateHandler {
         live,

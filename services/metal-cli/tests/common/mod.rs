@@ -34,7 +34,19 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
     }
 }
 
+/// What a command printed, stdout then stderr, for assertion messages and matching.
+pub fn printed(output: &Output) -> String {
+    format!("{}{}", stdout(output), stderr(output))
+}
+
 impl System {
+    /// `metal-cli show <machine> --json`, which must succeed.
+    pub async fn show(&self, machine: &str) -> MachineDetail {
+        let output = self.cli_async(&["show", machine, "--json"]).await;
+        assert!(output.status.success(), "{}", printed(&output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
     pub async fn start(static_bmcs: Vec<(Mac, String)>) -> System {
         System::start_with(static_bmcs, |_| {}).await
     }
