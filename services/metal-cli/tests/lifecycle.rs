@@ -2,14 +2,18 @@
 //! included), sushy-tools' fake driver behind basic auth, `onboard --expect` answered with
 //! `machine.hardware.validated`; a drive pulled, `metal-cli rescan` answered with
 //! `machine.hardware.changed` and `machine.hardware.invalid` naming the drives rule;
-//! `provision` refusing the machine and `provision --force --no-power` arming it.
+//! `provision` refusing the machine and `provision --force --no-power` arming it. And a BMC
+//! stopped and restarted under periodic rescans: `machine.bmc.lost`, then `machine.bmc.found`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{printed, stdout, System};
-use metal_core::events::{HardwareChanged, HardwareInvalid, HardwareValidated};
+use metal_core::events::{
+    BmcFound, BmcLost, HardwareChanged, HardwareInvalid, HardwareValidated, ScrapeFailed,
+    ScrapeFailureKind,
+};
 use metal_core::ids::derived_event_id;
 use metal_core::inventory::diff::ChangeKind;
 use metal_core::query::MachineDetail;
@@ -259,5 +263,143 @@ async fn a_pulled_drive_breaks_the_spec_and_provisioning_needs_force() {
             "no {event_type}"
         );
     }
+    system.stop().await;
+}
+
+/// The periodic rescans keep asking a BMC that stopped answering: after the threshold the
+/// validator says `machine.bmc.lost` (once), and when the emulator is back, the next rescan's
+/// answer is `machine.bmc.found` with the same outage start. The state never moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_bmc_is_lost_and_found_again_through_periodic_rescans() {
+    let mut sushy = SushyEmulator::start_fake(&node(&["d1"]), Some(("root", PASSWORD)));
+    let bmc = Mac::parse_device("aa:bb:cc:7e:31:02").unwrap();
+    let system = System::start_with(vec![(bmc, sushy.base_url())], |config| {
+        config.validator.rescan_interval_secs = [("inventoried".to_string(), 2)].into();
+        config.validator.failing_rescan_interval_secs = 1;
+        config.validator.bmc_lost_after_secs = 3;
+        config.validator.tick_secs = 1;
+        // A silent BMC is given up on after 3 s, not after the default two minutes.
+        config.redfish.scrape_deadline_secs = 3;
+    })
+    .await;
+    let mac = bmc.to_string();
+    let onboard = system
+        .cli_async(&["onboard", &mac, "--timeout", "120"])
+        .await;
+    assert!(
+        onboard.status.success(),
+        "{}\nsushy log:\n{}",
+        printed(&onboard),
+        sushy.log()
+    );
+
+    // Periodic rescans run by themselves while the BMC answers.
+    let periodic = |e: &Envelope| {
+        e.event_type == subjects::RESCAN_REQUESTED
+            && e.data["requested_by"] == "validator (periodic rescan)"
+    };
+    let events = wait_for_events(
+        &system.client,
+        Duration::from_secs(30),
+        "a periodic rescan answered",
+        |events| {
+            events.iter().filter(|e| periodic(e)).any(|request| {
+                events.iter().any(|e| {
+                    e.causation_id == Some(request.event_id)
+                        && e.event_type == subjects::HARDWARE_SCRAPED
+                })
+            })
+        },
+    )
+    .await;
+    assert!(!events.iter().any(|e| e.event_type == subjects::BMC_LOST));
+
+    // The BMC goes silent: its rescans fail as unreachable, and after 3 s it is lost.
+    sushy.stop();
+    let stopped_at = events.len();
+    let events = wait_for_events(
+        &system.client,
+        Duration::from_secs(60),
+        "machine.bmc.lost",
+        |events| events.iter().any(|e| e.event_type == subjects::BMC_LOST),
+    )
+    .await;
+    let silent: Vec<&Envelope> = events[stopped_at..]
+        .iter()
+        .filter(|e| e.event_type == subjects::SCRAPE_FAILED)
+        .collect();
+    assert!(!silent.is_empty(), "no failed rescan before the loss");
+    let failed: ScrapeFailed = silent[0].data_as().unwrap();
+    assert_eq!(failed.kind, ScrapeFailureKind::Unreachable, "{failed:?}");
+    let lost_events: Vec<&Envelope> = events
+        .iter()
+        .filter(|e| e.event_type == subjects::BMC_LOST)
+        .collect();
+    let lost: BmcLost = lost_events[0].data_as().unwrap();
+    let first_failure = silent
+        .iter()
+        .map(|e| e.time)
+        .min()
+        .expect("a failed rescan");
+    assert!(
+        lost.failing_since >= first_failure - time::Duration::seconds(2)
+            && lost.failing_since <= lost_events[0].time - time::Duration::seconds(3),
+        "lost {lost:?} at {}, first failure at {first_failure}",
+        lost_events[0].time
+    );
+    let shown = detail_when(&system, &mac, "the lost BMC", |d| d.bmc_health.lost).await;
+    assert_eq!(shown.bmc_health.failing_since, Some(lost.failing_since));
+    assert_eq!(
+        shown.machine.state,
+        metal_core::query::MachineState::Inventoried
+    );
+    assert!(
+        stdout(&system.cli_async(&["show", &mac]).await).contains("bmc        LOST"),
+        "show says the BMC is lost"
+    );
+
+    // Back on the same port: the next rescan's answer finds it, with the same outage start.
+    sushy.restart_with(&node(&["d1"]));
+    let events = wait_for_events(
+        &system.client,
+        Duration::from_secs(60),
+        "machine.bmc.found",
+        |events| events.iter().any(|e| e.event_type == subjects::BMC_FOUND),
+    )
+    .await;
+    let found: Vec<&Envelope> = events
+        .iter()
+        .filter(|e| e.event_type == subjects::BMC_FOUND)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let found_data: BmcFound = found[0].data_as().unwrap();
+    assert_eq!(found_data.failing_since, lost.failing_since);
+    let answer = events
+        .iter()
+        .find(|e| Some(e.event_id) == found[0].causation_id)
+        .expect("the scrape that found it");
+    assert_eq!(answer.event_type, subjects::HARDWARE_SCRAPED);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == subjects::BMC_LOST)
+            .count(),
+        1,
+        "one loss per outage"
+    );
+    let back = detail_when(&system, &mac, "the found BMC", |d| !d.bmc_health.lost).await;
+    assert_eq!(back.bmc_health.failing_since, None);
+    assert_eq!(
+        back.machine.state,
+        metal_core::query::MachineState::Inventoried
+    );
+
+    // Every event matches its schema (read_events validates each), and replay rebuilds the
+    // BMC's health exactly.
+    let _ = test_harness::stream::read_events(&system.client).await;
+    let replay = system.cli_async(&["replay"]).await;
+    assert!(replay.status.success(), "{}", printed(&replay));
+    let replayed = system.show(&mac).await;
+    assert_eq!(replayed.bmc_health, back.bmc_health);
     system.stop().await;
 }

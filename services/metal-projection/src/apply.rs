@@ -533,8 +533,11 @@ fn on_scrape_failed(
         data.reason,
         data.attempts
     );
+    if let Some(machine_id) = envelope.machine_id {
+        let outcome = lifecycle::BmcOutcome::of_failure(data.kind);
+        lifecycle::bmc_outcome(tx, machine_id, envelope, outcome, Some(&reason))?;
+    }
     if let Ok((machine_id, answers)) = current_machine_answering(tx, envelope, true)? {
-        lifecycle::bmc_failed(tx, machine_id, envelope, data.kind, &reason)?;
         if answers == Answers::Rescan {
             // A failed rescan is history, not a downgrade: the last good inventory, the
             // state and so bootability stay.
@@ -573,6 +576,15 @@ fn on_scraped(
         summary.systems.len(),
         vendor.unwrap_or("mixed or unknown vendor"),
     );
+    if let Some(machine_id) = envelope.machine_id {
+        lifecycle::bmc_outcome(
+            tx,
+            machine_id,
+            envelope,
+            lifecycle::BmcOutcome::Answered,
+            None,
+        )?;
+    }
     let (machine_id, answers) = match current_machine_answering(tx, envelope, true)? {
         Ok(found) => found,
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
@@ -620,7 +632,6 @@ fn on_scraped(
     )
     .map_err(sql("recording inventory"))?;
     replace_hardware(tx, &id, inventory)?;
-    lifecycle::bmc_answered(tx, machine_id, envelope)?;
     Ok(Effect {
         applied: Applied::Changed(machine_id),
         summary: line,

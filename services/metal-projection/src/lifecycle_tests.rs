@@ -305,3 +305,31 @@ fn a_wipe_for_another_retirement_arms_nothing() {
     );
     let _ = other;
 }
+
+#[test]
+fn every_rescan_outcome_counts_in_event_time_order() {
+    // Two rescans overlap: the first fails after the second was asked for, so it answers a
+    // request that is no longer current, and it still says the BMC is silent.
+    let first = rescan(10, BMC, Some(3));
+    let second = rescan(11, BMC, Some(3));
+    let silent = scrape_failed_kind(&first, ScrapeFailureKind::Unreachable, "refused");
+    let health = after(&[first.clone(), second.clone(), silent.clone()])
+        .machine(BMC)
+        .unwrap()
+        .unwrap()
+        .bmc_health;
+    assert_eq!(health.failing_since, Some(at(11)));
+
+    // A failure older than the last answer says nothing about the BMC now.
+    let answered = scraped(&second, inventory("DL360", "Intel Xeon", &[HOST]));
+    let mut late = scrape_failed_kind(&first, ScrapeFailureKind::Timeout, "timed out");
+    late.event_id = uuid::Uuid::new_v4();
+    late.time = at(5);
+    let health = after(&[first, second, answered, late])
+        .machine(BMC)
+        .unwrap()
+        .unwrap()
+        .bmc_health;
+    assert_eq!(health.failing_since, None);
+    assert_eq!(health.last_seen, Some(at(12)));
+}

@@ -27,6 +27,7 @@ use async_nats::jetstream::stream::Stream;
 use metal_core::config::ValidatorConfig;
 use metal_core::envelope::{Decoded, Envelope};
 use metal_core::events::{BmcFound, BmcLost};
+use metal_core::ids::derived_event_id;
 use metal_core::jetstream::{
     consumer_with_retry, last_sequence, stream_with_retry, DurableConsumer,
 };
@@ -271,7 +272,12 @@ impl Handler for ValidateHandler {
             };
             tracing::info!(%machine_id, %failing_since, "lost BMC answered again");
             match answering(cause, subjects::BMC_FOUND, &BmcFound { failing_since }) {
-                Some(event) => events.push(event),
+                Some(mut event) => {
+                    // One found per outage: two scrapes answered before the first found is
+                    // applied both see the BMC lost, and JetStream keeps one of them.
+                    event.event_id = derived_event_id(lost.event_id, subjects::BMC_FOUND);
+                    events.push(event)
+                }
                 None => return Outcome::Publish(Vec::new()),
             }
         }

@@ -125,6 +125,17 @@ async fn answer_to(
     cause: &Envelope,
     event_type: &str,
 ) -> (Envelope, Vec<Envelope>) {
+    let id = derived_event_id(cause.event_id, event_type);
+    answer_with_id(client, cause, event_type, id).await
+}
+
+/// [`answer_to`] for an answer whose id derives from something else than its cause.
+async fn answer_with_id(
+    client: &async_nats::Client,
+    cause: &Envelope,
+    event_type: &str,
+    id: uuid::Uuid,
+) -> (Envelope, Vec<Envelope>) {
     let events = wait_for_events(client, Duration::from_secs(30), event_type, |events| {
         events
             .iter()
@@ -137,10 +148,7 @@ async fn answer_to(
         .collect();
     assert_eq!(answers.len(), 1, "{answers:?}");
     let answer = answers[0].clone();
-    assert_eq!(
-        answer.event_id,
-        derived_event_id(cause.event_id, event_type)
-    );
+    assert_eq!(answer.event_id, id);
     assert_eq!(answer.correlation_id, cause.correlation_id);
     (answer, events)
 }
@@ -248,7 +256,9 @@ async fn verdicts_on_inventories_and_assignments_and_a_found_bmc() {
     metal_core::jetstream::publish_event(&js, &rescanned)
         .await
         .unwrap();
-    let (found, _) = answer_to(&client, &rescanned, subjects::BMC_FOUND).await;
+    // One found per outage: its id derives from the lost event, not from the scrape.
+    let found_id = derived_event_id(lost.event_id, subjects::BMC_FOUND);
+    let (found, _) = answer_with_id(&client, &rescanned, subjects::BMC_FOUND, found_id).await;
     let found: BmcFound = found.data_as().unwrap();
     assert_eq!(found.failing_since, failing_since);
     let (validated, events) = answer_to(&client, &rescanned, subjects::HARDWARE_VALIDATED).await;

@@ -9,6 +9,8 @@ use metal_core::events::{
 use metal_core::query::{MachineState, Validation};
 use metal_core::{Envelope, MachineId};
 use rusqlite::{params, OptionalExtension, Transaction};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::provisioning::{by, changed, provisioning_of, set_state};
@@ -125,45 +127,99 @@ pub(super) fn on_invalid(
     record_validation(tx, envelope, validation, line)
 }
 
-/// A scrape the BMC answered (onboarding or rescan of the current request).
-pub(super) fn bmc_answered(
-    tx: &Transaction<'_>,
-    machine_id: MachineId,
-    envelope: &Envelope,
-) -> Result<(), ProjectionError> {
-    let time = format_time(envelope.time);
-    execute_cached(
-        tx,
-        "UPDATE machines SET bmc_last_seen = ?2, bmc_last_tried = ?2, bmc_failing_since = NULL,
-             bmc_last_error = NULL
-         WHERE machine_id = ?1",
-        params![machine_id.to_string(), time],
-    )
-    .map_err(sql("recording BMC health"))?;
-    Ok(())
+/// What a scrape's outcome says about the BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BmcOutcome {
+    /// It answered (an inventory, or an error of its own such as a 401).
+    Answered,
+    /// It did not answer at all (unreachable, timed out): towards `machine.bmc.lost`.
+    Silent,
 }
 
-/// A scrape that failed. Only a BMC that did not answer at all (unreachable, timed out)
-/// counts towards `machine.bmc.lost`; one that answered badly is there.
-pub(super) fn bmc_failed(
+impl BmcOutcome {
+    pub(super) fn of_failure(kind: ScrapeFailureKind) -> BmcOutcome {
+        match kind {
+            ScrapeFailureKind::Unreachable | ScrapeFailureKind::Timeout => BmcOutcome::Silent,
+            _ => BmcOutcome::Answered,
+        }
+    }
+}
+
+/// Records a scrape's outcome in the BMC's health. Every scrape of the machine counts, not
+/// only the current request's answer: overlapping rescans of a silent BMC each end in a
+/// failure after the next one was asked for. Outcomes may arrive out of order, so each is
+/// placed by its event time: a failure older than the last answer changes nothing, and an
+/// answer ends an outage only if it came after the outage began.
+pub(super) fn bmc_outcome(
     tx: &Transaction<'_>,
     machine_id: MachineId,
     envelope: &Envelope,
-    kind: ScrapeFailureKind,
-    reason: &str,
+    outcome: BmcOutcome,
+    error: Option<&str>,
 ) -> Result<(), ProjectionError> {
-    let time = format_time(envelope.time);
-    let silent = matches!(
-        kind,
-        ScrapeFailureKind::Unreachable | ScrapeFailureKind::Timeout
-    );
+    let id = machine_id.to_string();
+    type Row = (Option<String>, Option<String>, Option<String>);
+    let row: Option<Row> = tx
+        .prepare_cached(
+            "SELECT bmc_last_seen, bmc_last_tried, bmc_failing_since FROM machines
+             WHERE machine_id = ?1",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![id], |row| row.try_into())
+                .optional()
+        })
+        .map_err(sql("reading BMC health"))?;
+    let Some((last_seen, last_tried, failing_since)) = row else {
+        return Ok(());
+    };
+    let parse = |text: Option<String>| -> Result<Option<OffsetDateTime>, ProjectionError> {
+        text.map(|t| {
+            OffsetDateTime::parse(&t, &Rfc3339)
+                .map_err(|e| ProjectionError::Corrupt(format!("BMC health time {t:?}: {e}")))
+        })
+        .transpose()
+    };
+    let (mut last_seen, mut last_tried, mut failing_since) =
+        (parse(last_seen)?, parse(last_tried)?, parse(failing_since)?);
+    let time = envelope.time;
+    let mut last_error = None;
+    let mut error_changed = false;
+    last_tried = Some(last_tried.map_or(time, |t| t.max(time)));
+    match outcome {
+        BmcOutcome::Answered => {
+            last_seen = Some(last_seen.map_or(time, |t| t.max(time)));
+            if failing_since.is_some_and(|since| since <= time) {
+                failing_since = None;
+                error_changed = true;
+            }
+            if let Some(error) = error {
+                last_error = Some(error);
+                error_changed = true;
+            }
+        }
+        BmcOutcome::Silent => {
+            if last_seen.is_none_or(|seen| time > seen) {
+                failing_since = Some(failing_since.map_or(time, |since| since.min(time)));
+                last_error = error;
+                error_changed = true;
+            }
+        }
+    }
+    let text = |t: Option<OffsetDateTime>| t.map(format_time);
     execute_cached(
         tx,
-        "UPDATE machines SET bmc_last_tried = ?2, bmc_last_error = ?3,
-             bmc_failing_since = CASE WHEN ?4 THEN COALESCE(bmc_failing_since, ?2) END,
-             bmc_last_seen = CASE WHEN ?4 THEN bmc_last_seen ELSE ?2 END
+        "UPDATE machines SET bmc_last_seen = ?2, bmc_last_tried = ?3, bmc_failing_since = ?4,
+             bmc_last_error = CASE WHEN ?6 THEN ?5 ELSE bmc_last_error END
          WHERE machine_id = ?1",
-        params![machine_id.to_string(), time, reason, silent],
+        params![
+            id,
+            text(last_seen),
+            text(last_tried),
+            text(failing_since),
+            last_error,
+            error_changed
+        ],
     )
     .map_err(sql("recording BMC health"))?;
     Ok(())
