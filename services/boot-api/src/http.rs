@@ -414,18 +414,14 @@ async fn phone_home(state: AppState, id: &str, outcome: Outcome, request: Reques
                 .live
                 .with(move |projection| projection.machine(&reference))
                 .await;
+            let detail = match detail {
+                Ok(read) => read.map_err(|error| metal_core::error_chain(&error)),
+                Err(error) => Err(metal_core::error_chain(&error)),
+            };
             let redfish_url = match detail {
-                Ok(Ok(detail)) => detail.and_then(|d| d.machine.redfish_url),
-                Ok(Err(error)) => {
-                    tracing::warn!(%machine_id, error = %metal_core::error_chain(&error), "cannot read the machine for its wipe");
-                    return (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "cannot read the machine now; try again\n",
-                    )
-                        .into_response();
-                }
+                Ok(detail) => detail.and_then(|d| d.machine.redfish_url),
                 Err(error) => {
-                    tracing::warn!(%machine_id, error = %metal_core::error_chain(&error), "cannot read the machine for its wipe");
+                    tracing::warn!(%machine_id, %error, "cannot read the machine for its wipe");
                     return (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "cannot read the machine now; try again\n",
