@@ -62,18 +62,25 @@ pub struct BootEvents {
     seen: Box<[Mutex<Seen>]>,
     /// Pairs remembered over all shards.
     remembered: AtomicUsize,
+    /// [`MAX_REMEMBERED`], smaller in tests.
+    most_remembered: usize,
     dropped: AtomicU64,
 }
 
 impl BootEvents {
     /// The recorder and the receiving end of its queue (for [`publish`], or a test).
     pub fn new(window: Duration) -> (BootEvents, mpsc::Receiver<Envelope>) {
+        BootEvents::remembering(window, MAX_REMEMBERED)
+    }
+
+    fn remembering(window: Duration, most: usize) -> (BootEvents, mpsc::Receiver<Envelope>) {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let events = BootEvents {
             window: window.max(Duration::from_secs(1)),
             queue,
             seen: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             remembered: AtomicUsize::new(0),
+            most_remembered: most,
             dropped: AtomicU64::new(0),
         };
         (events, receiver)
@@ -92,15 +99,20 @@ impl BootEvents {
         shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forgets the pairs older than the window in every shard, one shard at a time.
-    fn forget_expired(&self, now: Instant) {
+    /// Forgets the pairs older than the window in every shard, one shard at a time; boot-api
+    /// runs it every window ([`sweep_every_window`]), so requests rarely find the memory full.
+    pub fn forget_expired(&self, now: Instant) {
         for shard in self.seen.iter() {
             let mut seen = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let before = seen.len();
-            seen.retain(|_, at| now.duration_since(*at) < self.window);
-            self.remembered
-                .fetch_sub(before - seen.len(), Ordering::Relaxed);
+            self.forget_expired_in(&mut seen, now);
         }
+    }
+
+    fn forget_expired_in(&self, seen: &mut Seen, now: Instant) {
+        let before = seen.len();
+        seen.retain(|_, at| now.duration_since(*at) < self.window);
+        self.remembered
+            .fetch_sub(before - seen.len(), Ordering::Relaxed);
     }
 
     /// Notes one boot request's decision; queues an event unless this MAC had the same
@@ -124,14 +136,10 @@ impl BootEvents {
         if recent(&seen) {
             return;
         }
-        if self.remembered.load(Ordering::Relaxed) >= MAX_REMEMBERED {
-            drop(seen);
-            self.forget_expired(now);
-            seen = self.shard(&mac);
-            if recent(&seen) {
-                return;
-            }
-            if self.remembered.load(Ordering::Relaxed) >= MAX_REMEMBERED {
+        if self.remembered.load(Ordering::Relaxed) >= self.most_remembered {
+            // Only this shard: a request never scans the whole memory (that is the sweeper's).
+            self.forget_expired_in(&mut seen, now);
+            if self.remembered.load(Ordering::Relaxed) >= self.most_remembered {
                 self.drop_one("too many MACs remembered in this window");
                 return;
             }
@@ -219,6 +227,26 @@ impl BootEvents {
     }
 }
 
+/// Forgets expired pairs every window until `stop`, off the request path.
+pub async fn sweep_every_window(
+    events: std::sync::Arc<BootEvents>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut ticks = tokio::time::interval(events.window);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticks.tick() => {
+                // Off the runtime's workers, like every scan of the whole fleet.
+                let events = std::sync::Arc::clone(&events);
+                let _ = tokio::task::spawn_blocking(move || events.forget_expired(Instant::now())).await;
+            }
+        }
+    }
+}
+
 /// Publishes queued events until the queue closes, many at once; an event that cannot be
 /// published is logged and dropped (it is a record of a boot, never a decision).
 pub async fn publish(js: async_nats::jetstream::Context, receiver: mpsc::Receiver<Envelope>) {
@@ -236,4 +264,41 @@ pub async fn publish(js: async_nats::jetstream::Context, receiver: mpsc::Receive
 
 fn tokio_stream_from<T>(mut receiver: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown() -> BootDecision {
+        BootDecision::Unknown {
+            reason: "no machine has this MAC".to_string(),
+        }
+    }
+
+    #[test]
+    fn the_memory_of_outcomes_is_bounded_and_the_sweep_frees_it() {
+        let (events, mut queue) = BootEvents::remembering(Duration::from_secs(1), 4);
+        let mac = |last: u8| Mac::from_bytes([0x52, 0x54, 0, 0, 1, last]);
+        for last in 0..4 {
+            events.record(mac(last), BootPath::Pixiecore, &unknown());
+        }
+        // The same MAC and outcome again within the window: remembered, no new event.
+        events.record(mac(0), BootPath::Pixiecore, &unknown());
+        // A fifth MAC while all four are fresh: dropped and counted, not remembered.
+        events.record(mac(4), BootPath::Pixiecore, &unknown());
+        assert_eq!(events.dropped(), 1);
+        let mut queued = Vec::new();
+        while let Ok(event) = queue.try_recv() {
+            queued.push(event);
+        }
+        assert_eq!(queued.len(), 4);
+
+        // A sweep after the window forgets all four, so the fifth MAC is recorded again.
+        events.forget_expired(Instant::now() + Duration::from_secs(2));
+        assert_eq!(events.remembered.load(Ordering::Relaxed), 0);
+        events.record(mac(4), BootPath::Pixiecore, &unknown());
+        assert_eq!(events.dropped(), 1);
+        assert!(queue.try_recv().is_ok(), "the fifth MAC's event");
+    }
 }

@@ -237,15 +237,26 @@ impl BootIndex {
             .map(|entry| Arc::clone(&entry.target))
     }
 
-    /// Every armed machine and its provisioning, for the deadline check. Provisionings are
-    /// copied after the lock is released.
-    pub fn armed(&self) -> Vec<(Arc<BootTarget>, Provisioning)> {
-        let armed: Vec<Arc<BootTarget>> = read(&self.machines)
+    /// Armed machines whose provisioning was assigned at or before `cutoff`, for the install
+    /// deadline. Only those provisionings are copied: the check runs every few seconds over
+    /// the whole fleet, beside a boot storm.
+    pub fn armed_at_or_before(
+        &self,
+        cutoff: time::OffsetDateTime,
+    ) -> Vec<(Arc<BootTarget>, Provisioning)> {
+        let overdue: Vec<Arc<BootTarget>> = read(&self.machines)
             .values()
-            .filter(|entry| entry.target.state.is_armed())
+            .filter(|entry| {
+                entry.target.state.is_armed()
+                    && entry
+                        .target
+                        .provisioning
+                        .as_ref()
+                        .is_some_and(|p| p.assigned_at <= cutoff)
+            })
             .map(|entry| Arc::clone(&entry.target))
             .collect();
-        armed
+        overdue
             .into_iter()
             .filter_map(|t| t.provisioning.clone().map(|p| (t, p)))
             .collect()

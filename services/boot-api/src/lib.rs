@@ -31,7 +31,7 @@ use metal_core::config::BootApiConfig;
 use metal_core::jetstream::{consumer_with_retry, DurableConsumer};
 use metal_core::profiles::{Profiles, ProfilesError};
 use metal_projection::follow::{follow_with_retry, FollowError};
-use metal_projection::{Applied, LiveProjection, Projection};
+use metal_projection::{Applied, BootRecords, LiveProjection, Projection};
 
 pub use boot_events::BootEvents;
 pub use http::{router, BootSpec};
@@ -107,12 +107,13 @@ impl Checked {
     }
 }
 
-/// Opens the projection with the boot index following it.
+/// Opens the projection with the boot index following it. It skips boot events
+/// ([`BootRecords::Skipped`]): they record boot-api's own answers and change none.
 pub async fn open_indexed(
     database: std::path::PathBuf,
 ) -> Result<(LiveProjection, Arc<BootIndex>), FollowError> {
     let (projection, targets) = tokio::task::spawn_blocking(move || {
-        let projection = Projection::open(&database)?;
+        let projection = Projection::open(&database)?.with_boot_records(BootRecords::Skipped);
         let targets = projection.boot_targets(None)?;
         Ok::<_, metal_projection::ProjectionError>((projection, targets))
     })
@@ -179,6 +180,7 @@ pub async fn run(
     let js = async_nats::jetstream::new(client);
     let window = Duration::from_secs(config.boot_event_window_secs.max(1));
     let (events, queue) = BootEvents::new(window);
+    let events = Arc::new(events);
 
     let follower = {
         let live = live.clone();
@@ -196,6 +198,10 @@ pub async fn run(
         tokio::spawn(async move { answer_provisioning(js, handler, stop).await })
     };
     let publisher = tokio::spawn(boot_events::publish(js.clone(), queue));
+    let sweeper = tokio::spawn(boot_events::sweep_every_window(
+        Arc::clone(&events),
+        shutdown.wait(),
+    ));
     let deadlines = tokio::spawn(provision::watch_deadlines(
         js.clone(),
         Arc::clone(&index),
@@ -205,7 +211,7 @@ pub async fn run(
     let state = AppState {
         live,
         index,
-        events: Arc::new(events),
+        events,
         key,
         public_url,
         event_window: window,
@@ -226,6 +232,7 @@ pub async fn run(
     };
     let _ = responder.await;
     let _ = deadlines.await;
+    let _ = sweeper.await;
     // The router (and so the last sender of the queue) is gone: the publisher drains and ends.
     let _ = tokio::time::timeout(Duration::from_secs(5), publisher).await;
     served.and(followed)

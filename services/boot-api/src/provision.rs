@@ -294,10 +294,12 @@ fn answer<D: serde::Serialize>(cause: &Envelope, event_type: &str, data: &D) -> 
 /// `machine.install.failed` for every armed machine whose deadline has passed at `now`.
 pub fn overdue(index: &BootIndex, deadline: Duration, now: OffsetDateTime) -> Vec<Envelope> {
     let limit = time::Duration::try_from(deadline).unwrap_or(time::Duration::MAX);
+    let Some(cutoff) = now.checked_sub(limit) else {
+        return Vec::new();
+    };
     index
-        .armed()
+        .armed_at_or_before(cutoff)
         .into_iter()
-        .filter(|(_, p)| p.assigned_at + limit <= now)
         .filter_map(|(target, p)| {
             let data = InstallFailed {
                 provision_id: p.provision_id,
@@ -335,7 +337,19 @@ pub async fn watch_deadlines(
             _ = &mut stop => return,
             _ = tokio::time::sleep(period) => {}
         }
-        for event in overdue(&index, deadline, OffsetDateTime::now_utc()) {
+        // Off the runtime's workers: a scan of the whole fleet would hold up the boot
+        // requests queued behind it.
+        let scanned = {
+            let index = Arc::clone(&index);
+            tokio::task::spawn_blocking(move || {
+                overdue(&index, deadline, OffsetDateTime::now_utc())
+            })
+            .await
+        };
+        let Ok(overdue) = scanned else {
+            continue;
+        };
+        for event in overdue {
             match metal_core::jetstream::publish_event(&js, &event).await {
                 Ok(ack) if !ack.duplicate => {
                     tracing::info!(machine_id = ?event.machine_id, "install deadline passed")

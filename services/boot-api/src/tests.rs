@@ -534,7 +534,12 @@ fn assign_by_name_by_selectors_or_says_why_not() {
 #[tokio::test]
 async fn overdue_provisionings_fail_with_a_timeout_once_per_provisioning() {
     let f = fixture();
-    let assigned_at = f.state.index.armed()[0].1.assigned_at;
+    let assigned_at = f
+        .state
+        .index
+        .armed_at_or_before(time::OffsetDateTime::now_utc() + time::Duration::days(36_500))[0]
+        .1
+        .assigned_at;
     let deadline = Duration::from_secs(600);
     let early = crate::provision::overdue(
         &f.state.index,

@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
-use crate::{schema, sql, Projection, ProjectionError};
+use crate::{schema, sql, BootRecords, Projection, ProjectionError};
 
 mod lifecycle;
 mod provisioning;
@@ -46,7 +46,7 @@ impl Projection {
             .conn
             .transaction()
             .map_err(sql("starting transaction"))?;
-        let applied = apply_message(&tx, message)?;
+        let applied = apply_message(&tx, message, self.boot_records)?;
         tx.commit().map_err(sql("committing"))?;
         Ok(applied)
     }
@@ -62,7 +62,7 @@ impl Projection {
             .map_err(sql("starting transaction"))?;
         let mut out = Vec::with_capacity(messages.len());
         for message in messages {
-            out.push(apply_message(&tx, message)?);
+            out.push(apply_message(&tx, message, self.boot_records)?);
         }
         tx.commit().map_err(sql("committing"))?;
         Ok(out)
@@ -72,14 +72,22 @@ impl Projection {
 fn apply_message(
     tx: &Transaction<'_>,
     message: &StoredMessage,
+    boot_records: BootRecords,
 ) -> Result<Applied, ProjectionError> {
     if message.sequence <= schema::last_sequence(tx)? {
         return Ok(Applied::AlreadyApplied);
     }
-    let applied = match message.decode() {
-        Decoded::Event(envelope) => apply_event(tx, message.sequence, &envelope)?,
-        Decoded::RejectedRequest { .. } => Applied::SequenceOnly,
-        Decoded::Malformed { subject, reason } => {
+    let skipped = boot_records == BootRecords::Skipped && is_boot_event(&message.subject);
+    let decoded = if skipped {
+        None
+    } else {
+        Some(message.decode())
+    };
+    let applied = match decoded {
+        None => Applied::SequenceOnly,
+        Some(Decoded::Event(envelope)) => apply_event(tx, message.sequence, &envelope)?,
+        Some(Decoded::RejectedRequest { .. }) => Applied::SequenceOnly,
+        Some(Decoded::Malformed { subject, reason }) => {
             let id = raw_request_event_id(subjects::STREAM, message.sequence);
             insert_timeline(
                 tx,
@@ -105,6 +113,13 @@ fn apply_message(
     )
     .map_err(sql("storing last sequence"))?;
     Ok(applied)
+}
+
+fn is_boot_event(subject: &str) -> bool {
+    matches!(
+        subject,
+        subjects::BOOT_SERVED | subjects::BOOT_IGNORED | subjects::BOOT_UNKNOWN
+    )
 }
 
 /// `execute` through the statement cache: apply runs the same few statements for every event.

@@ -14,7 +14,7 @@ use tokio::sync::{watch, OwnedMutexGuard};
 use crate::{Applied, Projection, ProjectionError};
 
 /// Most messages applied in one transaction when many are pending.
-pub const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 4096;
 
 /// Wait before re-subscribing after the stream ended or failed.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);

@@ -34,6 +34,11 @@ pub use read::{BootFacts, BootTarget, RescanCandidate};
 /// SQLite page cache per connection, in KiB (negative `cache_size` means KiB).
 const PAGE_CACHE_KIB: i64 = -64 * 1024;
 
+/// WAL pages between automatic checkpoints (SQLite's default is 1,000): a checkpoint writes
+/// every page the WAL holds back into the file, so a page many small batches dirtied
+/// is written back once, not once per thousand pages of WAL.
+const WAL_CHECKPOINT_PAGES: i64 = 16 * 1024;
+
 /// Everything that can go wrong with the projection itself (never with its input).
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -76,7 +81,22 @@ pub(crate) fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Proj
     move |source| ProjectionError::Sqlite { context, source }
 }
 
-/// One projection database (a file, or in memory for tests).
+/// Whether a projection applies the `machine.boot.*` events boot-api publishes for every
+/// boot it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BootRecords {
+    /// Applied like any event: a timeline row each, unknown MACs listed, a served boot moves
+    /// its machine from `provisioning` to `booting`. The inventory projector's projection.
+    #[default]
+    Applied,
+    /// Skipped unread; only the stream sequence advances. boot-api's own projection: these
+    /// events record what boot-api answered and never change what it answers next (a machine
+    /// armed is armed whether `provisioning` or `booting`), while applying a boot storm's
+    /// events would cost it a lookup, a state change and an index refresh per booting
+    /// machine, and a timeline row at random keys per boot, as it answers the storm.
+    Skipped,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Durability {
     /// Serving: WAL, so readers never block the writer; a crash loses no commit.
@@ -89,6 +109,7 @@ enum Durability {
 pub struct Projection {
     conn: Connection,
     path: Option<PathBuf>,
+    boot_records: BootRecords,
 }
 
 impl Projection {
@@ -126,6 +147,8 @@ impl Projection {
         .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(open_error)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+            .map_err(open_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_error)?;
         // A scraped inventory touches a few dozen rows across six tables; with SQLite's
@@ -136,6 +159,7 @@ impl Projection {
         let mut projection = Projection {
             conn,
             path: Some(path.to_path_buf()),
+            boot_records: BootRecords::Applied,
         };
         schema::migrate(&mut projection.conn)?;
         Ok(projection)
@@ -147,9 +171,19 @@ impl Projection {
             path: PathBuf::from(":memory:"),
             source,
         })?;
-        let mut projection = Projection { conn, path: None };
+        let mut projection = Projection {
+            conn,
+            path: None,
+            boot_records: BootRecords::Applied,
+        };
         schema::migrate(&mut projection.conn)?;
         Ok(projection)
+    }
+
+    /// The same projection, treating boot events as `records` says from now on.
+    pub fn with_boot_records(mut self, records: BootRecords) -> Projection {
+        self.boot_records = records;
+        self
     }
 
     /// The file this projection lives in (`None` in memory).

@@ -12,6 +12,7 @@ use crate::fixtures::{
     about_provisioning, assigned, inventory, mac, onboarding, provision, rescan, scraped, stored,
 };
 use crate::tests::check;
+use crate::{Applied, BootRecords, Projection};
 
 const BMC: &str = "aa:bb:cc:00:00:01";
 const HOST: &str = "52:54:00:00:00:a1";
@@ -260,4 +261,77 @@ fn tags_and_unknown_macs() {
     assert_eq!(unknown.macs[0].mac, mac("52:54:00:00:00:77"));
     assert_eq!(unknown.macs[0].events, 2);
     assert!(unknown.macs[0].last_seen > unknown.macs[0].first_seen);
+}
+
+#[test]
+fn boot_apis_projection_skips_boot_events_and_only_them() {
+    let p = provision(10, BMC, None);
+    let unknown = metal_core::Envelope {
+        machine_id: None,
+        bmc_mac: None,
+        ..about_provisioning(
+            &p,
+            subjects::BOOT_UNKNOWN,
+            &BootUnknown {
+                mac: mac("52:54:00:00:00:77"),
+                path: BootPath::Ipxe,
+                reason: "no machine has this MAC".to_string(),
+            },
+            3,
+        )
+    };
+    let mut messages = onboarded();
+    messages.extend(
+        [
+            p.clone(),
+            assigned(&p, "G1"),
+            served(&p, 5),
+            unknown,
+            served(&p, 6),
+            completed(&p, 60),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| stored(10 + i as u64, e)),
+    );
+    let last = messages.last().unwrap().sequence;
+    let served_at = 12;
+
+    let mut applied = Projection::open_in_memory().unwrap();
+    let mut skipped = Projection::open_in_memory()
+        .unwrap()
+        .with_boot_records(BootRecords::Skipped);
+    let state = |projection: &Projection| projection.machine(BMC).unwrap().unwrap().machine.state;
+    for message in &messages {
+        let a = applied.apply(message).unwrap();
+        let s = skipped.apply(message).unwrap();
+        if message.subject.starts_with("machine.boot.") {
+            assert_eq!(s, Applied::SequenceOnly, "{}", message.subject);
+        } else {
+            assert_eq!(s, a, "{} applies alike", message.subject);
+        }
+        if message.sequence == served_at {
+            assert_eq!((state(&applied), state(&skipped)), (Booting, Provisioning));
+        }
+    }
+    assert_eq!(skipped.last_sequence().unwrap(), last);
+    assert_eq!((state(&applied), state(&skipped)), (Installed, Installed));
+    assert!(skipped.unknown_macs().unwrap().macs.is_empty());
+
+    // Everything else is the same, row for row: the boot events' timeline rows and the
+    // unknown MAC are all that is missing.
+    let export = |projection: &Projection| -> Vec<String> {
+        String::from_utf8(projection.canonical_export().unwrap())
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let expected: Vec<String> = export(&applied)
+        .into_iter()
+        .filter(|line| !line.contains(r#""type":"machine.boot."#))
+        .filter(|line| !line.contains(r#""table":"unknown_macs""#))
+        .collect();
+    assert_eq!(export(&skipped), expected);
+    assert!(export(&applied).len() > expected.len() + 3);
 }
