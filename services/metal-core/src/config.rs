@@ -24,6 +24,7 @@ pub struct Config {
     pub projector: ProjectorConfig,
     pub boot_api: BootApiConfig,
     pub validator: ValidatorConfig,
+    pub web: WebConfig,
 }
 
 impl Default for Config {
@@ -35,6 +36,7 @@ impl Default for Config {
             projector: ProjectorConfig::default(),
             boot_api: BootApiConfig::default(),
             validator: ValidatorConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -411,6 +413,25 @@ impl Default for ValidatorConfig {
     }
 }
 
+/// The read-only HTTP API over the projection (`web`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// web's own SQLite projection file.
+    pub database: PathBuf,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: "127.0.0.1:8090".to_string(),
+            database: PathBuf::from("var/web.db"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
@@ -499,6 +520,7 @@ const PATH_KEYS: &[&[&str]] = &[
     &["boot_api", "profiles"],
     &["validator", "database"],
     &["validator", "specs"],
+    &["web", "database"],
     &["locator", "dnsmasq_leases"],
     &["locator", "isc_dhcpd_leases"],
     &["locator", "kea_leases"],
@@ -682,6 +704,23 @@ mod tests {
         assert_eq!(config.locator.unifi[0].flavour, UnifiFlavour::Auto);
         // Defaults not written in the file stay as they are.
         assert_eq!(config.locator.neighbour_table, Path::new("/proc/net/arp"));
+    }
+
+    #[test]
+    fn web_section_has_defaults_and_resolves_its_database() {
+        let config = Config::from_parts("", None, &[]).unwrap();
+        assert_eq!(config.web.listen, "127.0.0.1:8090");
+        assert_eq!(config.web.database, Path::new("var/web.db"));
+        let text = r#"
+            [web]
+            listen = "127.0.0.1:9000"
+            database = "web.db"
+        "#;
+        let config =
+            Config::from_parts(text, Some(Path::new("/etc/metal/metal.toml")), &[]).unwrap();
+        assert_eq!(config.web.listen, "127.0.0.1:9000");
+        assert_eq!(config.web.database, Path::new("/etc/metal/web.db"));
+        assert!(Config::from_parts("[web]\nlisten_on = \"x\"", None, &[]).is_err());
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub struct RescanRequested {
 /// One stored `machine.hardware.scraped` event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InventoryRef {
     pub event_id: uuid::Uuid,
     pub sequence: u64,
@@ -220,6 +221,7 @@ pub struct ProfileAssigned {
 /// Why a machine is armed to netboot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Purpose {
     /// Install its OS; the installer phones home to `/installed`.
     #[default]

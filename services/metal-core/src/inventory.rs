@@ -12,6 +12,7 @@ use crate::mac::Mac;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inventory {
     pub service: ServiceInfo,
     pub systems: Vec<SystemInventory>,
@@ -26,6 +27,7 @@ pub struct Inventory {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceInfo {
     pub redfish_version: Option<String>,
     pub vendor: Option<String>,
@@ -35,6 +37,7 @@ pub struct ServiceInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SystemInventory {
     pub id: String,
     pub manufacturer: Option<String>,
@@ -63,6 +66,7 @@ pub struct SystemInventory {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BootSettings {
     pub override_target: Option<String>,
     pub override_enabled: Option<String>,
@@ -75,6 +79,7 @@ pub struct BootSettings {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BootOption {
     pub id: String,
     pub reference: Option<String>,
@@ -84,6 +89,7 @@ pub struct BootOption {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Volume {
     /// The volume's resource path, normalised.
     pub path: String,
@@ -98,6 +104,7 @@ pub struct Volume {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChassisInventory {
     pub id: String,
     pub chassis_type: Option<String>,
@@ -111,6 +118,7 @@ pub struct ChassisInventory {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetworkAdapter {
     pub id: String,
     pub manufacturer: Option<String>,
@@ -124,8 +132,10 @@ pub struct NetworkAdapter {
 /// `NetworkDeviceFunction`), with the MACs it carries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdapterPort {
     pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub macs: Vec<Mac>,
     pub link_status: Option<String>,
     pub speed_mbps: Option<u64>,
@@ -133,6 +143,7 @@ pub struct AdapterPort {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PcieDevice {
     pub id: String,
     /// The device's resource path, normalised.
@@ -150,6 +161,7 @@ pub struct PcieDevice {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PcieFunction {
     pub id: String,
     pub function_type: Option<String>,
@@ -164,6 +176,7 @@ pub struct PcieFunction {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Processor {
     pub id: String,
     pub socket: Option<String>,
@@ -180,6 +193,7 @@ pub struct Processor {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoryModule {
     pub id: String,
     pub state: Option<String>,
@@ -201,11 +215,14 @@ pub struct MemoryModule {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetworkInterface {
     pub id: String,
     /// `MACAddress`, or `PermanentMACAddress` when that is missing; `None` when neither
     /// is a usable MAC (empty, null, all zeros).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub mac: Option<Mac>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub permanent_mac: Option<Mac>,
     pub ipv4_addresses: Vec<String>,
     #[serde(default)]
@@ -217,6 +234,7 @@ pub struct NetworkInterface {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Drive {
     /// The drive's resource path, normalised (no trailing slash).
     pub path: String,
@@ -234,6 +252,7 @@ pub struct Drive {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SimpleStorageDevice {
     pub controller: String,
     pub name: Option<String>,
@@ -244,6 +263,7 @@ pub struct SimpleStorageDevice {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManagerInventory {
     pub id: String,
     pub model: Option<String>,
@@ -253,6 +273,7 @@ pub struct ManagerInventory {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FirmwareItem {
     pub id: String,
     pub name: Option<String>,
@@ -368,13 +389,16 @@ fn unique_sorted(macs: impl Iterator<Item = Mac>) -> Vec<Mac> {
 
 /// The inventory in the `expected.json` format of `shared/redfish-mockups` (without `notes`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InventorySummary {
     pub systems: Vec<SystemSummary>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub bmc_macs: Vec<Mac>,
     pub firmware_count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SystemSummary {
     pub id: String,
     pub manufacturer: Option<String>,
@@ -384,12 +408,14 @@ pub struct SystemSummary {
     pub bios_version: Option<String>,
     pub processors: ProcessorSummary,
     pub memory: MemorySummary,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub host_nic_macs: Vec<Mac>,
     pub drives: Vec<DriveSummary>,
     pub simple_storage_devices: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessorSummary {
     pub count: u64,
     pub models: Vec<String>,
@@ -397,12 +423,14 @@ pub struct ProcessorSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemorySummary {
     pub dimm_count: u64,
     pub total_mib: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DriveSummary {
     pub serial: Option<String>,
     pub model: Option<String>,

@@ -32,6 +32,7 @@ pub struct MachineRef {
 /// Where a machine is in its life. Failed states carry a reason in `state_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MachineState {
     Requested,
     Located,
@@ -143,8 +144,11 @@ impl MachineState {
 
 /// One row of `metal.inventory.machines`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineRow {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub machine_id: MachineId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub bmc_mac: Mac,
     pub bmc_ip: Option<String>,
     pub redfish_url: Option<String>,
@@ -171,6 +175,7 @@ pub struct MachineList {
 
 /// Reply of `metal.inventory.machine`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineDetail {
     pub machine: MachineRow,
     pub summary: Option<InventorySummary>,
@@ -198,10 +203,13 @@ pub struct MachineDetail {
 
 /// The last `machine.hardware.validated` or `machine.hardware.invalid`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Validation {
     pub spec: String,
     pub chosen_by: String,
     pub valid: bool,
+    /// Each rule broken: `rule`, `wanted`, `found`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub failures: Vec<crate::events::RuleFailure>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -209,6 +217,7 @@ pub struct Validation {
 
 /// From the scrapes' outcomes and `machine.bmc.lost|found`; all times are event times.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BmcHealth {
     /// The last scrape the BMC answered.
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -222,6 +231,7 @@ pub struct BmcHealth {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TimelineEntry {
     pub sequence: u64,
     pub event_id: Uuid,
@@ -258,6 +268,7 @@ pub struct ReplayReport {
 /// The machine's provisioning, when it has been provisioned: from `machine.profile.assigned`
 /// and what followed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Provisioning {
     pub provision_id: Uuid,
     pub profile: String,
@@ -274,7 +285,9 @@ pub struct Provisioning {
 
 /// One MAC that asked to netboot and that no machine has, from `machine.boot.unknown`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnknownMac {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub mac: Mac,
     #[serde(with = "time::serde::rfc3339")]
     pub first_seen: OffsetDateTime,

@@ -1,0 +1,794 @@
+//! The read-only JSON routes under `/api/v1` and their OpenAPI 3.1 document ([`ApiDoc`]),
+//! answering from a [`LiveProjection`]; pure enough to test with `oneshot`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metal_core::query::{MachineDetail, MachineRow, MachineState, TimelineEntry, UnknownMac};
+use metal_core::MachineId;
+use metal_projection::{LiveProjection, Projection, ProjectionError};
+use serde::Serialize;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Where every route lives.
+pub const PREFIX: &str = "/api/v1";
+/// Machines per page unless `limit` says otherwise, and the most a page holds.
+pub const MACHINES_DEFAULT_LIMIT: usize = 50;
+pub const MACHINES_MAX_LIMIT: usize = 500;
+/// Timeline entries per page unless `limit` says otherwise, and the most a page holds.
+pub const TIMELINE_DEFAULT_LIMIT: usize = 100;
+pub const TIMELINE_MAX_LIMIT: usize = 1000;
+/// Unknown MACs per answer unless `limit` says otherwise, and the most an answer holds.
+pub const UNKNOWN_DEFAULT_LIMIT: usize = 100;
+pub const UNKNOWN_MAX_LIMIT: usize = 1000;
+/// Longest text search and tag filter accepted: longer ones cannot match anything useful
+/// and only cost work.
+const MAX_FILTER_CHARS: usize = 256;
+/// Most `tag` filters in one request.
+const MAX_TAG_FILTERS: usize = 16;
+
+/// An error answer: `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, naming the parameter when a parameter is at fault.
+    pub error: String,
+}
+
+/// Why a request failed; each becomes a status and an [`ErrorBody`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Logged with its cause; the answer says only that it was internal, so no file path or
+    /// SQL reaches a client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+fn internal(error: impl std::error::Error + 'static) -> ApiError {
+    ApiError::Internal(metal_core::error_chain(&error))
+}
+
+/// A page of machines, ordered by machine id.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct MachinesPage {
+    pub machines: Vec<MachineRow>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+    /// The stream sequence the projection had applied when answering.
+    pub last_sequence: u64,
+}
+
+/// A page of one machine's timeline, oldest first within the page; pages go back in time.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct TimelinePage {
+    #[schema(value_type = String, format = Uuid)]
+    pub machine_id: MachineId,
+    pub events: Vec<TimelineEntry>,
+    /// Pass as `cursor` for the older entries; `null` when there are none.
+    pub next_cursor: Option<String>,
+    pub last_sequence: u64,
+}
+
+/// MACs that asked to netboot and that no machine has now, most recently seen first.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct UnknownMacsPage {
+    pub macs: Vec<UnknownMac>,
+    /// Unknown MACs in all: more than `macs` holds when the answer was cut at `limit`.
+    pub total: u64,
+    pub last_sequence: u64,
+}
+
+/// How far the projection has followed the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct StatusBody {
+    /// The last stream sequence applied.
+    pub last_sequence: u64,
+    /// Machines known.
+    pub machines: u64,
+}
+
+/// Query parameters of `GET /api/v1/machines` (documentation; parsing is [`MachineFilter::parse`]).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct MachinesParams {
+    /// Only machines in this state.
+    state: Option<MachineState>,
+    /// Only machines whose current or last provisioning used this profile.
+    #[param(max_length = 256)]
+    profile: Option<String>,
+    /// `key=value`: only machines with this operator tag; `key`: with this tag at any
+    /// value. Repeat to require several.
+    #[param(max_items = 16, value_type = Option<Vec<TagFilter>>, inline)]
+    tag: Option<Vec<String>>,
+    /// Case-insensitive text in the system model or a system serial number, or a MAC (any
+    /// notation) of the BMC or of any NIC the inventory reports.
+    #[param(max_length = 256)]
+    q: Option<String>,
+    /// Machines per page.
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page: continue after it.
+    #[param(format = Uuid)]
+    cursor: Option<String>,
+}
+
+/// One `tag` filter: `key=value` or `key`.
+#[derive(Debug, ToSchema)]
+#[schema(pattern = "^[^=]")]
+#[allow(dead_code)]
+struct TagFilter(String);
+
+/// Query parameters of `GET /api/v1/machines/{reference}/timeline`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct TimelineParams {
+    /// Entries per page: the newest ones before `cursor`.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page: entries stored before this sequence.
+    #[param(pattern = "^[0-9]{1,19}$")]
+    cursor: Option<String>,
+}
+
+/// Query parameters of `GET /api/v1/unknown-macs`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct UnknownParams {
+    /// Most MACs in the answer, the most recently seen.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u32>,
+}
+
+/// The OpenAPI 3.1 document of this API; docs/openapi.json is its pretty-printed copy.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "metal read-only API",
+        description = "Read-only view of the machines projection of the MACHINES stream: machines, their inventory and timeline, unknown MACs and how far the projection has followed the stream. Every answer is bounded by the limits its parameters document."
+    ),
+    paths(
+        list_machines,
+        get_machine,
+        get_timeline,
+        get_unknown_macs,
+        get_status,
+        healthz,
+        openapi_json
+    ),
+    components(schemas(ErrorBody, MachinesPage, TimelinePage, UnknownMacsPage, StatusBody))
+)]
+pub struct ApiDoc;
+
+/// The document as served and checked in: pretty JSON with a trailing newline.
+pub fn openapi_json_text() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// Every route, with a JSON 404 for anything else.
+pub fn router(live: LiveProjection) -> Router {
+    let document = std::sync::Arc::new(openapi_json_text());
+    Router::new()
+        .route(&format!("{PREFIX}/machines"), get(list_machines))
+        .route(
+            &format!("{PREFIX}/machines/{{reference}}"),
+            get(get_machine),
+        )
+        .route(
+            &format!("{PREFIX}/machines/{{reference}}/timeline"),
+            get(get_timeline),
+        )
+        .route(&format!("{PREFIX}/unknown-macs"), get(get_unknown_macs))
+        .route(&format!("{PREFIX}/status"), get(get_status))
+        .route(&format!("{PREFIX}/healthz"), get(healthz))
+        .route(
+            &format!("{PREFIX}/openapi.json"),
+            get(move || openapi_json(std::sync::Arc::clone(&document))),
+        )
+        // Where boot-api has it too, for probes that expect it at the root.
+        .route("/healthz", get(healthz))
+        .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
+        .with_state(live)
+}
+
+/// Query parameters, each given at most once unless `repeatable`; unknown ones are refused
+/// so a misspelt filter never silently widens an answer.
+fn parameters(
+    raw: Option<&str>,
+    known: &[&str],
+    repeatable: &[&str],
+) -> Result<HashMap<String, Vec<String>>, ApiError> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if !known.contains(&name.as_ref()) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown query parameter {} (known: {})",
+                quoted(&name),
+                known.join(", ")
+            )));
+        }
+        let values = out.entry(name.to_string()).or_default();
+        if !values.is_empty() && !repeatable.contains(&name.as_ref()) {
+            return Err(ApiError::BadRequest(format!(
+                "{name}: given more than once"
+            )));
+        }
+        values.push(value.into_owned());
+    }
+    Ok(out)
+}
+
+fn single<'a>(params: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+    params
+        .get(name)
+        .and_then(|values| values.first())
+        .map(String::as_str)
+}
+
+fn limit(
+    params: &HashMap<String, Vec<String>>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Some(text) = single(params, "limit") else {
+        return Ok(default);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest(format!(
+            "limit: {} is not a whole number from 1 to {max}",
+            quoted(text)
+        ))),
+    }
+}
+
+/// Input echoed in an error, cut short so a long one never makes a long answer.
+fn quoted(text: &str) -> String {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}...", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
+fn bounded<'a>(name: &str, text: &'a str) -> Result<&'a str, ApiError> {
+    if text.chars().count() > MAX_FILTER_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "{name}: at most {MAX_FILTER_CHARS} characters"
+        )));
+    }
+    Ok(text)
+}
+
+/// The filters of `GET /machines`, parsed and checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MachineFilter {
+    pub state: Option<MachineState>,
+    pub profile: Option<String>,
+    /// Key, and the value it must have (`None`: any value).
+    pub tags: Vec<(String, Option<String>)>,
+    /// Lower-cased text, and the MAC it spells if it is one.
+    pub text: Option<(String, Option<metal_core::Mac>)>,
+    pub limit: usize,
+    pub after: Option<MachineId>,
+}
+
+impl MachineFilter {
+    /// Parses the raw query string; the error names the parameter at fault.
+    pub fn parse(raw: Option<&str>) -> Result<MachineFilter, ApiError> {
+        let params = parameters(
+            raw,
+            &["state", "profile", "tag", "q", "limit", "cursor"],
+            &["tag"],
+        )?;
+        let state = single(&params, "state")
+            .map(|text| {
+                MachineState::parse(text.trim()).ok_or_else(|| {
+                    let known: Vec<&str> = MachineState::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::BadRequest(format!(
+                        "state: {} is not one of {}",
+                        quoted(text),
+                        known.join(", ")
+                    ))
+                })
+            })
+            .transpose()?;
+        let profile = single(&params, "profile")
+            .map(|text| bounded("profile", text).map(str::to_string))
+            .transpose()?;
+        let tag_texts = params.get("tag").map(Vec::as_slice).unwrap_or_default();
+        if tag_texts.len() > MAX_TAG_FILTERS {
+            return Err(ApiError::BadRequest(format!(
+                "tag: at most {MAX_TAG_FILTERS} tag filters"
+            )));
+        }
+        let tags = tag_texts
+            .iter()
+            .map(|text| {
+                let (key, value) = match text.split_once('=') {
+                    Some((key, value)) => (key, Some(value.to_string())),
+                    None => (text.as_str(), None),
+                };
+                if key.is_empty() {
+                    return Err(ApiError::BadRequest(format!(
+                        "tag: {} has no key (key=value or key)",
+                        quoted(text)
+                    )));
+                }
+                Ok((key.to_string(), value))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let text = single(&params, "q")
+            .map(|text| bounded("q", text))
+            .transpose()?
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(|text| (text.to_lowercase(), metal_core::Mac::parse_any(text).ok()));
+        let after = single(&params, "cursor")
+            .map(|text| {
+                uuid::Uuid::parse_str(text.trim())
+                    .map(MachineId)
+                    .map_err(|_| {
+                        ApiError::BadRequest(format!(
+                            "cursor: {} is not a cursor this API gave",
+                            quoted(text)
+                        ))
+                    })
+            })
+            .transpose()?;
+        Ok(MachineFilter {
+            state,
+            profile,
+            tags,
+            text,
+            limit: limit(&params, MACHINES_DEFAULT_LIMIT, MACHINES_MAX_LIMIT)?,
+            after,
+        })
+    }
+}
+
+/// One page of machines matching `filter`.
+///
+/// Filters in Rust over [`Projection::machines`], cheapest test first, and stops once the
+/// page is full; the serial and inventory-MAC search reads each candidate's inventory, so
+/// a text search over a large fleet is a scan (a SQL filter is the next step).
+pub fn machines_page(
+    projection: &Projection,
+    filter: &MachineFilter,
+) -> Result<MachinesPage, ProjectionError> {
+    let list = projection.machines()?;
+    let needs_targets = filter.profile.is_some() || filter.text.is_some();
+    let targets: BTreeMap<MachineId, metal_projection::BootTarget> = if needs_targets {
+        projection
+            .boot_targets(None)?
+            .into_iter()
+            .map(|target| (target.machine_id, target))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let mut machines = Vec::new();
+    let mut more = false;
+    for row in list.machines {
+        if filter.after.is_some_and(|after| row.machine_id <= after) {
+            continue;
+        }
+        if filter.state.is_some_and(|state| row.state != state) {
+            continue;
+        }
+        let target = targets.get(&row.machine_id);
+        if let Some(profile) = &filter.profile {
+            let matches = target
+                .and_then(|t| t.provisioning.as_ref())
+                .is_some_and(|p| &p.profile == profile);
+            if !matches {
+                continue;
+            }
+        }
+        if !filter.tags.is_empty() {
+            let tags = projection.tags(row.machine_id)?;
+            let matches = filter.tags.iter().all(|(key, value)| match value {
+                Some(value) => tags.get(key) == Some(value),
+                None => tags.contains_key(key),
+            });
+            if !matches {
+                continue;
+            }
+        }
+        if let Some((text, mac)) = &filter.text {
+            if !text_matches(projection, &row, target, text, mac.as_ref())? {
+                continue;
+            }
+        }
+        if machines.len() == filter.limit {
+            more = true;
+            break;
+        }
+        machines.push(scrubbed(row));
+    }
+    let next_cursor = if more {
+        machines.last().map(|row| row.machine_id.to_string())
+    } else {
+        None
+    };
+    Ok(MachinesPage {
+        machines,
+        next_cursor,
+        last_sequence: list.last_sequence,
+    })
+}
+
+/// Model, BMC MAC and boot MACs first (in hand); serials and the inventory's other MACs
+/// only when those miss. A MAC matches when `text` spells it in any notation, or is part
+/// of its `aa:bb:cc:dd:ee:ff` form (`52:54:00` finds a vendor's NICs).
+fn text_matches(
+    projection: &Projection,
+    row: &MachineRow,
+    target: Option<&metal_projection::BootTarget>,
+    text: &str,
+    mac: Option<&metal_core::Mac>,
+) -> Result<bool, ProjectionError> {
+    let contains = |value: &Option<String>| {
+        value
+            .as_deref()
+            .is_some_and(|v| v.to_lowercase().contains(text))
+    };
+    let mac_matches = |candidate: &metal_core::Mac| {
+        mac == Some(candidate) || candidate.to_string().contains(text)
+    };
+    if contains(&row.system_model)
+        || mac_matches(&row.bmc_mac)
+        || target.is_some_and(|t| t.macs.iter().any(mac_matches))
+    {
+        return Ok(true);
+    }
+    let Some(detail) = projection.machine(&row.machine_id.to_string())? else {
+        return Ok(false);
+    };
+    let Some(inventory) = &detail.inventory else {
+        return Ok(false);
+    };
+    let serial = inventory.systems.iter().any(|s| contains(&s.serial));
+    let nics = inventory
+        .systems
+        .iter()
+        .flat_map(|s| &s.ethernet_interfaces)
+        .chain(
+            inventory
+                .managers
+                .iter()
+                .flat_map(|m| &m.ethernet_interfaces),
+        )
+        .flat_map(|nic| [nic.mac, nic.permanent_mac])
+        .flatten();
+    let ports = inventory
+        .chassis
+        .iter()
+        .flat_map(|c| &c.network_adapters)
+        .flat_map(|a| &a.ports)
+        .flat_map(|p| p.macs.iter().copied());
+    Ok(serial || nics.chain(ports).any(|m| mac_matches(&m)))
+}
+
+/// A Redfish URL written with credentials (`https://user:pass@host`) keeps them out of
+/// every answer.
+fn scrub_url(url: &mut Option<String>) {
+    let Some(text) = url.as_deref() else {
+        return;
+    };
+    let Ok(mut parsed) = url::Url::parse(text) else {
+        return;
+    };
+    if parsed.username().is_empty() && parsed.password().is_none() {
+        return;
+    }
+    // Both calls only fail for URLs that cannot have credentials, which this one has.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    *url = Some(parsed.to_string());
+}
+
+/// Free text (a timeline summary quotes the Redfish URL) without the credentials of any
+/// URL in it.
+fn scrub_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == ')' || c == ',')
+            .unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(userinfo_end) => rest = &tail[userinfo_end + 1..],
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn scrubbed(mut row: MachineRow) -> MachineRow {
+    scrub_url(&mut row.redfish_url);
+    row
+}
+
+async fn read<T, F>(live: &LiveProjection, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Projection) -> Result<T, ProjectionError> + Send + 'static,
+{
+    live.with(work)
+        .await
+        .map_err(internal)?
+        .map_err(|error| match error {
+            ProjectionError::BadReference(reference) => ApiError::BadRequest(format!(
+                "reference: {} is neither a machine id nor a MAC address",
+                quoted(&reference)
+            )),
+            other => internal(other),
+        })
+}
+
+fn reference(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(reference) =
+        path.map_err(|rejection| ApiError::BadRequest(format!("reference: {rejection}")))?;
+    bounded("reference", &reference)?;
+    Ok(reference)
+}
+
+/// Machines, filtered and paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/machines",
+    params(MachinesParams),
+    responses(
+        (status = 200, description = "A page of machines ordered by machine id", body = MachinesPage),
+        (status = 400, description = "A query parameter is not valid; the error names it", body = ErrorBody),
+    )
+)]
+async fn list_machines(
+    State(live): State<LiveProjection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<MachinesPage>, ApiError> {
+    let filter = MachineFilter::parse(raw.as_deref())?;
+    let page = read(&live, move |p| machines_page(p, &filter)).await?;
+    Ok(Json(page))
+}
+
+/// One machine with its inventory, summary, tags, provisioning, validation and BMC health.
+#[utoipa::path(
+    get,
+    path = "/api/v1/machines/{reference}",
+    params(("reference" = String, Path, pattern = r"^\s*([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{1,2}(-[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}|[0-9A-Fa-f]{12})\s*$", description = "A machine id, the BMC MAC or a host NIC MAC (any notation)")),
+    responses(
+        (status = 200, description = "The machine", body = MachineDetail),
+        (status = 400, description = "The reference is neither a machine id nor a MAC", body = ErrorBody),
+        (status = 404, description = "No machine matches the reference", body = ErrorBody),
+    )
+)]
+async fn get_machine(
+    State(live): State<LiveProjection>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<MachineDetail>, ApiError> {
+    let reference = reference(path)?;
+    parameters(raw.as_deref(), &[], &[])?;
+    let shown = reference.clone();
+    let detail = read(&live, move |p| p.machine(&reference)).await?;
+    let mut detail = detail.ok_or_else(|| no_machine(&shown))?;
+    detail.machine = scrubbed(detail.machine);
+    Ok(Json(detail))
+}
+
+fn no_machine(reference: &str) -> ApiError {
+    ApiError::NotFound(format!("no machine matches {}", quoted(reference)))
+}
+
+/// The machine's timeline: the newest `limit` entries before `cursor`, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/machines/{reference}/timeline",
+    params(
+        ("reference" = String, Path, pattern = r"^\s*([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{1,2}(-[0-9A-Fa-f]{1,2}){5}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}|[0-9A-Fa-f]{12})\s*$", description = "A machine id, the BMC MAC or a host NIC MAC (any notation)"),
+        TimelineParams
+    ),
+    responses(
+        (status = 200, description = "A page of the machine's timeline", body = TimelinePage),
+        (status = 400, description = "The reference or a query parameter is not valid; the error names it", body = ErrorBody),
+        (status = 404, description = "No machine matches the reference", body = ErrorBody),
+    )
+)]
+async fn get_timeline(
+    State(live): State<LiveProjection>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<TimelinePage>, ApiError> {
+    let reference = reference(path)?;
+    let params = parameters(raw.as_deref(), &["limit", "cursor"], &[])?;
+    let limit = limit(&params, TIMELINE_DEFAULT_LIMIT, TIMELINE_MAX_LIMIT)?;
+    let before = single(&params, "cursor")
+        .map(|text| {
+            text.trim().parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "cursor: {} is not a cursor this API gave",
+                    quoted(text)
+                ))
+            })
+        })
+        .transpose()?;
+    let shown = reference.clone();
+    let read_back = read(&live, move |p| {
+        Ok(p.history(&reference)?
+            .map(|history| (history, p.last_sequence())))
+    })
+    .await?;
+    let Some((history, last_sequence)) = read_back else {
+        return Err(no_machine(&shown));
+    };
+    let last_sequence = last_sequence.map_err(internal)?;
+    Ok(Json(timeline_page(
+        history.machine_id,
+        history.events,
+        limit,
+        before,
+        last_sequence,
+    )))
+}
+
+/// The newest `limit` of `events` (in stream order) stored before `before`.
+pub fn timeline_page(
+    machine_id: MachineId,
+    mut events: Vec<TimelineEntry>,
+    limit: usize,
+    before: Option<u64>,
+    last_sequence: u64,
+) -> TimelinePage {
+    if let Some(before) = before {
+        events.retain(|entry| entry.sequence < before);
+    }
+    let start = events.len().saturating_sub(limit);
+    let events: Vec<TimelineEntry> = events.split_off(start);
+    let next_cursor = if start > 0 {
+        events.first().map(|entry| entry.sequence.to_string())
+    } else {
+        None
+    };
+    let events = events
+        .into_iter()
+        .map(|entry| TimelineEntry {
+            summary: scrub_text(&entry.summary),
+            ..entry
+        })
+        .collect();
+    TimelinePage {
+        machine_id,
+        events,
+        next_cursor,
+        last_sequence,
+    }
+}
+
+/// MACs that asked to netboot and that no machine has now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/unknown-macs",
+    params(UnknownParams),
+    responses(
+        (status = 200, description = "Unknown MACs, most recently seen first", body = UnknownMacsPage),
+        (status = 400, description = "A query parameter is not valid; the error names it", body = ErrorBody),
+    )
+)]
+async fn get_unknown_macs(
+    State(live): State<LiveProjection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<UnknownMacsPage>, ApiError> {
+    let params = parameters(raw.as_deref(), &["limit"], &[])?;
+    let limit = limit(&params, UNKNOWN_DEFAULT_LIMIT, UNKNOWN_MAX_LIMIT)?;
+    let unknown = read(&live, |p| p.unknown_macs()).await?;
+    let total = unknown.macs.len() as u64;
+    let mut macs = unknown.macs;
+    macs.truncate(limit);
+    Ok(Json(UnknownMacsPage {
+        macs,
+        total,
+        last_sequence: unknown.last_sequence,
+    }))
+}
+
+/// How far the projection has followed the stream.
+#[utoipa::path(
+    get,
+    path = "/api/v1/status",
+    responses(
+        (status = 200, description = "The projection's last applied sequence and machine count", body = StatusBody),
+        (status = 400, description = "A query parameter was given; there are none", body = ErrorBody),
+    )
+)]
+async fn get_status(
+    State(live): State<LiveProjection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<StatusBody>, ApiError> {
+    parameters(raw.as_deref(), &[], &[])?;
+    let status = read(&live, |p| p.status()).await?;
+    // `status.database` is a file path: not for clients.
+    Ok(Json(StatusBody {
+        last_sequence: status.last_sequence,
+        machines: status.machines,
+    }))
+}
+
+/// Liveness: `ok` while the process serves.
+#[utoipa::path(
+    get,
+    path = "/api/v1/healthz",
+    responses((status = 200, description = "Serving", body = String, content_type = "text/plain"))
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object))
+)]
+async fn openapi_json(document: std::sync::Arc<String>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_urls_and_text() {
+        let mut url = Some("https://admin:hunter2@10.0.0.9:8443/redfish".to_string());
+        scrub_url(&mut url);
+        assert_eq!(url.as_deref(), Some("https://10.0.0.9:8443/redfish"));
+        let mut plain = Some("https://10.0.0.9".to_string());
+        scrub_url(&mut plain);
+        assert_eq!(plain.as_deref(), Some("https://10.0.0.9"));
+        assert_eq!(
+            scrub_text("BMC at 10.0.0.9 (https://admin:p@ss@10.0.0.9) via static, http://h/x@y"),
+            "BMC at 10.0.0.9 (https://10.0.0.9) via static, http://h/x@y"
+        );
+        assert_eq!(scrub_text("no url: a@b"), "no url: a@b");
+    }
+}

@@ -1,0 +1,44 @@
+//! web binary: parses flags and config, connects to NATS, calls [`web::run`].
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Serves a read-only HTTP API over its own projection of the MACHINES stream: machines
+/// (filtered by state, profile, tag and text, paged), one machine with its inventory, its
+/// timeline, unknown MACs and the projection's status, all under /api/v1, with the OpenAPI
+/// 3.1 document at /api/v1/openapi.json. Publishes nothing.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: metal_core::service::CommonArgs,
+    /// Address to listen on, e.g. 127.0.0.1:8090 (overrides web.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// web's own SQLite projection file (overrides web.database).
+    #[arg(long)]
+    database: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    metal_core::service::init_tracing();
+    let mut config = args.common.load().context("loading config")?;
+    if let Some(listen) = args.listen {
+        config.web.listen = listen;
+    }
+    if let Some(database) = args.database {
+        config.web.database = database;
+    }
+    let listener = tokio::net::TcpListener::bind(&config.web.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.web.listen))?;
+    let client = metal_core::jetstream::connect(&config.nats_url, "web")
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    web::run(&config.web, client, listener, metal_core::shutdown_signal()).await?;
+    Ok(())
+}

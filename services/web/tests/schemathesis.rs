@@ -1,0 +1,231 @@
+//! The API against its own OpenAPI document: a real nats-server with a few fixture
+//! machines, `web::run` on a loopback port, and schemathesis (PyPI) generating requests from
+//! the served document; fails on any 5xx or any answer that breaks its schema.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use metal_core::events::{BootPath, BootUnknown, TagsChanged};
+use metal_core::subjects;
+use metal_projection::fixtures::{self, about_provisioning, assigned, inventory, provision};
+use test_harness::nats::NatsServer;
+
+const PROVISIONED_BMC: &str = "aa:bb:cc:00:00:01";
+const TAGGED_BMC: &str = "aa:bb:cc:00:00:02";
+
+/// Longest the schemathesis run may take before the test kills it and fails.
+const SCHEMATHESIS_DEADLINE: Duration = Duration::from_secs(110);
+
+/// `METAL_SCHEMATHESIS` (printed by scripts/install-deps), else `st` or `schemathesis` on
+/// PATH; a missing binary fails the test, never skips it.
+fn schemathesis_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("METAL_SCHEMATHESIS") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "METAL_SCHEMATHESIS={} is not a file: run `eval \"$(scripts/install-deps)\"` \
+             (it installs schemathesis from PyPI) or point it at the `st` binary",
+            path.display()
+        );
+        return path;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|dir| [dir.join("st"), dir.join("schemathesis")])
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "schemathesis not found: run `eval \"$(scripts/install-deps)\"` (it installs \
+                 schemathesis from PyPI and sets METAL_SCHEMATHESIS), or point \
+                 METAL_SCHEMATHESIS at the `st` binary"
+            )
+        })
+}
+
+/// Onboarded machines (one provisioned, one tagged, one plain), and an unknown MAC.
+fn fixture_messages() -> Vec<metal_core::jetstream::StoredMessage> {
+    let mut messages = fixtures::onboarding(
+        1,
+        PROVISIONED_BMC,
+        inventory("DL360 Gen10", "Intel Xeon", &["52:54:00:12:34:56"]),
+    );
+    messages.extend(fixtures::onboarding(
+        4,
+        TAGGED_BMC,
+        inventory("DL385 Gen10", "AMD EPYC 7302", &["52:54:00:ab:cd:ef"]),
+    ));
+    messages.extend(fixtures::onboarding(
+        7,
+        "aa:bb:cc:00:00:03",
+        inventory("R640", "Intel Xeon", &["52:54:00:00:00:03"]),
+    ));
+    let p = provision(10, PROVISIONED_BMC, None);
+    let tagging = provision(12, TAGGED_BMC, None);
+    let tags = about_provisioning(
+        &tagging,
+        subjects::TAGS_CHANGED,
+        &TagsChanged {
+            set: [("rack".to_string(), "a1".to_string())].into(),
+            removed: Vec::new(),
+            requested_by: None,
+        },
+        1,
+    );
+    let unknown = metal_core::Envelope {
+        machine_id: None,
+        bmc_mac: None,
+        ..about_provisioning(
+            &p,
+            subjects::BOOT_UNKNOWN,
+            &BootUnknown {
+                mac: fixtures::mac("52:54:00:00:00:77"),
+                path: BootPath::Ipxe,
+                reason: "no machine has this MAC".to_string(),
+            },
+            3,
+        )
+    };
+    messages.extend([
+        fixtures::stored(10, &p),
+        fixtures::stored(11, &assigned(&p, "G1")),
+        fixtures::stored(12, &tags),
+        fixtures::stored(13, &unknown),
+    ]);
+    messages
+}
+
+async fn wait_for_sequence(base: &str, sequence: u64) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(format!("{base}/api/v1/status")).send().await {
+            last = response.text().await.unwrap_or_default();
+            let status: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+            if status["last_sequence"].as_u64() >= Some(sequence) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("web did not reach sequence {sequence} within 30 s; last status: {last}");
+}
+
+/// Runs `command`, killing it after `deadline`; (success, stdout and stderr).
+fn run_bounded(mut command: Command, deadline: Duration) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("output");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let started = Instant::now();
+    let success = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.success();
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+            panic!("schemathesis ran longer than {deadline:?}; output so far:\n{output}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (
+        success,
+        std::fs::read_to_string(&out_path).unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_answer_off_schema() {
+    let schemathesis = schemathesis_binary();
+    let nats = NatsServer::start();
+    let client = nats.connect().await;
+    let js = async_nats::jetstream::new(client.clone());
+    metal_core::jetstream::ensure_stream(&js).await.unwrap();
+    let messages = fixture_messages();
+    for message in &messages {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = &message.msg_id {
+            headers.insert("Nats-Msg-Id", id.as_str());
+        }
+        js.publish_with_headers(message.subject.clone(), headers, message.payload.clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = metal_core::config::WebConfig {
+        listen: listener.local_addr().unwrap().to_string(),
+        database: dir.path().join("web.db"),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        web::run(&config, client, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    wait_for_sequence(&base, messages.len() as u64).await;
+
+    // Half the references name fixture machines, so the detail and timeline answers are
+    // checked against their schemas too, not only the 404s of random MACs.
+    let machine_id = metal_core::MachineId::from_bmc_mac(&fixtures::mac(TAGGED_BMC));
+    let config_file = dir.path().join("schemathesis.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[dictionaries.references]\nvalues = [\"{PROVISIONED_BMC}\", \"52:54:00:ab:cd:ef\", \"{machine_id}\"]\n\n\
+             [parameters]\n\"path.reference\" = {{ dictionary = \"references\", probability = 0.5 }}\n"
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(&schemathesis);
+    command
+        .current_dir(dir.path())
+        .arg("--config-file")
+        .arg(&config_file)
+        .arg("run")
+        .arg(format!("{base}/api/v1/openapi.json"))
+        .args(["--url", &base])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,content_type_conformance,\
+             status_code_conformance,negative_data_rejection,positive_data_acceptance",
+        ])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--max-examples", "30"])
+        .args(["--workers", "2"])
+        .args(["--seed", "1"])
+        .args(["--generation-database", "none"])
+        .args(["--request-timeout", "10"])
+        .arg("--no-color");
+    let started = Instant::now();
+    let (success, output) =
+        tokio::task::spawn_blocking(move || run_bounded(command, SCHEMATHESIS_DEADLINE))
+            .await
+            .unwrap();
+    eprintln!(
+        "schemathesis took {:.1} s:\n{output}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(success, "schemathesis reported failures:\n{output}");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), service)
+        .await
+        .expect("web stops on shutdown")
+        .unwrap()
+        .unwrap();
+}
