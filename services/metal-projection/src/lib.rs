@@ -29,7 +29,7 @@ use rusqlite::Connection;
 
 pub use apply::Applied;
 pub use follow::{FollowError, LiveProjection};
-pub use read::{BootFacts, BootTarget, RescanCandidate};
+pub use read::{BootFacts, BootTarget, MachinesPage, MachinesQuery, RescanCandidate};
 
 /// SQLite page cache per connection, in KiB (negative `cache_size` means KiB).
 const PAGE_CACHE_KIB: i64 = -64 * 1024;
@@ -242,6 +242,8 @@ pub fn replace_file(from: &Path, to: &Path) -> Result<(), ProjectionError> {
 mod drift_tests;
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod machines_page_tests;
 #[cfg(test)]
 mod provisioning_tests;
 #[cfg(test)]

@@ -1013,3 +1013,191 @@ impl Projection {
             .collect()
     }
 }
+
+// Filtered pages of machines (web's `GET /api/v1/machines`): the filters and the page cut
+// in SQL, so a page costs its rows, not the fleet.
+
+/// What [`Projection::machines_page`] selects; every filter given must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MachinesQuery {
+    pub state: Option<MachineState>,
+    /// The profile of the machine's current or last provisioning (`machines.profile`).
+    pub profile: Option<String>,
+    /// Operator tags: key, and the value it must have (`None`: any value).
+    pub tags: Vec<(String, Option<String>)>,
+    /// Text already lower-cased, and the MAC it spells if it is one. Matches when the
+    /// system model or a system serial number contains it (ASCII case-insensitively:
+    /// SQLite's `lower`), or when a MAC of the BMC or of any NIC the inventory reports
+    /// (system and manager interfaces, chassis adapter ports) equals the MAC or contains
+    /// the text in its `aa:bb:cc:dd:ee:ff` form.
+    pub text: Option<(String, Option<Mac>)>,
+    /// Only machines after this one.
+    pub after: Option<MachineId>,
+    /// Most machines in the page.
+    pub limit: usize,
+}
+
+/// One page of [`Projection::machines_page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachinesPage {
+    /// Ordered by machine id, as [`Projection::machines`] lists them.
+    pub machines: Vec<MachineRow>,
+    /// More machines match after the last one.
+    pub more: bool,
+    pub last_sequence: u64,
+}
+
+/// The text filter of [`MachinesQuery::text`]; `?T` is the lower-cased text, `?M` the MAC
+/// it spells (or NULL), `?L` the text as a LIKE pattern and `?P` the MAC's stored spelling
+/// when the text spells it otherwise (or NULL). Columns first (indexed or in hand); the
+/// inventory JSON is parsed only for machines whose document contains the text at all, and
+/// then only its serials and MACs are compared.
+const TEXT_FILTER: &str = "(
+    instr(lower(m.system_model), ?T) > 0
+    OR m.bmc_mac = ?M OR instr(m.bmc_mac, ?T) > 0
+    OR EXISTS (SELECT 1 FROM nics AS n WHERE n.machine_id = m.machine_id
+        AND (n.mac = ?M OR n.permanent_mac = ?M
+             OR instr(n.mac, ?T) > 0 OR instr(n.permanent_mac, ?T) > 0))
+    OR EXISTS (SELECT 1 FROM inventories AS i WHERE i.machine_id = m.machine_id
+        AND (i.inventory LIKE ?L ESCAPE '\\' OR instr(i.inventory, ?P) > 0)
+        AND (EXISTS (SELECT 1 FROM json_each(i.inventory, '$.systems') AS s
+                 WHERE instr(lower(s.value ->> '$.serial'), ?T) > 0)
+             OR EXISTS (SELECT 1 FROM json_each(i.inventory, '$.systems') AS s,
+                     json_each(s.value, '$.ethernet_interfaces') AS e
+                 WHERE e.value ->> '$.mac' = ?M OR e.value ->> '$.permanent_mac' = ?M
+                     OR instr(e.value ->> '$.mac', ?T) > 0
+                     OR instr(e.value ->> '$.permanent_mac', ?T) > 0)
+             OR EXISTS (SELECT 1 FROM json_each(i.inventory, '$.managers') AS g,
+                     json_each(g.value, '$.ethernet_interfaces') AS e
+                 WHERE e.value ->> '$.mac' = ?M OR e.value ->> '$.permanent_mac' = ?M
+                     OR instr(e.value ->> '$.mac', ?T) > 0
+                     OR instr(e.value ->> '$.permanent_mac', ?T) > 0)
+             OR EXISTS (SELECT 1 FROM json_each(i.inventory, '$.chassis') AS c,
+                     json_each(c.value, '$.network_adapters') AS a,
+                     json_each(a.value, '$.ports') AS p,
+                     json_each(p.value, '$.macs') AS x
+                 WHERE x.value = ?M OR instr(x.value, ?T) > 0)))
+)";
+
+/// `text` for a LIKE pattern with `\\` as its escape: its `%`, `_` and `\\` stand for
+/// themselves.
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Projection {
+    /// The machines matching `query` after `query.after`, at most `query.limit`, ordered
+    /// by machine id: the rows [`Projection::machines`] has for them. One statement that
+    /// walks `machines` in key order from the cursor and stops at `limit + 1` matches, so
+    /// the first page of a large fleet reads a page of rows; a filter that few machines
+    /// pass walks further (tags are primary-key lookups, the text reads each inventory
+    /// document only when it contains the text).
+    pub fn machines_page(&self, query: &MachinesQuery) -> Result<MachinesPage, ProjectionError> {
+        use rusqlite::types::Value;
+        let mut values: Vec<Value> = Vec::new();
+        let mut bind = |value: Value| {
+            values.push(value);
+            format!("?{}", values.len())
+        };
+        let mut clauses: Vec<String> = Vec::new();
+        if let Some(after) = query.after {
+            clauses.push(format!(
+                "m.machine_id > {}",
+                bind(Value::Text(after.to_string()))
+            ));
+        }
+        if let Some(state) = query.state {
+            clauses.push(format!(
+                "m.state = {}",
+                bind(Value::Text(state.as_str().into()))
+            ));
+        }
+        if let Some(profile) = &query.profile {
+            // What [`Projection::provisioning`] needs to report a provisioning at all.
+            clauses.push(format!(
+                "m.profile = {} AND m.provision_id IS NOT NULL AND m.boot_spec IS NOT NULL
+                 AND m.provisioned_at IS NOT NULL",
+                bind(Value::Text(profile.clone()))
+            ));
+        }
+        for (key, value) in &query.tags {
+            let key = bind(Value::Text(key.clone()));
+            let value = match value {
+                Some(value) => format!(" AND t.value = {}", bind(Value::Text(value.clone()))),
+                None => String::new(),
+            };
+            clauses.push(format!(
+                "EXISTS (SELECT 1 FROM tags AS t WHERE t.machine_id = m.machine_id
+                 AND t.key = {key}{value})"
+            ));
+        }
+        if let Some((text, mac)) = &query.text {
+            let text_value = text.as_str();
+            let text = bind(Value::Text(text.clone()));
+            let mac_param = bind(mac.map_or(Value::Null, |mac| Value::Text(mac.to_string())));
+            // The inventory is read only when it holds the text (LIKE: ASCII
+            // case-insensitive, as `lower`, without copying the document), or the MAC in its
+            // stored spelling when the text spells it otherwise.
+            let pattern = format!("%{}%", like_escaped(text_value));
+            let like = bind(Value::Text(pattern));
+            let spelt = mac
+                .map(|mac| mac.to_string())
+                .filter(|spelt| spelt != text_value);
+            let other = bind(spelt.map_or(Value::Null, Value::Text));
+            clauses.push(
+                TEXT_FILTER
+                    .replace("?T", &text)
+                    .replace("?M", &mac_param)
+                    .replace("?L", &like)
+                    .replace("?P", &other),
+            );
+        }
+        let limit = bind(Value::Integer(
+            i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX),
+        ));
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let text = format!(
+            "SELECT {MACHINE_ROW_COLUMNS} FROM machines AS m {filter}
+             ORDER BY m.machine_id LIMIT {limit}"
+        );
+        let run = |statement: &mut rusqlite::Statement<'_>| {
+            statement
+                .query_map(rusqlite::params_from_iter(values), StoredMachine::from_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        };
+        // Each combination of tag filters is a statement of its own: cache only the few
+        // shapes without several tags, so searches never evict the apply statements.
+        let stored = if query.tags.len() <= 1 {
+            self.conn
+                .prepare_cached(&text)
+                .and_then(|mut statement| run(&mut statement))
+        } else {
+            self.conn
+                .prepare(&text)
+                .and_then(|mut statement| run(&mut statement))
+        }
+        .map_err(sql("listing a page of machines"))?;
+        let more = stored.len() > query.limit;
+        let machines = stored
+            .iter()
+            .take(query.limit)
+            .map(StoredMachine::row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MachinesPage {
+            machines,
+            more,
+            last_sequence: self.last_sequence()?,
+        })
+    }
+}

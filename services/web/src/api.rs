@@ -380,10 +380,46 @@ impl MachineFilter {
 
 /// One page of machines matching `filter`.
 ///
-/// Filters in Rust over [`Projection::machines`], cheapest test first, and stops once the
-/// page is full; the serial and inventory-MAC search reads each candidate's inventory, so
-/// a text search over a large fleet is a scan (a SQL filter is the next step).
+/// The filters and the page cut run in SQL ([`Projection::machines_page`]), so the first
+/// page of a large fleet reads a page of rows. A text search with non-ASCII characters
+/// takes [`machines_page_scan`] instead: SQLite lower-cases ASCII only, and Rust's
+/// lower-casing is what `q` has always meant.
 pub fn machines_page(
+    projection: &Projection,
+    filter: &MachineFilter,
+) -> Result<MachinesPage, ProjectionError> {
+    if filter
+        .text
+        .as_ref()
+        .is_some_and(|(text, _)| !text.is_ascii())
+    {
+        return machines_page_scan(projection, filter);
+    }
+    let page = projection.machines_page(&metal_projection::MachinesQuery {
+        state: filter.state,
+        profile: filter.profile.clone(),
+        tags: filter.tags.clone(),
+        text: filter.text.clone(),
+        after: filter.after,
+        limit: filter.limit,
+    })?;
+    let machines: Vec<MachineRow> = page.machines.into_iter().map(scrubbed).collect();
+    let next_cursor = if page.more {
+        machines.last().map(|row| row.machine_id.to_string())
+    } else {
+        None
+    };
+    Ok(MachinesPage {
+        machines,
+        next_cursor,
+        last_sequence: page.last_sequence,
+    })
+}
+
+/// [`machines_page`] in Rust over [`Projection::machines`], cheapest test first, stopping
+/// once the page is full; the serial and inventory-MAC search reads each candidate's
+/// inventory, so over a large fleet this is a scan. Only non-ASCII text searches take it.
+fn machines_page_scan(
     projection: &Projection,
     filter: &MachineFilter,
 ) -> Result<MachinesPage, ProjectionError> {
@@ -790,5 +826,52 @@ mod scrub_tests {
             "BMC at 10.0.0.9 (https://10.0.0.9) via static, http://h/x@y"
         );
         assert_eq!(scrub_text("no url: a@b"), "no url: a@b");
+    }
+}
+
+#[cfg(test)]
+mod machines_page_tests {
+    use super::*;
+    use metal_projection::fixtures::{inventory, onboarding};
+
+    fn projection() -> Projection {
+        let mut messages = onboarding(
+            1,
+            "aa:bb:cc:00:00:01",
+            inventory("SÜPERSERVER X1", "Intel Xeon", &["52:54:00:00:00:01"]),
+        );
+        messages.extend(onboarding(
+            4,
+            "aa:bb:cc:00:00:02",
+            inventory("R640", "Intel Xeon", &["52:54:00:00:00:02"]),
+        ));
+        let mut projection = Projection::open_in_memory().unwrap();
+        projection.apply_batch(&messages).unwrap();
+        projection
+    }
+
+    fn models(projection: &Projection, raw: &str) -> Vec<Option<String>> {
+        let filter = MachineFilter::parse(Some(raw)).unwrap();
+        machines_page(projection, &filter)
+            .unwrap()
+            .machines
+            .into_iter()
+            .map(|row| row.system_model)
+            .collect()
+    }
+
+    /// SQLite lower-cases ASCII only: a non-ASCII search takes the Rust path and still
+    /// finds upper-case text; ASCII searches (SQL) ignore case too.
+    #[test]
+    fn text_search_ignores_case_in_sql_and_beyond_ascii() {
+        let projection = projection();
+        let found = vec![Some("SÜPERSERVER X1".to_string())];
+        assert_eq!(models(&projection, "q=s%C3%BCperserver"), found);
+        assert_eq!(models(&projection, "q=x1"), found);
+        assert_eq!(
+            models(&projection, "q=sn-r640"),
+            vec![Some("R640".to_string())]
+        );
+        assert!(models(&projection, "q=%C3%BC%C3%BC").is_empty());
     }
 }

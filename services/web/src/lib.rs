@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`api`]: the routes, their bounds and the OpenAPI document ([`api::ApiDoc`]);
 //!   testable with `oneshot` over an in-memory projection.
+//! - [`pages`]: the same projection as HTML (fleet table, one machine with its timeline)
+//!   kept live by server-sent events at `/events`; no build step, no assets.
 //! - [`run`]: follows the stream into the projection file and serves the routes until
 //!   shutdown.
 //!
@@ -12,6 +14,7 @@
 //! `UPDATE_OPENAPI=1 cargo test -p web openapi_document_is_current`.
 
 pub mod api;
+pub mod pages;
 
 use std::future::Future;
 
@@ -20,6 +23,12 @@ use metal_projection::follow::{follow_with_retry, FollowError};
 use metal_projection::LiveProjection;
 
 pub use api::{router, ApiDoc};
+
+/// Everything `run` serves: the JSON API and the HTML pages; `shutdown` ends the pages'
+/// event streams so a graceful shutdown does not wait on open browsers.
+pub fn app(live: LiveProjection, shutdown: metal_core::Shutdown) -> axum::Router {
+    pages::router(live.clone(), shutdown).merge(router(live))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
@@ -51,7 +60,7 @@ pub async fn run(
         tokio::spawn(async move { follow_with_retry(js, &live, stop).await })
     };
     tracing::info!(address = ?listener.local_addr().ok(), database = %config.database.display(), "web listening");
-    let served = axum::serve(listener, router(live))
+    let served = axum::serve(listener, app(live, shutdown.clone()))
         .with_graceful_shutdown(shutdown.wait())
         .await
         .map_err(WebError::Serve);

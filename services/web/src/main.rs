@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-/// Serves a read-only HTTP API over its own projection of the MACHINES stream: machines
-/// (filtered by state, profile, tag and text, paged), one machine with its inventory, its
-/// timeline, unknown MACs and the projection's status, all under /api/v1, with the OpenAPI
-/// 3.1 document at /api/v1/openapi.json. Publishes nothing.
+/// Serves the fleet read-only over HTTP from its own projection of the MACHINES stream:
+/// a live web page (`/`: the fleet as a table with filters; `/machines/<id or MAC>`: one
+/// machine's inventory and timeline; both updated by server-sent events from `/events`)
+/// and a JSON API under /api/v1 (machines filtered by state, profile, tag and text, paged;
+/// one machine; its timeline; unknown MACs; status), with the OpenAPI 3.1 document at
+/// /api/v1/openapi.json. Publishes nothing.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use metal_core::events::{BootPath, BootUnknown, TagsChanged};
 use metal_core::subjects;
 use metal_projection::fixtures::{self, about_provisioning, assigned, inventory, provision};
-use test_harness::nats::NatsServer;
+
+mod common;
+use common::RunningWeb;
 
 const PROVISIONED_BMC: &str = "aa:bb:cc:00:00:01";
 const TAGGED_BMC: &str = "aa:bb:cc:00:00:02";
@@ -146,43 +148,16 @@ fn run_bounded(mut command: Command, deadline: Duration) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_answer_off_schema() {
     let schemathesis = schemathesis_binary();
-    let nats = NatsServer::start();
-    let client = nats.connect().await;
-    let js = async_nats::jetstream::new(client.clone());
-    metal_core::jetstream::ensure_stream(&js).await.unwrap();
     let messages = fixture_messages();
-    for message in &messages {
-        let mut headers = async_nats::HeaderMap::new();
-        if let Some(id) = &message.msg_id {
-            headers.insert("Nats-Msg-Id", id.as_str());
-        }
-        js.publish_with_headers(message.subject.clone(), headers, message.payload.clone())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = metal_core::config::WebConfig {
-        listen: listener.local_addr().unwrap().to_string(),
-        database: dir.path().join("web.db"),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        web::run(&config, client, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let web = RunningWeb::start(&messages).await;
+    let base = web.base.clone();
+    let dir = web.dir.path();
     wait_for_sequence(&base, messages.len() as u64).await;
 
     // Half the references name fixture machines, so the detail and timeline answers are
     // checked against their schemas too, not only the 404s of random MACs.
     let machine_id = metal_core::MachineId::from_bmc_mac(&fixtures::mac(TAGGED_BMC));
-    let config_file = dir.path().join("schemathesis.toml");
+    let config_file = dir.join("schemathesis.toml");
     std::fs::write(
         &config_file,
         format!(
@@ -193,7 +168,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_schema() {
     .unwrap();
     let mut command = Command::new(&schemathesis);
     command
-        .current_dir(dir.path())
+        .current_dir(dir)
         .arg("--config-file")
         .arg(&config_file)
         .arg("run")
@@ -222,10 +197,5 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_schema() {
     );
     assert!(success, "schemathesis reported failures:\n{output}");
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), service)
-        .await
-        .expect("web stops on shutdown")
-        .unwrap()
-        .unwrap();
+    web.stop("after schemathesis").await;
 }
