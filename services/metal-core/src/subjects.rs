@@ -70,6 +70,24 @@ pub const EVENT_SUBJECTS: &[&str] = &[
     RETIRED,
 ];
 
+/// The service that publishes events of `event_type`, as checked against each publish
+/// site; requests come from the operator's tool. `machine.rescan.requested` is also
+/// published by validator for periodic rescans (its `requested_by` says so). `None` for a
+/// type this workspace does not produce.
+pub fn responder(event_type: &str) -> Option<&'static str> {
+    Some(match event_type {
+        ONBOARD_REQUESTED | RESCAN_REQUESTED | TAGS_CHANGED | PROVISION_REQUESTED
+        | POWER_REQUESTED | SPEC_ASSIGNED | RETIRE_REQUESTED => "metal-cli",
+        ONBOARD_REJECTED | BMC_LOCATED | LOCATE_FAILED => "locator",
+        HARDWARE_SCRAPED | SCRAPE_FAILED | HARDWARE_CHANGED | POWER_DONE | POWER_FAILED
+        | RETIRED => "redfish-scraper",
+        PROVISION_FAILED | PROFILE_ASSIGNED | BOOT_SERVED | BOOT_IGNORED | BOOT_UNKNOWN
+        | INSTALL_COMPLETED | INSTALL_FAILED | INSTALL_REJECTED | WIPE_COMPLETED => "boot-api",
+        HARDWARE_VALIDATED | HARDWARE_INVALID | BMC_LOST | BMC_FOUND => "validator",
+        _ => return None,
+    })
+}
+
 /// The inventory query service (NATS micro). Deliberately outside `machine.>`, so
 /// queries are never captured by the stream.
 pub const QUERY_SERVICE_NAME: &str = "metal-inventory";
@@ -87,3 +105,53 @@ pub const QUERY_DRIFT: &str = "metal.inventory.drift";
 /// now, onboarding nothing. Outside `machine.>` for the same reason.
 pub const LOCATE_SERVICE_NAME: &str = "metal-locator";
 pub const LOCATE: &str = "metal.locator.locate";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_subject_has_its_responder() {
+        let table = [
+            (ONBOARD_REQUESTED, "metal-cli"),
+            (ONBOARD_REJECTED, "locator"),
+            (BMC_LOCATED, "locator"),
+            (LOCATE_FAILED, "locator"),
+            (HARDWARE_SCRAPED, "redfish-scraper"),
+            (SCRAPE_FAILED, "redfish-scraper"),
+            (RESCAN_REQUESTED, "metal-cli"),
+            (HARDWARE_CHANGED, "redfish-scraper"),
+            (TAGS_CHANGED, "metal-cli"),
+            (PROVISION_REQUESTED, "metal-cli"),
+            (PROVISION_FAILED, "boot-api"),
+            (PROFILE_ASSIGNED, "boot-api"),
+            (POWER_REQUESTED, "metal-cli"),
+            (POWER_DONE, "redfish-scraper"),
+            (POWER_FAILED, "redfish-scraper"),
+            (BOOT_SERVED, "boot-api"),
+            (BOOT_IGNORED, "boot-api"),
+            (BOOT_UNKNOWN, "boot-api"),
+            (INSTALL_COMPLETED, "boot-api"),
+            (INSTALL_FAILED, "boot-api"),
+            (INSTALL_REJECTED, "boot-api"),
+            (SPEC_ASSIGNED, "metal-cli"),
+            (HARDWARE_VALIDATED, "validator"),
+            (HARDWARE_INVALID, "validator"),
+            (BMC_LOST, "validator"),
+            (BMC_FOUND, "validator"),
+            (RETIRE_REQUESTED, "metal-cli"),
+            (WIPE_COMPLETED, "boot-api"),
+            (RETIRED, "redfish-scraper"),
+        ];
+        assert_eq!(table.len(), EVENT_SUBJECTS.len());
+        for subject in EVENT_SUBJECTS {
+            let expected = table
+                .iter()
+                .find(|(s, _)| s == subject)
+                .map(|(_, who)| *who);
+            assert_eq!(responder(subject), expected, "{subject}");
+            assert!(expected.is_some(), "{subject} has no responder");
+        }
+        assert_eq!(responder("machine.unheard.of"), None);
+    }
+}

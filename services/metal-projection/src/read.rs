@@ -6,6 +6,8 @@ use metal_core::query::{
     History, MachineDetail, MachineList, MachineRow, MachineState, Provisioning, Status,
     TimelineEntry, UnknownMac, UnknownMacs,
 };
+use std::collections::HashMap;
+
 use metal_core::{Mac, MachineId};
 use rusqlite::{params, OptionalExtension, Row};
 use time::format_description::well_known::Rfc3339;
@@ -14,6 +16,13 @@ use uuid::Uuid;
 
 use crate::apply::StoredBootSpec;
 use crate::{sql, Projection, ProjectionError};
+
+/// A machine's newest timeline entry: its type and when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastEvent {
+    pub event_type: String,
+    pub time: OffsetDateTime,
+}
 
 /// What boot-api keeps in memory per machine to answer boot requests without SQLite.
 #[derive(Debug, Clone, PartialEq)]
@@ -1201,3 +1210,43 @@ impl Projection {
         })
     }
 }
+
+impl Projection {
+    /// Each machine's newest timeline entry, by one indexed lookup per id (meant for a page
+    /// of machines, not the whole fleet); a machine without entries is absent.
+    pub fn last_events(
+        &self,
+        ids: &[MachineId],
+    ) -> Result<HashMap<MachineId, LastEvent>, ProjectionError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT type, time FROM events WHERE machine_id = ?1 \
+                 ORDER BY sequence DESC LIMIT 1",
+            )
+            .map_err(sql("reading last events"))?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for &machine_id in ids {
+            let found: Option<(String, String)> = statement
+                .query_row(params![machine_id.to_string()], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()
+                .map_err(sql("reading last events"))?;
+            if let Some((event_type, time)) = found {
+                out.insert(
+                    machine_id,
+                    LastEvent {
+                        event_type,
+                        time: parse_time(&time)?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[path = "last_events_tests.rs"]
+mod last_events_tests;

@@ -4,11 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use metal_core::events::Purpose;
+use metal_core::profiles::{Profile, Profiles, Selectors};
 use metal_core::query::{MachineDetail, MachineRow, MachineState, TimelineEntry, UnknownMac};
 use metal_core::MachineId;
 use metal_projection::{LiveProjection, Projection, ProjectionError};
@@ -26,6 +28,11 @@ pub const TIMELINE_MAX_LIMIT: usize = 1000;
 /// Unknown MACs per answer unless `limit` says otherwise, and the most an answer holds.
 pub const UNKNOWN_DEFAULT_LIMIT: usize = 100;
 pub const UNKNOWN_MAX_LIMIT: usize = 1000;
+/// Most boot profiles `GET /profiles` lists: the file is the operator's, so its size is
+/// not ours to trust.
+pub const PROFILES_MAX: usize = 1000;
+/// Longest `GET /status` waits for NATS to say the stream's last sequence.
+pub const STREAM_INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Longest text search and tag filter accepted: longer ones cannot match anything useful
 /// and only cost work.
 const MAX_FILTER_CHARS: usize = 256;
@@ -110,6 +117,216 @@ pub struct StatusBody {
     pub last_sequence: u64,
     /// Machines known.
     pub machines: u64,
+    /// The last sequence in the MACHINES stream; `null` when NATS did not answer in time.
+    #[schema(required = true)]
+    pub stream_last_sequence: Option<u64>,
+    /// Messages in the stream the projection has not applied yet
+    /// (`stream_last_sequence - last_sequence`, at least 0); `null` when NATS did not
+    /// answer in time.
+    #[schema(required = true)]
+    pub behind: Option<u64>,
+}
+
+/// The boot profiles boot-api arms machines with (its `boot_api.profiles` file), in file
+/// order.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ProfilesBody {
+    pub profiles: Vec<ProfileBody>,
+    /// Profiles in the file: more than `profiles` holds when the file has more than 1000.
+    pub total: u64,
+}
+
+/// One boot profile as written in its file; the cmdline is the template, never rendered
+/// (no token).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ProfileBody {
+    pub name: String,
+    /// Higher wins among the install profiles that match; equal priorities go by file order.
+    pub priority: i64,
+    /// `install` (chosen by selectors or by name) or `wipe` (netbooted by a retirement
+    /// with wipe, never chosen for an install).
+    pub purpose: Purpose,
+    pub kernel: String,
+    pub initrd: Vec<String>,
+    /// The cmdline template with its `{placeholders}`.
+    pub cmdline: String,
+    pub selectors: ProfileSelectors,
+    /// The line of the profile's `[[profile]]` table in its file.
+    pub line: u64,
+}
+
+/// A profile's selectors (`[profile.match]`): only the ones given; all must hold.
+/// Patterns are case-insensitive globs (`*` any text, `?` one character).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+pub struct ProfileSelectors {
+    /// `intel`, `amd` or `other`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_vendor: Option<String>,
+    /// Every present CPU's model matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cpus: Option<u64>,
+    /// Cores of all present CPUs together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cores: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cores: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_memory_gib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_gib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_host_nics: Option<u64>,
+    /// At least one host NIC (or adapter port) this fast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_nic_speed_mbps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_drives: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_drives: Option<u64>,
+    /// The largest drive holds at least this much (decimal GB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_drive_gb: Option<u64>,
+    /// At least one drive of this media (`SSD`, `HDD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drive_media: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_gpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_gpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// The system model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Substring of the system model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_model_contains: Option<String>,
+    /// Operator tags; each must be set to this value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl From<&Selectors> for ProfileSelectors {
+    fn from(selectors: &Selectors) -> Self {
+        // No `..`: a selector added to the profiles format fails to compile here until it
+        // is shown.
+        let Selectors {
+            cpu_vendor,
+            cpu_model,
+            min_cpus,
+            min_cores,
+            max_cores,
+            min_memory_mib,
+            min_memory_gib,
+            max_memory_gib,
+            min_host_nics,
+            min_nic_speed_mbps,
+            min_drives,
+            max_drives,
+            min_drive_gb,
+            drive_media,
+            min_gpus,
+            max_gpus,
+            manufacturer,
+            model,
+            system_model_contains,
+            tags,
+        } = selectors.clone();
+        ProfileSelectors {
+            cpu_vendor: cpu_vendor.map(|vendor| {
+                match vendor {
+                    metal_core::inventory::CpuVendor::Intel => "intel",
+                    metal_core::inventory::CpuVendor::Amd => "amd",
+                    metal_core::inventory::CpuVendor::Other => "other",
+                }
+                .to_string()
+            }),
+            cpu_model,
+            min_cpus,
+            min_cores,
+            max_cores,
+            min_memory_mib,
+            min_memory_gib,
+            max_memory_gib,
+            min_host_nics,
+            min_nic_speed_mbps,
+            min_drives,
+            max_drives,
+            min_drive_gb,
+            drive_media,
+            min_gpus,
+            max_gpus,
+            manufacturer,
+            model,
+            system_model_contains,
+            tags,
+        }
+    }
+}
+
+impl From<&Profile> for ProfileBody {
+    fn from(profile: &Profile) -> Self {
+        ProfileBody {
+            name: profile.name.clone(),
+            priority: profile.priority,
+            purpose: profile.purpose,
+            kernel: scrubbed_text_url(&profile.kernel),
+            initrd: profile
+                .initrd
+                .iter()
+                .map(|u| scrubbed_text_url(u))
+                .collect(),
+            cmdline: profile.cmdline.clone(),
+            selectors: ProfileSelectors::from(&profile.selectors),
+            line: profile.line as u64,
+        }
+    }
+}
+
+/// The answer of `GET /profiles`: at most [`PROFILES_MAX`] of `profiles`, in file order.
+pub fn profiles_body(profiles: Option<&Profiles>) -> ProfilesBody {
+    let all = profiles.map(Profiles::profiles).unwrap_or_default();
+    ProfilesBody {
+        profiles: all
+            .iter()
+            .take(PROFILES_MAX)
+            .map(ProfileBody::from)
+            .collect(),
+        total: all.len() as u64,
+    }
+}
+
+/// What the routes read: the projection, NATS for the stream's side of `/status` (`None`:
+/// not asked, its fields are `null`), and the boot profiles' answer, built once.
+#[derive(Clone)]
+pub struct ApiState {
+    pub live: LiveProjection,
+    pub js: Option<async_nats::jetstream::Context>,
+    pub profiles: std::sync::Arc<ProfilesBody>,
+}
+
+impl ApiState {
+    pub fn new(
+        live: LiveProjection,
+        js: Option<async_nats::jetstream::Context>,
+        profiles: Option<&Profiles>,
+    ) -> ApiState {
+        ApiState {
+            live,
+            js,
+            profiles: std::sync::Arc::new(profiles_body(profiles)),
+        }
+    }
+}
+
+impl FromRef<ApiState> for LiveProjection {
+    fn from_ref(state: &ApiState) -> LiveProjection {
+        state.live.clone()
+    }
 }
 
 /// Query parameters of `GET /api/v1/machines` (documentation; parsing is [`MachineFilter::parse`]).
@@ -172,18 +389,26 @@ struct UnknownParams {
 #[openapi(
     info(
         title = "metal read-only API",
-        description = "Read-only view of the machines projection of the MACHINES stream: machines, their inventory and timeline, unknown MACs and how far the projection has followed the stream. Every answer is bounded by the limits its parameters document."
+        description = "Read-only view of the machines projection of the MACHINES stream: machines, their inventory and timeline, unknown MACs, the boot profiles, and how far the projection has followed the stream. Every answer is bounded by the limits its parameters document."
     ),
     paths(
         list_machines,
         get_machine,
         get_timeline,
         get_unknown_macs,
+        get_profiles,
         get_status,
         healthz,
         openapi_json
     ),
-    components(schemas(ErrorBody, MachinesPage, TimelinePage, UnknownMacsPage, StatusBody))
+    components(schemas(
+        ErrorBody,
+        MachinesPage,
+        TimelinePage,
+        UnknownMacsPage,
+        ProfilesBody,
+        StatusBody
+    ))
 )]
 pub struct ApiDoc;
 
@@ -196,8 +421,14 @@ pub fn openapi_json_text() -> String {
     text
 }
 
-/// Every route, with a JSON 404 for anything else.
+/// Every route, with a JSON 404 for anything else, without NATS (`/status` has `null` for
+/// the stream's side) and without boot profiles (`/profiles` lists none).
 pub fn router(live: LiveProjection) -> Router {
+    router_with(ApiState::new(live, None, None))
+}
+
+/// Every route over `state`, with a JSON 404 for anything else.
+pub fn router_with(state: ApiState) -> Router {
     let document = std::sync::Arc::new(openapi_json_text());
     Router::new()
         .route(&format!("{PREFIX}/machines"), get(list_machines))
@@ -210,6 +441,7 @@ pub fn router(live: LiveProjection) -> Router {
             get(get_timeline),
         )
         .route(&format!("{PREFIX}/unknown-macs"), get(get_unknown_macs))
+        .route(&format!("{PREFIX}/profiles"), get(get_profiles))
         .route(&format!("{PREFIX}/status"), get(get_status))
         .route(&format!("{PREFIX}/healthz"), get(healthz))
         .route(
@@ -219,7 +451,7 @@ pub fn router(live: LiveProjection) -> Router {
         // Where boot-api has it too, for probes that expect it at the root.
         .route("/healthz", get(healthz))
         .fallback(|| async { ApiError::NotFound("no such route".to_string()) })
-        .with_state(live)
+        .with_state(state)
 }
 
 /// Query parameters, each given at most once unless `repeatable`; unknown ones are refused
@@ -575,6 +807,12 @@ fn scrub_text(text: &str) -> String {
     out
 }
 
+fn scrubbed_text_url(text: &str) -> String {
+    let mut url = Some(text.to_string());
+    scrub_url(&mut url);
+    url.unwrap_or_default()
+}
+
 fn scrubbed(mut row: MachineRow) -> MachineRow {
     scrub_url(&mut row.redfish_url);
     row
@@ -763,26 +1001,72 @@ async fn get_unknown_macs(
     }))
 }
 
-/// How far the projection has followed the stream.
+/// The boot profiles boot-api arms machines with, in file order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/profiles",
+    responses(
+        (status = 200, description = "The boot profiles (at most 1000), cmdlines as templates", body = ProfilesBody),
+        (status = 400, description = "A query parameter was given; there are none", body = ErrorBody),
+    )
+)]
+async fn get_profiles(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<ProfilesBody>, ApiError> {
+    parameters(raw.as_deref(), &[], &[])?;
+    Ok(Json(ProfilesBody::clone(&state.profiles)))
+}
+
+/// How far the projection has followed the stream, and how far the stream is.
 #[utoipa::path(
     get,
     path = "/api/v1/status",
     responses(
-        (status = 200, description = "The projection's last applied sequence and machine count", body = StatusBody),
+        (status = 200, description = "The projection's last applied sequence and machine count, and the stream's last sequence (null when NATS does not answer)", body = StatusBody),
         (status = 400, description = "A query parameter was given; there are none", body = ErrorBody),
     )
 )]
 async fn get_status(
-    State(live): State<LiveProjection>,
+    State(state): State<ApiState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<StatusBody>, ApiError> {
     parameters(raw.as_deref(), &[], &[])?;
-    let status = read(&live, |p| p.status()).await?;
+    let status = read(&state.live, |p| p.status()).await?;
+    let stream_last_sequence = match &state.js {
+        Some(js) => stream_last_sequence(js).await,
+        None => None,
+    };
     // `status.database` is a file path: not for clients.
     Ok(Json(StatusBody {
         last_sequence: status.last_sequence,
         machines: status.machines,
+        stream_last_sequence,
+        behind: stream_last_sequence.map(|last| last.saturating_sub(status.last_sequence)),
     }))
+}
+
+/// The MACHINES stream's last sequence, or `None` (logged) when NATS does not say within
+/// [`STREAM_INFO_TIMEOUT`].
+async fn stream_last_sequence(js: &async_nats::jetstream::Context) -> Option<u64> {
+    // `get_stream` asks for the stream's info: one round trip.
+    let asked = async {
+        js.get_stream(metal_core::subjects::STREAM)
+            .await
+            .map(|stream| stream.cached_info().state.last_sequence)
+            .map_err(|e| metal_core::error_chain(&e))
+    };
+    match tokio::time::timeout(STREAM_INFO_TIMEOUT, asked).await {
+        Ok(Ok(last)) => Some(last),
+        Ok(Err(cause)) => {
+            tracing::warn!(%cause, "cannot read the stream's last sequence");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?STREAM_INFO_TIMEOUT, "NATS did not say the stream's last sequence in time");
+            None
+        }
+    }
 }
 
 /// Liveness: `ok` while the process serves.

@@ -9,7 +9,8 @@ use clap::Parser;
 /// a live web page (`/`: the fleet as a table with filters; `/machines/<id or MAC>`: one
 /// machine's inventory and timeline; both updated by server-sent events from `/events`)
 /// and a JSON API under /api/v1 (machines filtered by state, profile, tag and text, paged;
-/// one machine; its timeline; unknown MACs; status), with the OpenAPI 3.1 document at
+/// one machine; its timeline; unknown MACs; the boot profiles of boot_api.profiles; status
+/// with the stream's last sequence), with the OpenAPI 3.1 document at
 /// /api/v1/openapi.json. Publishes nothing.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -38,9 +39,19 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.web.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.web.listen))?;
+    // A broken profiles file stops web here, before NATS or the projection, its message
+    // naming the line, as it stops boot-api.
+    let profiles = metal_core::profiles::Profiles::load(&config.boot_api.profiles)?;
     let client = metal_core::jetstream::connect(&config.nats_url, "web")
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
-    web::run(&config.web, client, listener, metal_core::shutdown_signal()).await?;
+    web::run(
+        &config.web,
+        &profiles,
+        client,
+        listener,
+        metal_core::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

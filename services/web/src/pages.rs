@@ -16,7 +16,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metal_core::query::{MachineDetail, MachineRow, MachineState, TimelineEntry};
-use metal_core::Shutdown;
+use metal_core::{subjects, Shutdown};
+use metal_projection::read::LastEvent;
 use metal_projection::{LiveProjection, ProjectionError};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -226,10 +227,17 @@ fn encode<'a>(pairs: impl IntoIterator<Item = &'a (String, String)>) -> String {
     out.finish()
 }
 
-/// A fleet row with what the page adds to the API's: the profile of its provisioning.
+/// A fleet row with what the page adds to the API's: the profile of its provisioning and
+/// the machine's newest timeline entry.
 struct FleetRow {
     row: MachineRow,
     profile: Option<String>,
+    last_event: Option<LastEvent>,
+}
+
+/// An event type without the `machine.` every type starts with.
+fn short_type(event_type: &str) -> &str {
+    event_type.strip_prefix("machine.").unwrap_or(event_type)
 }
 
 async fn fleet(State(pages): State<Pages>, RawQuery(raw): RawQuery) -> Response {
@@ -247,6 +255,8 @@ async fn fleet_page(pages: &Pages, raw: Option<&str>) -> Result<String, ApiError
         .live
         .with(move |p| {
             let page = api::machines_page(p, &filter)?;
+            let ids: Vec<_> = page.machines.iter().map(|row| row.machine_id).collect();
+            let mut last = p.last_events(&ids)?;
             let rows = page
                 .machines
                 .iter()
@@ -254,6 +264,7 @@ async fn fleet_page(pages: &Pages, raw: Option<&str>) -> Result<String, ApiError
                     Ok(FleetRow {
                         row: row.clone(),
                         profile: p.provisioning(row.machine_id)?.map(|x| x.profile),
+                        last_event: last.remove(&row.machine_id),
                     })
                 })
                 .collect::<Result<Vec<_>, ProjectionError>>()?;
@@ -340,9 +351,14 @@ fn render_fleet(
     body.push_str(
         "<div class=\"scroll\"><table><thead><tr><th>machine</th><th>state</th>\
          <th>profile</th><th>BMC MAC</th><th>BMC IP</th><th>CPU / memory / NICs</th>\
-         <th>changed</th></tr></thead><tbody>",
+         <th>last event</th></tr></thead><tbody>",
     );
-    for FleetRow { row, profile } in rows {
+    for FleetRow {
+        row,
+        profile,
+        last_event,
+    } in rows
+    {
         let id = row.machine_id.to_string();
         let name = row
             .system_model
@@ -358,7 +374,7 @@ fn render_fleet(
             "<tr id=\"m-{id}\"><td><a href=\"/machines/{id}\">{name}</a></td>\
              <td{reason}>{state}</td><td>{profile}</td><td><code>{mac}</code></td>\
              <td>{ip}</td><td>{cpus} CPU · {memory} · {nics} NIC</td>\
-             <td title=\"{updated}\">{age} ago</td></tr>",
+             {last}</tr>",
             id = escape(&id),
             name = escape(&name),
             state = escape(row.state.as_str()),
@@ -368,8 +384,16 @@ fn render_fleet(
             cpus = row.cpu_count,
             memory = mib(row.memory_mib),
             nics = row.host_nic_count,
-            updated = escape(&timestamp(row.updated_at)),
-            age = age(now, row.updated_at),
+            last = match last_event {
+                Some(last) => format!(
+                    "<td class=\"last\" title=\"{} at {}\">{} · {} ago</td>",
+                    escape(&last.event_type),
+                    escape(&timestamp(last.time)),
+                    escape(short_type(&last.event_type)),
+                    age(now, last.time),
+                ),
+                None => "<td class=\"last\">–</td>".to_string(),
+            },
         );
     }
     body.push_str("</tbody></table></div>");
@@ -656,8 +680,37 @@ fn render_machine(detail: &MachineDetail, timeline: &TimelinePage, now: OffsetDa
     document(&title, timeline.last_sequence, &body)
 }
 
+/// Who asked for a request, as its summary says: the projection records a request's
+/// `requested_by` only in the summary line (" requested by X", or a trailing " by X" for
+/// tags and specs), not in a column of its own.
+fn requester<'a>(event_type: &str, summary: &'a str) -> Option<&'a str> {
+    if subjects::responder(event_type) != Some("metal-cli") {
+        return None;
+    }
+    let who = if event_type.ends_with(".requested") {
+        let (_, who) = summary.split_once(" requested by ")?;
+        if event_type == subjects::PROVISION_REQUESTED {
+            who.rsplit_once(" (").map_or(who, |(who, _)| who)
+        } else {
+            who
+        }
+    } else {
+        summary.rsplit_once(" by ")?.1
+    };
+    Some(who.trim()).filter(|who| !who.is_empty())
+}
+
+/// Who an entry came from: the requester of a request when its summary names one,
+/// otherwise the service that publishes that type.
+fn author(entry: &TimelineEntry) -> &str {
+    requester(&entry.event_type, &entry.summary)
+        .or_else(|| subjects::responder(&entry.event_type))
+        .unwrap_or("?")
+}
+
 /// Newest first; each entry's step is the time since the previous entry of its
-/// correlation, and "request" names the event that opened that correlation.
+/// correlation, "by" is who published it (or who asked, for a request), and "request"
+/// names the event that opened that correlation and who asked for it.
 fn render_timeline(body: &mut String, timeline: &TimelinePage, now: OffsetDateTime) {
     let _ = write!(
         body,
@@ -671,16 +724,25 @@ fn render_timeline(body: &mut String, timeline: &TimelinePage, now: OffsetDateTi
         }
     );
     let mut previous: HashMap<uuid::Uuid, &TimelineEntry> = HashMap::new();
-    let mut opened: HashMap<uuid::Uuid, &str> = HashMap::new();
+    let mut opened: HashMap<uuid::Uuid, &TimelineEntry> = HashMap::new();
     let mut rows = Vec::with_capacity(timeline.events.len());
     for entry in &timeline.events {
         let step = previous
             .get(&entry.correlation_id)
             .map(|before| duration((entry.time - before.time).as_seconds_f64().max(0.0)))
             .unwrap_or_default();
-        let request = *opened
-            .entry(entry.correlation_id)
-            .or_insert(entry.event_type.as_str());
+        let opener = *opened.entry(entry.correlation_id).or_insert(entry);
+        // A correlation a service opened itself (a lost BMC) was asked for by nobody.
+        let asked = if subjects::responder(&opener.event_type) == Some("metal-cli") {
+            "asked by"
+        } else {
+            "from"
+        };
+        let request = format!(
+            "{} · {asked} {}",
+            short_type(&opener.event_type),
+            author(opener)
+        );
         previous.insert(entry.correlation_id, entry);
         let failed = is_failure(&entry.event_type);
         let summary = if failed {
@@ -690,18 +752,20 @@ fn render_timeline(body: &mut String, timeline: &TimelinePage, now: OffsetDateTi
         };
         rows.push(format!(
             "<tr id=\"e-{seq}\"{class}><td title=\"{time}\">{age} ago</td><td>{step}</td>\
-             <td>{event_type}</td><td class=\"wrap\">{summary}</td><td>{request}</td><td>{seq}</td></tr>",
+             <td>{event_type}</td><td class=\"by\">{by}</td><td class=\"wrap\">{summary}</td>\
+             <td>{request}</td><td>{seq}</td></tr>",
             seq = entry.sequence,
             class = if failed { " class=\"fail\"" } else { "" },
             time = escape(&timestamp(entry.time)),
             age = age(now, entry.time),
             event_type = escape(&entry.event_type),
-            request = escape(request),
+            by = escape(author(entry)),
+            request = escape(&request),
         ));
     }
     body.push_str(
         "<div class=\"scroll\"><table><thead><tr><th>when</th><th>step</th><th>event</th>\
-         <th>summary / reason</th><th>request</th><th>seq</th></tr></thead><tbody>",
+         <th>by</th><th>summary / reason</th><th>request</th><th>seq</th></tr></thead><tbody>",
     );
     for row in rows.iter().rev() {
         body.push_str(row);

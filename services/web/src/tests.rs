@@ -14,7 +14,10 @@ use metal_projection::{LiveProjection, Projection};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::api::{self, openapi_json_text, MachinesPage, TimelinePage, UnknownMacsPage};
+use crate::api::{
+    self, openapi_json_text, ApiState, MachinesPage, ProfilesBody, StatusBody, TimelinePage,
+    UnknownMacsPage,
+};
 
 const PROVISIONED_BMC: &str = "aa:bb:cc:00:00:01";
 const PROVISIONED_HOST: &str = "52:54:00:12:34:56";
@@ -301,8 +304,13 @@ async fn unknown_macs_status_and_health() {
     let status: Value = get_json(&live, "/api/v1/status").await;
     assert_eq!(
         status,
-        serde_json::json!({"last_sequence": 24, "machines": 4}),
-        "no file path in the status"
+        serde_json::json!({
+            "last_sequence": 24,
+            "machines": 4,
+            "stream_last_sequence": null,
+            "behind": null
+        }),
+        "no file path in the status; without NATS the stream's side is null"
     );
     let (code, body) = get(&live, "/api/v1/healthz").await;
     assert_eq!((code, body.as_str()), (StatusCode::OK, "ok"));
@@ -338,6 +346,115 @@ async fn no_answer_carries_credentials_or_tokens() {
     );
     // The cmdline is the template: the token is rendered only by boot-api.
     assert!(all.contains("token={token}"));
+}
+
+/// The profiles boot-api ships with (profiles/boot-profiles.toml).
+fn shipped_profiles() -> metal_core::profiles::Profiles {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/boot-profiles.toml");
+    metal_core::profiles::Profiles::load(&path).unwrap()
+}
+
+async fn get_with(state: &ApiState, uri: &str) -> (StatusCode, String) {
+    let response = api::router_with(state.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn profiles_are_listed_from_the_shipped_file_as_templates() {
+    let shipped = shipped_profiles();
+    let state = ApiState::new(fixture(), None, Some(&shipped));
+    let (code, body) = get_with(&state, "/api/v1/profiles").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let answer: ProfilesBody = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer.total, shipped.profiles().len() as u64);
+    let names: Vec<&str> = answer.profiles.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["G1", "G2", "WIPE"], "file order");
+    let g1 = &answer.profiles[0];
+    assert_eq!(g1.purpose, metal_core::events::Purpose::Install);
+    assert_eq!(g1.priority, 0);
+    assert_eq!(g1.kernel, shipped.profiles()[0].kernel);
+    assert_eq!(g1.initrd, shipped.profiles()[0].initrd);
+    assert_eq!(g1.selectors.cpu_vendor.as_deref(), Some("intel"));
+    assert_eq!(
+        answer.profiles[1].selectors.cpu_vendor.as_deref(),
+        Some("amd")
+    );
+    assert_eq!(
+        answer.profiles[2].purpose,
+        metal_core::events::Purpose::Wipe
+    );
+    // Readable: only the selectors given, under their file names.
+    let raw: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        raw["profiles"][0]["selectors"],
+        serde_json::json!({"cpu_vendor": "intel"})
+    );
+    // Templates only: the placeholder, never a rendered token.
+    assert!(g1.cmdline.contains("metal.token={token}"), "{}", g1.cmdline);
+    assert_eq!(g1.cmdline, shipped.profiles()[0].cmdline);
+
+    let message = {
+        let (code, body) = get_with(&state, "/api/v1/profiles?name=G1").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+        serde_json::from_str::<api::ErrorBody>(&body).unwrap().error
+    };
+    assert!(message.contains("name"), "{message}");
+    // Without a profiles file (`api::router`), the list is empty.
+    let none: ProfilesBody = get_json(&fixture(), "/api/v1/profiles").await;
+    assert_eq!((none.profiles.len(), none.total), (0, 0));
+}
+
+#[test]
+fn profiles_answer_is_bounded_and_keeps_credentials_out_of_urls() {
+    let mut text = String::new();
+    for n in 0..api::PROFILES_MAX + 5 {
+        text.push_str(&format!(
+            "[[profile]]\nname = \"P{n}\"\nkernel = \"http://boot:s3cret@boot.example/k\"\n\
+             initrd = [\"http://boot:s3cret@boot.example/i\"]\ncmdline = \"metal.token={{token}}\"\n\n"
+        ));
+    }
+    let profiles =
+        metal_core::profiles::Profiles::parse(&text, std::path::Path::new("many.toml")).unwrap();
+    let answer = api::profiles_body(Some(&profiles));
+    assert_eq!(answer.profiles.len(), api::PROFILES_MAX);
+    assert_eq!(answer.total, (api::PROFILES_MAX + 5) as u64);
+    assert_eq!(answer.profiles[0].kernel, "http://boot.example/k");
+    assert_eq!(answer.profiles[0].initrd, ["http://boot.example/i"]);
+    assert_eq!(answer.profiles[0].line, 1);
+}
+
+#[tokio::test]
+async fn status_without_nats_has_null_stream_fields() {
+    let state = ApiState::new(fixture(), None, Some(&shipped_profiles()));
+    let (code, body) = get_with(&state, "/api/v1/status").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let status: StatusBody = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status,
+        StatusBody {
+            last_sequence: 24,
+            machines: 4,
+            stream_last_sequence: None,
+            behind: None,
+        }
+    );
+    let raw: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        raw["stream_last_sequence"].is_null() && raw["behind"].is_null(),
+        "{raw}"
+    );
+    assert!(
+        raw.get("behind").is_some(),
+        "present as null, not left out: {raw}"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The `web` binary's flags: `--help` names each, and a listen address that cannot be bound
-//! fails before anything else, naming it.
+//! fails before anything else, naming it, as does a broken boot profiles file, naming its
+//! line.
 
 #[test]
 fn help_explains_every_flag() {
@@ -40,5 +41,41 @@ fn an_unusable_listen_address_is_named() {
     assert!(
         !dir.path().join("web.db").exists(),
         "nothing opened before the listener"
+    );
+}
+
+#[test]
+fn a_broken_profiles_file_is_refused_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("boot-profiles.toml");
+    std::fs::write(
+        &profiles,
+        "[[profile]]\nname = \"G1\"\npriority = 10\nkernel = \"http://boot/vmlinuz\"\n\
+         initrd = [\"http://boot/initrd\"]\ncmdline = \"console={tty\"\n",
+    )
+    .unwrap();
+    let config = dir.path().join("metal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "nats_url = \"nats://127.0.0.1:1\"\n[boot_api]\nprofiles = {:?}\n[web]\nlisten = \"127.0.0.1:0\"\ndatabase = {:?}\n",
+            profiles.display().to_string(),
+            dir.path().join("web.db").display().to_string()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_web"))
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("boot-profiles.toml"), "{stderr}");
+    assert!(stderr.contains("line"), "{stderr}");
+    assert!(
+        !dir.path().join("web.db").exists(),
+        "nothing opened before the profiles were checked"
     );
 }

@@ -18,9 +18,10 @@ const HOSTILE_BMC: &str = "aa:bb:cc:00:00:02";
 const PLAIN_BMC: &str = "aa:bb:cc:00:00:03";
 const FAILED_BMC: &str = "aa:bb:cc:00:00:04";
 const SCRAPE_REASON: &str = "Redfish said 401 Unauthorized";
+const HOSTILE_REQUESTER: &str = "<i>eve</i>";
 
 /// Four machines: one provisioned with G1 (its cmdline template carries `{token}`), one
-/// whose model and tag value are HTML, one plain, and one whose scrape failed.
+/// whose model, tag values and tagger are HTML, one plain, and one whose scrape failed.
 fn fixture() -> LiveProjection {
     let mut messages = onboarding(
         1,
@@ -61,7 +62,7 @@ fn fixture() -> LiveProjection {
             ]
             .into(),
             removed: Vec::new(),
-            requested_by: None,
+            requested_by: Some(HOSTILE_REQUESTER.to_string()),
         },
         1,
     );
@@ -287,4 +288,107 @@ async fn next_frame(frames: &mut axum::body::BodyDataStream) -> String {
         .expect("the stream stays open")
         .unwrap();
     String::from_utf8(frame.to_vec()).unwrap()
+}
+
+fn row_of<'a>(body: &'a str, bmc: &str) -> &'a str {
+    let start = body
+        .find(&format!("<tr id=\"m-{}\"", id(bmc)))
+        .unwrap_or_else(|| panic!("{bmc}: {body}"));
+    let rest = &body[start..];
+    &rest[..rest.find("</tr>").unwrap()]
+}
+
+#[tokio::test]
+async fn fleet_shows_each_machines_last_event_and_its_age() {
+    let live = fixture();
+    let body = page(&live, "/").await;
+    assert!(body.contains("<th>last event</th>"), "{body}");
+    for (bmc, last) in [
+        (PROVISIONED_BMC, "profile.assigned"),
+        (HOSTILE_BMC, "tags.changed"),
+        (PLAIN_BMC, "hardware.scraped"),
+        (FAILED_BMC, "scrape.failed"),
+    ] {
+        let row = row_of(&body, bmc);
+        assert!(
+            row.contains(&format!(">{last} · ")) && row.contains(" ago</td>"),
+            "{bmc}: {row}"
+        );
+        assert!(
+            row.contains(&format!("title=\"machine.{last} at ")),
+            "{row}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn timeline_names_who_answered_who_asked_and_each_step() {
+    let live = fixture();
+    let body = page(&live, &format!("/machines/{}", id(PROVISIONED_BMC))).await;
+    assert!(body.contains("<th>by</th>"), "{body}");
+    let entry = |sequence: u64| {
+        let start = body
+            .find(&format!("<tr id=\"e-{sequence}\""))
+            .unwrap_or_else(|| panic!("e-{sequence}: {body}"));
+        let rest = &body[start..];
+        &rest[..rest.find("</tr>").unwrap()]
+    };
+    for (sequence, by) in [(2, "locator"), (3, "redfish-scraper"), (21, "boot-api")] {
+        assert!(
+            entry(sequence).contains(&format!("<td class=\"by\">{by}</td>")),
+            "e-{sequence}: {}",
+            entry(sequence)
+        );
+    }
+    // The located answer came one second after the request it answers.
+    assert!(entry(2).contains("<td>1.0s</td>"), "{}", entry(2));
+    // A bare `nats pub` request names nobody: the operator's tool is assumed.
+    assert!(
+        entry(3).contains("onboard.requested · asked by metal-cli"),
+        "{}",
+        entry(3)
+    );
+    // A provisioning request names its requester on its own row and on its answer's.
+    assert!(
+        entry(20).contains("<td class=\"by\">test</td>"),
+        "{}",
+        entry(20)
+    );
+    assert!(
+        entry(21).contains("provision.requested · asked by test"),
+        "{}",
+        entry(21)
+    );
+
+    let failed = page(&live, &format!("/machines/{FAILED_BMC}")).await;
+    let start = failed.find("<tr id=\"e-12\"").unwrap();
+    let row = &failed[start..start + failed[start..].find("</tr>").unwrap()];
+    assert!(
+        row.contains("class=\"fail\"")
+            && row.contains("<td class=\"by\">redfish-scraper</td>")
+            && row.contains(SCRAPE_REASON),
+        "{row}"
+    );
+}
+
+#[tokio::test]
+async fn new_columns_are_escaped_too() {
+    let live = fixture();
+    let body = page(&live, &format!("/machines/{HOSTILE_BMC}")).await;
+    // The tag change's summary carries the HTML tag values; its row stays escaped.
+    assert!(
+        body.contains("<td class=\"by\">&lt;i&gt;eve&lt;/i&gt;</td>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("tags.changed · asked by &lt;i&gt;eve&lt;/i&gt;"),
+        "{body}"
+    );
+    assert!(!body.contains(HOSTILE_REQUESTER), "{body}");
+    assert!(
+        !body.contains("<b>a1") && !body.contains("<script>x()"),
+        "{body}"
+    );
+    let fleet = page(&live, "/").await;
+    assert!(!fleet.contains("<script>alert"), "{fleet}");
 }

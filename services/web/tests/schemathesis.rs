@@ -154,6 +154,28 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_schema() {
     let dir = web.dir.path();
     wait_for_sequence(&base, messages.len() as u64).await;
 
+    // The stream's side of the status, from NATS: the projection has every message.
+    let status: serde_json::Value = reqwest::get(format!("{base}/api/v1/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["stream_last_sequence"].as_u64(),
+        Some(messages.len() as u64),
+        "{status}"
+    );
+    assert_eq!(status["behind"].as_u64(), Some(0), "{status}");
+    // And the boot profiles of the shipped file.
+    let profiles: serde_json::Value = reqwest::get(format!("{base}/api/v1/profiles"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(profiles["profiles"][0]["name"], "G1", "{profiles}");
+
     // Half the references name fixture machines, so the detail and timeline answers are
     // checked against their schemas too, not only the 404s of random MACs.
     let machine_id = metal_core::MachineId::from_bmc_mac(&fixtures::mac(TAGGED_BMC));

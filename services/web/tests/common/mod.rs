@@ -1,5 +1,6 @@
 //! What the web integration tests share: a private nats-server with fixture messages on
-//! the stream, and `web::run` on a free loopback port until the test stops it.
+//! the stream, and `web::run` (with the shipped boot profiles) on a free loopback port until
+//! the test stops it.
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
@@ -51,9 +52,15 @@ impl RunningWeb {
             listen: listener.local_addr().unwrap().to_string(),
             database: dir.path().join("web.db"),
         };
+        // The profiles boot-api ships with, as a deployment's `boot_api.profiles` names them.
+        let profiles = metal_core::profiles::Profiles::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../profiles/boot-profiles.toml"),
+        )
+        .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let service = tokio::spawn(async move {
-            web::run(&config, client, listener, async {
+            web::run(&config, &profiles, client, listener, async {
                 let _ = stopped.await;
             })
             .await
