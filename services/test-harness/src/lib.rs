@@ -1,6 +1,7 @@
 //! Dev-only test harness: the one place that starts processes for tests.
 //!
 //! # Layout
+//! - [`browser`]: headless Chromium in its own process group, driven over DevTools.
 //! - [`nats`]: a real `nats-server -js` on a free loopback port with a temp store, killed on drop.
 //! - [`sushy`]: the sushy-tools Redfish emulator (PyPI `sushy-tools`) on a free port, over
 //!   libvirt's `test:///` driver or its own fake driver (optionally behind basic auth).
@@ -10,6 +11,7 @@
 //! - [`netns`]: a real dnsmasq and a DHCP-client "BMC" in two network namespaces (root only).
 //! - [`netboot`]: a QEMU guest netbooting through iPXE from in-process servers, in a network
 //!   namespace with dnsmasq; a Debian kernel and a phone-home busybox initramfs (root only).
+//! - [`schemathesis`]: the schemathesis CLI run against a served OpenAPI document.
 //! - [`schemas`]: validation of events against the JSON Schemas in schemas/.
 //! - [`paths`]: where the workspace, shared/ and the mockups are.
 //! - [`stream`]: reading and waiting on the MACHINES stream.
@@ -18,6 +20,7 @@
 //!
 //! Missing tools are reported with a clear message naming them; tests never skip.
 
+pub mod browser;
 pub mod fake_bmc;
 pub mod mockup;
 pub mod nats;
@@ -25,6 +28,7 @@ pub mod netboot;
 pub mod netns;
 pub mod paths;
 pub mod schemas;
+pub mod schemathesis;
 pub mod stream;
 pub mod sushy;
 pub mod tls;

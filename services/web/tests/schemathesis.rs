@@ -2,8 +2,6 @@
 //! machines, `web::run` on a loopback port, and schemathesis (PyPI) generating requests from
 //! the served document; fails on any 5xx or any answer that breaks its schema.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use metal_core::events::{BootPath, BootUnknown, TagsChanged};
@@ -18,32 +16,6 @@ const TAGGED_BMC: &str = "aa:bb:cc:00:00:02";
 
 /// Longest the schemathesis run may take before the test kills it and fails.
 const SCHEMATHESIS_DEADLINE: Duration = Duration::from_secs(110);
-
-/// `METAL_SCHEMATHESIS` (printed by scripts/install-deps), else `st` or `schemathesis` on
-/// PATH; a missing binary fails the test, never skips it.
-fn schemathesis_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("METAL_SCHEMATHESIS") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "METAL_SCHEMATHESIS={} is not a file: run `eval \"$(scripts/install-deps)\"` \
-             (it installs schemathesis from PyPI) or point it at the `st` binary",
-            path.display()
-        );
-        return path;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .flat_map(|dir| [dir.join("st"), dir.join("schemathesis")])
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "schemathesis not found: run `eval \"$(scripts/install-deps)\"` (it installs \
-                 schemathesis from PyPI and sets METAL_SCHEMATHESIS), or point \
-                 METAL_SCHEMATHESIS at the `st` binary"
-            )
-        })
-}
 
 /// Onboarded machines (one provisioned, one tagged, one plain), and an unknown MAC.
 fn fixture_messages() -> Vec<metal_core::jetstream::StoredMessage> {
@@ -114,40 +86,9 @@ async fn wait_for_sequence(base: &str, sequence: u64) {
     panic!("web did not reach sequence {sequence} within 30 s; last status: {last}");
 }
 
-/// Runs `command`, killing it after `deadline`; (success, stdout and stderr).
-fn run_bounded(mut command: Command, deadline: Duration) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("output");
-    let out = std::fs::File::create(&out_path).unwrap();
-    let err = out.try_clone().unwrap();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let started = Instant::now();
-    let success = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.success();
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-            panic!("schemathesis ran longer than {deadline:?}; output so far:\n{output}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    (
-        success,
-        std::fs::read_to_string(&out_path).unwrap_or_default(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_answer_off_schema() {
-    let schemathesis = schemathesis_binary();
+    test_harness::schemathesis::binary();
     let messages = fixture_messages();
     let web = RunningWeb::start(&messages).await;
     let base = web.base.clone();
@@ -188,31 +129,41 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_schema() {
         ),
     )
     .unwrap();
-    let mut command = Command::new(&schemathesis);
-    command
-        .current_dir(dir)
-        .arg("--config-file")
-        .arg(&config_file)
-        .arg("run")
-        .arg(format!("{base}/api/v1/openapi.json"))
-        .args(["--url", &base])
-        .args([
-            "--checks",
-            "not_a_server_error,response_schema_conformance,content_type_conformance,\
-             status_code_conformance,negative_data_rejection,positive_data_acceptance",
-        ])
-        .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "30"])
-        .args(["--workers", "2"])
-        .args(["--seed", "1"])
-        .args(["--generation-database", "none"])
-        .args(["--request-timeout", "10"])
-        .arg("--no-color");
+    let url = format!("{base}/api/v1/openapi.json");
+    let args: Vec<String> = [
+        "--config-file",
+        config_file.to_str().unwrap(),
+        "run",
+        &url,
+        "--url",
+        &base,
+        "--checks",
+        "not_a_server_error,response_schema_conformance,content_type_conformance,\
+         status_code_conformance,negative_data_rejection,positive_data_acceptance",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        "30",
+        "--workers",
+        "2",
+        "--seed",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "10",
+        "--no-color",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let run_dir = dir.to_path_buf();
     let started = Instant::now();
-    let (success, output) =
-        tokio::task::spawn_blocking(move || run_bounded(command, SCHEMATHESIS_DEADLINE))
-            .await
-            .unwrap();
+    let (success, output) = tokio::task::spawn_blocking(move || {
+        test_harness::schemathesis::run(&run_dir, &args, SCHEMATHESIS_DEADLINE)
+    })
+    .await
+    .unwrap();
     eprintln!(
         "schemathesis took {:.1} s:\n{output}",
         started.elapsed().as_secs_f64()

@@ -22,6 +22,8 @@ pub struct System {
     pub client: async_nats::Client,
     pub config: Config,
     pub boot_url: String,
+    /// The web UI and API (`web::run`), on its own loopback port.
+    pub web_url: String,
     pub dir: tempfile::TempDir,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -83,6 +85,10 @@ impl System {
         config.locator.locate_deadline_secs = 8;
         config.locator.retry_secs = 2;
         config.validator.database = dir.path().join("validator.db");
+        config.web.database = dir.path().join("web.db");
+        let web_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let web_url = format!("http://{}", web_listener.local_addr().unwrap());
+        config.web.listen = web_listener.local_addr().unwrap().to_string();
         // No [[map]] rules: machines nobody assigned a spec get no verdict, so provisioning
         // is never refused here; a test writes its own file and sets `validator.specs` in
         // `adjust`.
@@ -147,11 +153,23 @@ impl System {
                     .expect("validator");
             }));
         }
+        {
+            let (config, client, shutdown) =
+                (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let profiles =
+                metal_core::profiles::Profiles::load(&config.boot_api.profiles).expect("profiles");
+            tasks.push(tokio::spawn(async move {
+                web::run(&config.web, &profiles, client, web_listener, shutdown)
+                    .await
+                    .expect("web");
+            }));
+        }
         System {
             nats,
             client,
             config,
             boot_url,
+            web_url,
             dir,
             stop,
             tasks,
