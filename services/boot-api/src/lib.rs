@@ -152,9 +152,11 @@ pub fn indexed(
             }
         })
     };
+    // Boot requests read the index, never the projection's lock: apply big batches.
     let live = LiveProjection::new(projection)
         .map_err(FollowError::Projection)?
-        .observed(observer);
+        .observed(observer)
+        .batched(metal_projection::follow::MAX_BATCH);
     Ok((live, index))
 }
 

@@ -13,8 +13,14 @@ use tokio::sync::{watch, OwnedMutexGuard};
 
 use crate::{Applied, Projection, ProjectionError};
 
-/// Most messages applied in one transaction when many are pending.
+/// Most messages applied in one transaction when many are pending, where nobody waits on
+/// the projection's lock meanwhile: replay's scratch file, and boot-api, whose requests read
+/// its in-memory index ([`LiveProjection::batched`]).
 pub const MAX_BATCH: usize = 4096;
+
+/// The same for a projection that answers queries under the lock it applies with (the
+/// projector, the validator): a backlog never holds a query up for long.
+pub const SERVING_BATCH: usize = 512;
 
 /// Wait before re-subscribing after the stream ended or failed.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
@@ -41,6 +47,7 @@ pub struct LiveProjection {
     gate: Arc<tokio::sync::Mutex<()>>,
     applied: Arc<watch::Sender<u64>>,
     observer: Option<BatchObserver>,
+    batch: usize,
 }
 
 impl std::fmt::Debug for LiveProjection {
@@ -60,7 +67,15 @@ impl LiveProjection {
             gate: Arc::new(tokio::sync::Mutex::new(())),
             applied: Arc::new(watch::channel(last).0),
             observer: None,
+            batch: SERVING_BATCH,
         })
+    }
+
+    /// The same projection, followed in transactions of up to `most` pending messages
+    /// (default [`SERVING_BATCH`]).
+    pub fn batched(mut self, most: usize) -> LiveProjection {
+        self.batch = most.max(1);
+        self
     }
 
     /// The same projection, with `observer` told of every batch applied from now on.
@@ -166,7 +181,7 @@ pub async fn follow(
             + 1;
         match follow_stream(stream, start).await {
             Ok(messages) => {
-                let mut chunks = Box::pin(messages.ready_chunks(MAX_BATCH));
+                let mut chunks = Box::pin(messages.ready_chunks(live.batch));
                 loop {
                     let chunk = tokio::select! {
                         _ = &mut shutdown => return Ok(()),
