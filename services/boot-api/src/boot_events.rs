@@ -4,19 +4,22 @@
 //! the window, so replicas answering the same boot store one event between them.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use futures::StreamExt;
-use metal_core::envelope::Envelope;
+use metal_core::envelope::EnvelopeOf;
 use metal_core::events::{BootIgnored, BootPath, BootServed, BootUnknown};
 use metal_core::ids::METAL_NAMESPACE;
 use metal_core::{subjects, Mac};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use uuid::Uuid;
+
+use metal_projection::BootTarget;
 
 use crate::index::BootDecision;
 
@@ -52,14 +55,25 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-type Seen = HashMap<(Mac, Outcome), Instant>;
+type Seen = HashMap<(Mac, Outcome), Instant, foldhash::fast::RandomState>;
+
+/// A boot event as queued for publishing: its subject, its id (the `Nats-Msg-Id`) and its
+/// envelope's JSON, encoded once on the request that recorded it.
+#[derive(Debug, Clone)]
+pub struct QueuedEvent {
+    pub event_type: &'static str,
+    pub event_id: Uuid,
+    pub payload: Bytes,
+}
 
 #[derive(Debug)]
 pub struct BootEvents {
     window: Duration,
-    queue: mpsc::Sender<Envelope>,
+    queue: mpsc::Sender<QueuedEvent>,
     /// When each (MAC, outcome) last queued an event, sharded by MAC.
     seen: Box<[Mutex<Seen>]>,
+    /// Picks a MAC's shard.
+    shard_of: foldhash::fast::RandomState,
     /// Pairs remembered over all shards.
     remembered: AtomicUsize,
     /// [`MAX_REMEMBERED`], smaller in tests.
@@ -69,16 +83,17 @@ pub struct BootEvents {
 
 impl BootEvents {
     /// The recorder and the receiving end of its queue (for [`publish`], or a test).
-    pub fn new(window: Duration) -> (BootEvents, mpsc::Receiver<Envelope>) {
+    pub fn new(window: Duration) -> (BootEvents, mpsc::Receiver<QueuedEvent>) {
         BootEvents::remembering(window, MAX_REMEMBERED)
     }
 
-    fn remembering(window: Duration, most: usize) -> (BootEvents, mpsc::Receiver<Envelope>) {
+    fn remembering(window: Duration, most: usize) -> (BootEvents, mpsc::Receiver<QueuedEvent>) {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let events = BootEvents {
             window: window.max(Duration::from_secs(1)),
             queue,
-            seen: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            seen: (0..SHARDS).map(|_| Mutex::new(Seen::default())).collect(),
+            shard_of: foldhash::fast::RandomState::default(),
             remembered: AtomicUsize::new(0),
             most_remembered: most,
             dropped: AtomicU64::new(0),
@@ -92,9 +107,7 @@ impl BootEvents {
     }
 
     fn shard(&self, mac: &Mac) -> MutexGuard<'_, Seen> {
-        let mut hasher = DefaultHasher::new();
-        mac.hash(&mut hasher);
-        let shard = &self.seen[hasher.finish() as usize % self.seen.len()];
+        let shard = &self.seen[self.shard_of.hash_one(mac) as usize % self.seen.len()];
         // A pair is inserted whole or not at all: a panic leaves the map usable.
         shard.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -149,7 +162,7 @@ impl BootEvents {
         }
         drop(seen);
         let (_, outcome) = key;
-        let event = match self.envelope(mac, path, decision, &outcome.to_string()) {
+        let event = match self.encode(mac, path, decision, &outcome.to_string()) {
             Some(event) => event,
             None => return,
         };
@@ -165,65 +178,75 @@ impl BootEvents {
         }
     }
 
-    fn envelope(
+    fn encode(
         &self,
         mac: Mac,
         path: BootPath,
         decision: &BootDecision,
         outcome: &str,
-    ) -> Option<Envelope> {
+    ) -> Option<QueuedEvent> {
         let now = OffsetDateTime::now_utc();
         let window = (now.unix_timestamp().max(0) as u64) / self.window.as_secs().max(1);
         let event_id = Uuid::new_v5(
             &METAL_NAMESPACE,
             format!("boot:{mac}:{outcome}:{window}").as_bytes(),
         );
-        let (event_type, data, target, correlation) = match decision {
+        let json = |event_type, target: Option<&BootTarget>, correlation_id| EnvelopeOf {
+            event_id,
+            event_type,
+            machine_id: target.map(|t| t.machine_id),
+            bmc_mac: target.map(|t| t.bmc_mac),
+            time: now,
+            correlation_id,
+            causation_id: None,
+            data: &(),
+        };
+        let (event_type, payload) = match decision {
             BootDecision::Serve(target) => {
                 let provisioning = target.provisioning.as_ref()?;
-                let data = serde_json::to_value(BootServed {
+                let data = BootServed {
                     mac,
                     path,
                     provision_id: provisioning.provision_id,
                     profile: provisioning.profile.clone(),
-                })
-                .ok()?;
-                (
-                    subjects::BOOT_SERVED,
-                    data,
-                    Some(target),
-                    provisioning.provision_id,
-                )
+                };
+                let event_type = subjects::BOOT_SERVED;
+                let correlation = provisioning.provision_id;
+                let json = json(event_type, Some(target), correlation).with_data(&data);
+                (event_type, json)
             }
             BootDecision::Ignore(target) => {
-                let data = serde_json::to_value(BootIgnored {
+                let data = BootIgnored {
                     mac,
                     path,
                     state: target.state.as_str().to_string(),
-                })
-                .ok()?;
-                (subjects::BOOT_IGNORED, data, Some(target), event_id)
+                };
+                let event_type = subjects::BOOT_IGNORED;
+                let json = json(event_type, Some(target), event_id).with_data(&data);
+                (event_type, json)
             }
             BootDecision::Unknown { reason } => {
-                let data = serde_json::to_value(BootUnknown {
+                let data = BootUnknown {
                     mac,
                     path,
                     reason: reason.clone(),
-                })
-                .ok()?;
-                (subjects::BOOT_UNKNOWN, data, None, event_id)
+                };
+                let event_type = subjects::BOOT_UNKNOWN;
+                let json = json(event_type, None, event_id).with_data(&data);
+                (event_type, json)
             }
         };
-        Some(Envelope {
-            event_id,
-            event_type: event_type.to_string(),
-            machine_id: target.map(|t| t.machine_id),
-            bmc_mac: target.map(|t| t.bmc_mac),
-            time: now,
-            correlation_id: correlation,
-            causation_id: None,
-            data,
-        })
+        match payload {
+            Ok(json) => Some(QueuedEvent {
+                event_type,
+                event_id,
+                payload: Bytes::from(json),
+            }),
+            Err(error) => {
+                tracing::warn!(error = %metal_core::error_chain(&error), "boot event not encoded");
+                None
+            }
+        }
     }
 }
 
@@ -249,14 +272,19 @@ pub async fn sweep_every_window(
 
 /// Publishes queued events until the queue closes, many at once; an event that cannot be
 /// published is logged and dropped (it is a record of a boot, never a decision).
-pub async fn publish(js: async_nats::jetstream::Context, receiver: mpsc::Receiver<Envelope>) {
+pub async fn publish(js: async_nats::jetstream::Context, receiver: mpsc::Receiver<QueuedEvent>) {
+    let js = &js;
     tokio_stream_from(receiver)
-        .for_each_concurrent(PUBLISH_CONCURRENCY, |event| {
-            let js = js.clone();
-            async move {
-                if let Err(error) = metal_core::jetstream::publish_event(&js, &event).await {
-                    tracing::warn!(event_type = %event.event_type, error = %metal_core::error_chain(&error), "boot event not published");
-                }
+        .for_each_concurrent(PUBLISH_CONCURRENCY, |event| async move {
+            let QueuedEvent {
+                event_type,
+                event_id,
+                payload,
+            } = event;
+            if let Err(error) =
+                metal_core::jetstream::publish_encoded(js, event_type, event_id, payload).await
+            {
+                tracing::warn!(event_type, error = %metal_core::error_chain(&error), "boot event not published");
             }
         })
         .await;

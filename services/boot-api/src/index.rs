@@ -84,8 +84,10 @@ enum Holders {
     Many(Vec<MachineId>),
 }
 
-type ByMac = HashMap<Mac, Holders>;
-type Machines = HashMap<MachineId, Arc<Entry>>;
+// foldhash, seeded per process: a boot request's hashing is a few nanoseconds instead of
+// SipHash's, and MACs chosen by a hostile host still cannot aim at one bucket.
+type ByMac = HashMap<Mac, Holders, foldhash::fast::RandomState>;
+type Machines = HashMap<MachineId, Arc<Entry>, foldhash::fast::RandomState>;
 
 /// Takes every listing of `mac` by machine `id` away.
 fn forget(by_mac: &mut ByMac, machines: &Machines, mac: &Mac, id: MachineId) {

@@ -22,6 +22,7 @@ use metal_projection::Projection;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
+use crate::boot_events::QueuedEvent;
 use crate::{indexed, router, AppState, BootEvents, BootSpec, TokenKey};
 
 const SHIPPED_PROFILES: &str = include_str!("../../../profiles/boot-profiles.toml");
@@ -40,7 +41,7 @@ fn key() -> TokenKey {
 
 struct Fixture {
     state: AppState,
-    queue: mpsc::Receiver<metal_core::Envelope>,
+    queue: mpsc::Receiver<QueuedEvent>,
     armed_provision: metal_core::Envelope,
 }
 
@@ -126,10 +127,14 @@ async fn get(state: &AppState, uri: &str) -> (StatusCode, Vec<u8>) {
     (status, body.to_vec())
 }
 
-fn drain(queue: &mut mpsc::Receiver<metal_core::Envelope>) -> Vec<metal_core::Envelope> {
+/// The queued events, decoded as every consumer of the stream decodes them.
+fn drain(queue: &mut mpsc::Receiver<QueuedEvent>) -> Vec<metal_core::Envelope> {
     let mut out = Vec::new();
     while let Ok(event) = queue.try_recv() {
-        out.push(event);
+        let envelope: metal_core::Envelope = serde_json::from_slice(&event.payload).unwrap();
+        assert_eq!(envelope.event_type, event.event_type);
+        assert_eq!(envelope.event_id, event.event_id);
+        out.push(envelope);
     }
     out
 }

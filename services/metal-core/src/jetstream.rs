@@ -224,6 +224,32 @@ pub async fn publish_event(
     ack_future.await.map_err(|e| wrap(Box::new(e)))
 }
 
+/// [`publish_event`] for an event already encoded (`payload` is its envelope's JSON, e.g.
+/// from [`crate::envelope::EnvelopeOf`]), on the subject of its type.
+pub async fn publish_encoded(
+    js: &jetstream::Context,
+    event_type: &'static str,
+    event_id: uuid::Uuid,
+    payload: Bytes,
+) -> Result<jetstream::publish::PublishAck, JetStreamError> {
+    let mut headers = HeaderMap::new();
+    let mut id = uuid::Uuid::encode_buffer();
+    headers.insert(
+        NATS_MESSAGE_ID,
+        &*event_id.hyphenated().encode_lower(&mut id),
+    );
+    let wrap = |source: BoxError| JetStreamError::Publish {
+        event_type: event_type.to_string(),
+        event_id,
+        source,
+    };
+    let ack_future = js
+        .publish_with_headers(event_type, headers, payload)
+        .await
+        .map_err(|e| wrap(Box::new(e)))?;
+    ack_future.await.map_err(|e| wrap(Box::new(e)))
+}
+
 /// nats/object-store-machine-raw.json: the raw bundle bucket.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

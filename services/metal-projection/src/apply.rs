@@ -46,9 +46,9 @@ impl Projection {
             .conn
             .transaction()
             .map_err(sql("starting transaction"))?;
-        let applied = apply_message(&tx, message, self.boot_records)?;
+        let mut applied = apply_in(&tx, std::slice::from_ref(message), self.boot_records)?;
         tx.commit().map_err(sql("committing"))?;
-        Ok(applied)
+        Ok(applied.pop().unwrap_or(Applied::AlreadyApplied))
     }
 
     /// Applies many messages in one transaction; the result equals applying them one by one.
@@ -60,23 +60,47 @@ impl Projection {
             .conn
             .transaction()
             .map_err(sql("starting transaction"))?;
-        let mut out = Vec::with_capacity(messages.len());
-        for message in messages {
-            out.push(apply_message(&tx, message, self.boot_records)?);
-        }
+        let out = apply_in(&tx, messages, self.boot_records)?;
         tx.commit().map_err(sql("committing"))?;
         Ok(out)
     }
 }
 
+/// Applies `messages` inside `tx`. The stored last sequence is read once and written once:
+/// a boot storm's skipped events cost boot-api nothing else in SQLite.
+fn apply_in(
+    tx: &Transaction<'_>,
+    messages: &[StoredMessage],
+    boot_records: BootRecords,
+) -> Result<Vec<Applied>, ProjectionError> {
+    let stored = schema::last_sequence(tx)?;
+    let mut last = stored;
+    let mut out = Vec::with_capacity(messages.len());
+    for message in messages {
+        if message.sequence <= last {
+            out.push(Applied::AlreadyApplied);
+            continue;
+        }
+        out.push(apply_message(tx, message, boot_records)?);
+        last = message.sequence;
+    }
+    if last != stored {
+        execute_cached(
+            tx,
+            "UPDATE meta SET last_sequence = ?1 WHERE id = 1",
+            params![last as i64],
+        )
+        .map_err(sql("storing last sequence"))?;
+    }
+    Ok(out)
+}
+
+/// One message newer than the stored last sequence; the caller stores the sequence.
 fn apply_message(
     tx: &Transaction<'_>,
     message: &StoredMessage,
     boot_records: BootRecords,
 ) -> Result<Applied, ProjectionError> {
-    if message.sequence <= schema::last_sequence(tx)? {
-        return Ok(Applied::AlreadyApplied);
-    }
     let skipped = boot_records == BootRecords::Skipped && is_boot_event(&message.subject);
     let decoded = if skipped {
         None
@@ -106,12 +130,6 @@ fn apply_message(
             Applied::Recorded
         }
     };
-    execute_cached(
-        tx,
-        "UPDATE meta SET last_sequence = ?1 WHERE id = 1",
-        params![message.sequence as i64],
-    )
-    .map_err(sql("storing last sequence"))?;
     Ok(applied)
 }
 

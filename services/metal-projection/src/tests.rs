@@ -233,6 +233,11 @@ fn idempotent_on_sequence_and_event_id() {
         assert_eq!(projection.apply(message).unwrap(), Applied::AlreadyApplied);
     }
     assert_eq!(projection.canonical_export().unwrap(), before);
+    // A batch stores the last sequence once: all old, nothing moves.
+    let last = projection.last_sequence().unwrap();
+    let applied = projection.apply_batch(&messages).unwrap();
+    assert!(applied.iter().all(|a| *a == Applied::AlreadyApplied));
+    assert_eq!(projection.last_sequence().unwrap(), last);
 
     // The same event stored again at a new sequence (outside the duplicate window).
     let mut again = messages[2].clone();
