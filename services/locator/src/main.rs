@@ -20,7 +20,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    metal_core::service::init_tracing();
+    metal_core::service::init_tracing(args.common.log_format);
     let config = args.common.load().context("loading configuration")?;
     let client = metal_core::jetstream::connect(&config.nats_url, "locator")
         .await

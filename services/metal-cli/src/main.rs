@@ -362,13 +362,7 @@ impl From<PowerArg> for PowerAction {
 async fn main() -> ExitCode {
     restore_default_sigpipe();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    metal_core::service::init_tracing_with(cli.common.log_format, "warn");
     // Bad input is reported before anything touches the network.
     let given_mac = match &cli.command {
         Command::Onboard { mac, .. } => Some(("onboard", mac)),

@@ -15,6 +15,20 @@ pub struct CommonArgs {
     /// NATS server URL; overrides `nats_url` of the config.
     #[arg(long, env = "NATS_URL", global = true)]
     pub nats_url: Option<String>,
+    /// Log lines on stderr: `text` for people, `json` (one object a line) for log collectors.
+    /// `RUST_LOG` picks what is logged (e.g. `debug`, `info,locator=debug`).
+    #[arg(long, value_enum, env = "METAL_LOG_FORMAT", default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Aligned text with colours when stderr is a terminal.
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `fields` (with `message`)
+    /// and the spans it happened in.
+    Json,
 }
 
 impl CommonArgs {
@@ -28,13 +42,21 @@ impl CommonArgs {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default filter.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// Logs to stderr in `format`, at `info` (and `async_nats` at `warn`) unless `RUST_LOG` says
+/// otherwise.
+pub fn init_tracing(format: LogFormat) {
+    init_tracing_with(format, "info,async_nats=warn");
+}
+
+/// [`init_tracing`] with another default filter (metal-cli's is `warn`).
+pub fn init_tracing_with(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
 }

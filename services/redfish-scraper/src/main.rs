@@ -22,7 +22,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    metal_core::service::init_tracing();
+    metal_core::service::init_tracing(args.common.log_format);
     raise_open_file_limit();
     let config = args.common.load().context("cannot load configuration")?;
     let client = metal_core::jetstream::connect(&config.nats_url, "redfish-scraper")

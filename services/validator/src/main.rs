@@ -31,7 +31,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    metal_core::service::init_tracing();
+    metal_core::service::init_tracing(args.common.log_format);
     let mut config = args.common.load().context("loading config")?;
     if let Some(database) = args.database {
         config.validator.database = database;

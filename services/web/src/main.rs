@@ -28,7 +28,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    metal_core::service::init_tracing();
+    metal_core::service::init_tracing(args.common.log_format);
     let mut config = args.common.load().context("loading config")?;
     if let Some(listen) = args.listen {
         config.web.listen = listen;
