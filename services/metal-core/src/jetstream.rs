@@ -206,29 +206,15 @@ pub async fn publish_event(
     js: &jetstream::Context,
     event: &Envelope,
 ) -> Result<jetstream::publish::PublishAck, JetStreamError> {
-    let mut headers = HeaderMap::new();
-    headers.insert(NATS_MESSAGE_ID, event.event_id.to_string().as_str());
-    let wrap = |source: BoxError| JetStreamError::Publish {
-        event_type: event.event_type.clone(),
-        event_id: event.event_id,
-        source,
-    };
-    let ack_future = js
-        .publish_with_headers(
-            event.event_type.clone(),
-            headers,
-            Bytes::from(event.to_json_bytes()),
-        )
-        .await
-        .map_err(|e| wrap(Box::new(e)))?;
-    ack_future.await.map_err(|e| wrap(Box::new(e)))
+    let payload = Bytes::from(event.to_json_bytes());
+    publish_encoded(js, &event.event_type, event.event_id, payload).await
 }
 
 /// [`publish_event`] for an event already encoded (`payload` is its envelope's JSON, e.g.
 /// from [`crate::envelope::EnvelopeOf`]), on the subject of its type.
 pub async fn publish_encoded(
     js: &jetstream::Context,
-    event_type: &'static str,
+    event_type: &str,
     event_id: uuid::Uuid,
     payload: Bytes,
 ) -> Result<jetstream::publish::PublishAck, JetStreamError> {
@@ -244,7 +230,7 @@ pub async fn publish_encoded(
         source,
     };
     let ack_future = js
-        .publish_with_headers(event_type, headers, payload)
+        .publish_with_headers(event_type.to_string(), headers, payload)
         .await
         .map_err(|e| wrap(Box::new(e)))?;
     ack_future.await.map_err(|e| wrap(Box::new(e)))
