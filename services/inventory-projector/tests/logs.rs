@@ -1,5 +1,6 @@
 //! `--log-format json`: every line the projector binary writes to stderr is one JSON object
-//! that a log collector can parse, with its level, target, message and fields.
+//! that a log collector can parse, with its level, target, message and fields. And the
+//! default text, written to a pipe, keeps `key=value` whole (no colour escape codes).
 
 mod common;
 
@@ -9,8 +10,8 @@ use std::time::Duration;
 use metal_core::jetstream::ensure_stream;
 use test_harness::nats::NatsServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_log_lines_parse_and_carry_their_fields() {
+/// The projector's stderr after it has applied 30 onboardings, run with `format_args`.
+async fn logs_of_a_catch_up(format_args: &[&str]) -> (String, std::path::PathBuf, u64) {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("inventory.db");
@@ -22,16 +23,12 @@ async fn json_log_lines_parse_and_carry_their_fields() {
     common::publish(js, events).await;
 
     let projector = Command::new(env!("CARGO_BIN_EXE_inventory-projector"))
-        .args([
-            "--log-format",
-            "json",
-            "--nats-url",
-            &server.url(),
-            "--database",
-        ])
+        .args(format_args)
+        .args(["--nats-url", &server.url(), "--database"])
         .arg(&database)
         .env_remove("METAL_CONFIG")
         .env_remove("METAL_LOG_FORMAT")
+        .env_remove("NO_COLOR")
         .env("RUST_LOG", "info,metal_projection=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -53,7 +50,12 @@ async fn json_log_lines_parse_and_carry_their_fields() {
     unsafe { libc::kill(projector.id() as i32, libc::SIGTERM) };
     let output = projector.wait_with_output().unwrap();
     let stderr = String::from_utf8(output.stderr).expect("logs are UTF-8");
+    (stderr, database, total)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_parse_and_carry_their_fields() {
+    let (stderr, database, total) = logs_of_a_catch_up(&["--log-format", "json"]).await;
     let lines: Vec<serde_json::Value> = stderr
         .lines()
         .filter(|line| !line.trim().is_empty())
@@ -82,4 +84,15 @@ async fn json_log_lines_parse_and_carry_their_fields() {
         .filter_map(|l| l["fields"]["last_sequence"].as_u64())
         .max();
     assert_eq!(applied, Some(total), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_in_a_pipe_have_no_escape_codes() {
+    let (stderr, _, total) = logs_of_a_catch_up(&[]).await;
+    assert!(!stderr.contains('\u{1b}'), "escape codes in: {stderr}");
+    assert!(stderr.contains("projection opened"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("last_sequence={total}")),
+        "no whole `last_sequence={total}` in: {stderr}"
+    );
 }

@@ -24,7 +24,7 @@ pub struct CommonArgs {
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Aligned text with colours when stderr is a terminal.
+    /// Aligned text, coloured only when stderr is a terminal and `NO_COLOR` is unset.
     Text,
     /// One JSON object a line: `timestamp`, `level`, `target`, `fields` (with `message`)
     /// and the spans it happened in.
@@ -56,7 +56,13 @@ pub fn init_tracing_with(format: LogFormat, default_filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        // Escape codes in a log file would split `key=value` apart for whoever greps it.
+        LogFormat::Text => builder.with_ansi(colour_on_stderr()).init(),
         LogFormat::Json => builder.json().with_current_span(true).init(),
     }
+}
+
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
