@@ -56,7 +56,7 @@ async fn browser_follows_a_real_onboarding_and_shows_why_a_scrape_failed() {
         PATIENCE,
     )
     .await;
-    page.evaluate("window.__noReload = 1").await.unwrap();
+    page.mark_document().await;
 
     // The good BMC onboards; its row appears in the open page, inventoried.
     let onboard = system
@@ -69,11 +69,7 @@ async fn browser_follows_a_real_onboarding_and_shows_why_a_scrape_failed() {
         PATIENCE,
     )
     .await;
-    assert_eq!(
-        page.evaluate("window.__noReload === 1").await.unwrap(),
-        json!(true),
-        "the fleet page reloaded instead of swapping its table in"
-    );
+    page.assert_not_reloaded().await;
 
     // The bad one: metal-cli reports the failure, the page shows the state.
     let onboard = system
@@ -90,11 +86,7 @@ async fn browser_follows_a_real_onboarding_and_shows_why_a_scrape_failed() {
         PATIENCE,
     )
     .await;
-    assert_eq!(
-        page.evaluate("window.__noReload === 1").await.unwrap(),
-        json!(true),
-        "the fleet page reloaded instead of swapping its table in"
-    );
+    page.assert_not_reloaded().await;
     let fleet = page.screenshot("web-onboarding-fleet.png").await;
 
     // Its link leads to its page, whose timeline has the failure with its reason.

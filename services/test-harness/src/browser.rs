@@ -208,6 +208,21 @@ impl Page {
         Ok(result["result"]["value"].clone())
     }
 
+    /// Marks the loaded document, so [`Page::assert_not_reloaded`] can tell a page that
+    /// swapped its content in place from one that reloaded.
+    pub async fn mark_document(&mut self) {
+        self.evaluate("window.__noReload = 1").await.unwrap();
+    }
+
+    /// Fails unless the document marked by [`Page::mark_document`] is still the one shown.
+    pub async fn assert_not_reloaded(&mut self) {
+        assert_eq!(
+            self.evaluate("window.__noReload === 1").await.unwrap(),
+            Value::Bool(true),
+            "the page reloaded instead of swapping its content in"
+        );
+    }
+
     /// Polls `expression` every [`POLL`] until it is `true`, failing after `patience`; a
     /// navigation in between (a destroyed context) only means "not yet".
     pub async fn wait_for(&mut self, expression: &str, what: &str, patience: Duration) {

@@ -56,7 +56,7 @@ async fn browser_sees_a_new_machine_live_and_its_failure_reason() {
         PATIENCE,
     )
     .await;
-    page.evaluate("window.__noReload = 1").await.unwrap();
+    page.mark_document().await;
 
     // A second machine onboards, then a rescan of it fails to scrape (its state stays
     // inventoried: the failure shows in its timeline).
@@ -82,11 +82,7 @@ async fn browser_sees_a_new_machine_live_and_its_failure_reason() {
         PATIENCE,
     )
     .await;
-    assert_eq!(
-        page.evaluate("window.__noReload === 1").await.unwrap(),
-        json!(true),
-        "the fleet page reloaded instead of swapping its table in"
-    );
+    page.assert_not_reloaded().await;
     assert_eq!(
         page.evaluate("document.querySelectorAll('#live tbody tr').length")
             .await
