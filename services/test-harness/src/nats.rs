@@ -37,6 +37,7 @@ pub fn free_port() -> u16 {
 pub struct NatsServer {
     binary: PathBuf,
     dir: tempfile::TempDir,
+    store: PathBuf,
     port: u16,
     child: Option<Child>,
 }
@@ -44,18 +45,25 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a JetStream server and waits until it accepts connections.
     pub fn start() -> NatsServer {
+        NatsServer::start_with_store(None)
+    }
+
+    /// The same, keeping JetStream's store in `store` (created or reused) instead of a
+    /// temp dir, so a benchmark can run again on what an earlier run stored.
+    pub fn start_with_store(store: Option<&Path>) -> NatsServer {
         let binary = nats_server_binary();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create temp dir: {e}"));
         let port = free_port();
+        let store = store.map_or_else(|| dir.path().join("store"), Path::to_path_buf);
         let config = format!(
-            "listen: 127.0.0.1:{port}\nmax_payload: 16MB\njetstream {{\n  store_dir: {:?}\n}}\n",
-            dir.path().join("store")
+            "listen: 127.0.0.1:{port}\nmax_payload: 16MB\njetstream {{\n  store_dir: {store:?}\n}}\n"
         );
         std::fs::write(dir.path().join("nats.conf"), config)
             .unwrap_or_else(|e| panic!("cannot write nats.conf: {e}"));
         let mut server = NatsServer {
             binary,
             dir,
+            store,
             port,
             child: None,
         };
@@ -99,7 +107,7 @@ impl NatsServer {
     }
 
     pub fn store_dir(&self) -> PathBuf {
-        self.dir.path().join("store")
+        self.store.clone()
     }
 
     pub fn log_path(&self) -> PathBuf {
