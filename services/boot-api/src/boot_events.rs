@@ -1,6 +1,8 @@
 //! `machine.boot.*` events without slowing answers: a boot request only records what it
 //! decided; at most one event per MAC and outcome per window is queued, and a publisher
-//! task sends the queue to JetStream. Event ids are derived from the MAC, the outcome and
+//! task sends the queue to JetStream. A machine's NIC remembers its last recording in the
+//! boot index's entry the request already holds; only MACs no machine has are remembered
+//! here, in a bounded map. Event ids are derived from the MAC, the outcome and
 //! the window, so replicas answering the same boot store one event between them.
 
 use std::collections::HashMap;
@@ -21,12 +23,13 @@ use uuid::Uuid;
 
 use metal_projection::BootTarget;
 
-use crate::index::BootDecision;
+use crate::index::{BootDecision, Lookup};
 
 /// Most events waiting to be published; beyond it new ones are dropped (and counted).
 pub const QUEUE: usize = 65_536;
 
-/// Most (MAC, outcome) pairs remembered; a storm of random MACs cannot grow memory past it.
+/// Most (MAC, outcome) pairs of MACs no machine has remembered; a storm of random MACs
+/// cannot grow memory past it.
 const MAX_REMEMBERED: usize = 200_000;
 
 /// Publishes at once, at most this many in flight.
@@ -69,6 +72,8 @@ pub struct QueuedEvent {
 #[derive(Debug)]
 pub struct BootEvents {
     window: Duration,
+    /// The clock of NIC slots' recordings: milliseconds since this, plus one.
+    started: Instant,
     queue: mpsc::Sender<QueuedEvent>,
     /// When each (MAC, outcome) last queued an event, sharded by MAC.
     seen: Box<[Mutex<Seen>]>,
@@ -91,6 +96,7 @@ impl BootEvents {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let events = BootEvents {
             window: window.max(Duration::from_secs(1)),
+            started: Instant::now(),
             queue,
             seen: (0..SHARDS).map(|_| Mutex::new(Seen::default())).collect(),
             shard_of: foldhash::fast::RandomState::default(),
@@ -130,15 +136,18 @@ impl BootEvents {
 
     /// Notes one boot request's decision; queues an event unless this MAC had the same
     /// outcome within the window.
-    pub fn record(&self, mac: Mac, path: BootPath, decision: &BootDecision) {
-        let outcome = match decision {
-            BootDecision::Serve(target) => match &target.provisioning {
-                Some(p) => Outcome::Served(p.provision_id),
-                None => return,
-            },
-            BootDecision::Ignore(target) => Outcome::Ignored(target.state.as_str()),
-            BootDecision::Unknown { reason } => Outcome::Unknown(reason.clone()),
+    pub fn record(&self, mac: Mac, path: BootPath, lookup: &Lookup) {
+        let decision = &lookup.decision;
+        let Some(outcome) = outcome(decision) else {
+            return;
         };
+        if let Some(nic) = &lookup.nic {
+            let now = self.started.elapsed().as_millis() as u64 + 1;
+            if nic.claim_recording(now, self.window.as_millis() as u64) {
+                self.queue_event(mac, path, decision, &outcome);
+            }
+            return;
+        }
         let now = Instant::now();
         let key = (mac, outcome);
         let recent = |seen: &Seen| {
@@ -162,9 +171,12 @@ impl BootEvents {
         }
         drop(seen);
         let (_, outcome) = key;
-        let event = match self.encode(mac, path, decision, &outcome.to_string()) {
-            Some(event) => event,
-            None => return,
+        self.queue_event(mac, path, decision, &outcome);
+    }
+
+    fn queue_event(&self, mac: Mac, path: BootPath, decision: &BootDecision, outcome: &Outcome) {
+        let Some(event) = self.encode(mac, path, decision, &outcome.to_string()) else {
+            return;
         };
         if self.queue.try_send(event).is_err() {
             self.drop_one("event queue full");
@@ -250,6 +262,16 @@ impl BootEvents {
     }
 }
 
+/// What the memory of pairs keeps for a decision; `None` for a machine armed without a
+/// provisioning (nothing to record).
+fn outcome(decision: &BootDecision) -> Option<Outcome> {
+    Some(match decision {
+        BootDecision::Serve(target) => Outcome::Served(target.provisioning.as_ref()?.provision_id),
+        BootDecision::Ignore(target) => Outcome::Ignored(target.state.as_str()),
+        BootDecision::Unknown { reason } => Outcome::Unknown(reason.clone()),
+    })
+}
+
 /// Forgets expired pairs every window until `stop`, off the request path.
 pub async fn sweep_every_window(
     events: std::sync::Arc<BootEvents>,
@@ -298,9 +320,12 @@ fn tokio_stream_from<T>(mut receiver: mpsc::Receiver<T>) -> impl futures::Stream
 mod tests {
     use super::*;
 
-    fn unknown() -> BootDecision {
-        BootDecision::Unknown {
-            reason: "no machine has this MAC".to_string(),
+    fn unknown() -> Lookup {
+        Lookup {
+            decision: BootDecision::Unknown {
+                reason: "no machine has this MAC".to_string(),
+            },
+            nic: None,
         }
     }
 

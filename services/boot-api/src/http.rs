@@ -6,7 +6,7 @@
 //!
 //! Pixiecore's repeated `GET /v1/boot/{mac}` (the hot path of a boot storm) clones no
 //! state, and renders its answer once per NIC and provisioning: the JSON is kept in the
-//! index's answer slot ([`crate::index::AnswerSlot`]) under this router's id.
+//! index's slot of the NIC ([`crate::index::NicSlot`]) under this router's id.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,7 +102,7 @@ fn decide(
         return Err(());
     };
     let lookup = state.index.lookup(&mac);
-    state.events.record(mac, path, &lookup.decision);
+    state.events.record(mac, path, &lookup);
     Ok((mac, lookup))
 }
 
@@ -166,7 +166,7 @@ async fn pixiecore(
                 let spec = spec(state, target, mac)?;
                 serde_json::to_vec(&spec).ok().map(Bytes::from)
             };
-            let json = match &lookup.answer {
+            let json = match &lookup.nic {
                 Some(slot) => slot.get_or_render(shared.renderer, render),
                 None => render(),
             };

@@ -2,11 +2,13 @@
 //! boot request is a hash lookup that never waits for SQLite or the follow loop. The
 //! follow loop updates it after each batch, under the projection's lock.
 //!
-//! Each machine entry also keeps the answers rendered for its NICs so far ([`AnswerSlot`]),
-//! so a repeated boot request costs no token, cmdline or JSON work; replacing the entry
-//! when the machine changes drops them.
+//! Each machine entry also keeps, per NIC ([`NicSlot`]), the answer rendered for it so far
+//! and when its boot was last recorded as an event, so a repeated boot request costs no
+//! token, cmdline or JSON work and no lookup besides this one; replacing the entry when the
+//! machine changes drops both.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::body::Bytes;
@@ -25,30 +27,58 @@ pub enum BootDecision {
     Unknown { reason: String },
 }
 
-/// One version of a machine, with one answer slot per NIC of `target.macs`.
+/// One version of a machine, with what is kept per NIC of `target.macs`.
 #[derive(Debug)]
 struct Entry {
     target: Arc<BootTarget>,
-    answers: Box<[OnceLock<(u64, Bytes)>]>,
+    nics: Box<[Nic]>,
+}
+
+/// What one NIC of one version of a machine keeps: the answer rendered for it, by whom,
+/// and when its boot was last recorded (0: never).
+#[derive(Debug, Default)]
+struct Nic {
+    answer: OnceLock<(u64, Bytes)>,
+    recorded_at: AtomicU64,
 }
 
 impl Entry {
     fn new(target: BootTarget) -> Entry {
         Entry {
-            answers: target.macs.iter().map(|_| OnceLock::new()).collect(),
+            nics: target.macs.iter().map(|_| Nic::default()).collect(),
             target: Arc::new(target),
         }
     }
 }
 
-/// Where the rendered answer for one NIC of one version of a machine is kept.
+/// One NIC of one version of a machine: where its rendered answer is kept, and when its
+/// boot was last recorded.
 #[derive(Debug, Clone)]
-pub struct AnswerSlot {
+pub struct NicSlot {
     entry: Arc<Entry>,
     nic: usize,
 }
 
-impl AnswerSlot {
+impl NicSlot {
+    /// Claims the recording of this NIC's boot at `now` (ticks of the caller's clock, never
+    /// 0) unless it was claimed less than `window` ticks before. A version of a machine has
+    /// one decision, so this is "one event per MAC and outcome per window" without a second
+    /// lookup; of requests racing for one NIC, one wins.
+    pub fn claim_recording(&self, now: u64, window: u64) -> bool {
+        let recorded_at = &self.entry.nics[self.nic].recorded_at;
+        let mut last = recorded_at.load(Ordering::Relaxed);
+        loop {
+            if last != 0 && now.saturating_sub(last) < window {
+                return false;
+            }
+            match recorded_at.compare_exchange_weak(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+
     /// The answer `renderer` (an id that names everything besides the machine and the NIC
     /// that the answer depends on) keeps here, or `render()`'s, which is kept when the slot
     /// is still free. Only the first renderer's answers are kept.
@@ -57,7 +87,7 @@ impl AnswerSlot {
         renderer: u64,
         render: impl FnOnce() -> Option<Bytes>,
     ) -> Option<Bytes> {
-        let slot = &self.entry.answers[self.nic];
+        let slot = &self.entry.nics[self.nic].answer;
         if let Some((owner, answer)) = slot.get() {
             if *owner == renderer {
                 return Some(answer.clone());
@@ -69,11 +99,11 @@ impl AnswerSlot {
     }
 }
 
-/// A decision and, for a machine, where answers for this NIC are kept.
+/// A decision and, for a machine, what is kept for this NIC.
 #[derive(Debug)]
 pub struct Lookup {
     pub decision: BootDecision,
-    pub answer: Option<AnswerSlot>,
+    pub nic: Option<NicSlot>,
 }
 
 /// The machines listing a MAC: one (the common case, found with a single hash probe), or
@@ -207,11 +237,11 @@ impl BootIndex {
         self.lookup(mac).decision
     }
 
-    /// [`BootIndex::decide`], with the answer slot of a machine's NIC.
+    /// [`BootIndex::decide`], with the slot of a machine's NIC.
     pub fn lookup(&self, mac: &Mac) -> Lookup {
         let unknown = |reason: String| Lookup {
             decision: BootDecision::Unknown { reason },
-            answer: None,
+            nic: None,
         };
         let by_mac = read(&self.by_mac);
         match by_mac.get(mac) {
@@ -223,11 +253,11 @@ impl BootIndex {
                 } else {
                     BootDecision::Ignore(target)
                 };
-                let answer = Some(AnswerSlot {
+                let nic = Some(NicSlot {
                     entry: Arc::clone(entry),
                     nic: *nic,
                 });
-                Lookup { decision, answer }
+                Lookup { decision, nic }
             }
             Some(Holders::Many(ids)) => unknown(format!("MAC shared by {} machines", ids.len())),
         }
@@ -352,7 +382,7 @@ mod tests {
         let answer = |renderer: u64, nic: u8, text: &'static str| {
             index
                 .lookup(&mac(nic))
-                .answer
+                .nic
                 .unwrap()
                 .get_or_render(renderer, || Some(Bytes::from_static(text.as_bytes())))
         };
@@ -369,6 +399,33 @@ mod tests {
         );
         index.update(vec![target(1, MachineState::Installed, &[mac(1)])]);
         assert!(matches!(index.decide(&mac(1)), BootDecision::Ignore(_)));
-        assert!(index.lookup(&mac(2)).answer.is_none());
+        assert!(index.lookup(&mac(2)).nic.is_none());
+    }
+
+    #[test]
+    fn a_nics_recording_is_claimed_once_per_window_and_per_version_of_its_machine() {
+        let index = BootIndex::new(vec![target(
+            1,
+            MachineState::Provisioning,
+            &[mac(1), mac(2)],
+        )]);
+        let claim = |nic: u8, now: u64| {
+            index
+                .lookup(&mac(nic))
+                .nic
+                .unwrap()
+                .claim_recording(now, 10)
+        };
+        assert!(claim(1, 1));
+        assert!(!claim(1, 1), "claimed already");
+        assert!(!claim(1, 10), "still within the window");
+        assert!(claim(2, 10), "another NIC");
+        assert!(claim(1, 11), "the next window");
+        assert!(!claim(1, 5), "a clock behind the claim counts as within it");
+        index.update(vec![target(1, MachineState::Installed, &[mac(1), mac(2)])]);
+        assert!(
+            claim(1, 12),
+            "a new version of the machine: a new decision to record"
+        );
     }
 }

@@ -107,8 +107,9 @@ impl Checked {
     }
 }
 
-/// Opens the projection with the boot index following it. It skips boot events
-/// ([`BootRecords::Skipped`]): they record boot-api's own answers and change none.
+/// Opens the projection with the boot index following it. Boot records are neither read
+/// ([`LiveProjection::following`]) nor applied ([`BootRecords::Skipped`]): they record
+/// boot-api's own answers and change none.
 pub async fn open_indexed(
     database: std::path::PathBuf,
 ) -> Result<(LiveProjection, Arc<BootIndex>), FollowError> {
@@ -152,11 +153,13 @@ pub fn indexed(
             }
         })
     };
-    // Boot requests read the index, never the projection's lock: apply big batches.
+    // Boot requests read the index, never the projection's lock: apply big batches. Its
+    // own boot records are left on the server: they would be skipped anyway.
     let live = LiveProjection::new(projection)
         .map_err(FollowError::Projection)?
         .observed(observer)
-        .batched(metal_projection::follow::MAX_BATCH);
+        .batched(metal_projection::follow::MAX_BATCH)
+        .following(metal_core::subjects::without_boot_records());
     Ok((live, index))
 }
 

@@ -173,3 +173,129 @@ async fn a_machine_that_never_phones_home_fails_at_the_deadline() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// Publishes a stored fixture message with its `Nats-Msg-Id`; returns its sequence.
+async fn publish(
+    js: &async_nats::jetstream::Context,
+    message: &metal_core::jetstream::StoredMessage,
+) -> u64 {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = &message.msg_id {
+        headers.insert("Nats-Msg-Id", id.as_str());
+    }
+    js.publish_with_headers(message.subject.clone(), headers, message.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence
+}
+
+/// A `machine.boot.unknown` record, as boot-api publishes one; returns its sequence.
+async fn boot_record(js: &async_nats::jetstream::Context, mac: &str) -> u64 {
+    let (_, cause) = fixtures::request(1, "aa:bb:cc:00:00:99");
+    let mut record = fixtures::answer(
+        &cause,
+        subjects::BOOT_UNKNOWN,
+        &metal_core::events::BootUnknown {
+            mac: fixtures::mac(mac),
+            path: metal_core::events::BootPath::Pixiecore,
+            reason: "no machine has this MAC".to_string(),
+        },
+    );
+    record.event_id = uuid::Uuid::new_v4();
+    metal_core::jetstream::publish_event(js, &record)
+        .await
+        .unwrap()
+        .sequence
+}
+
+/// Follows the stream into boot-api's projection at `database` (as `boot_api::run` does)
+/// until the projection has applied `sequence`, and half a second more; returns the
+/// projection's last sequence then and the boot decision for host NIC `...:62`.
+async fn follow_until(
+    js: &async_nats::jetstream::Context,
+    database: &std::path::Path,
+    sequence: u64,
+) -> (u64, boot_api::BootDecision) {
+    let (live, index) = boot_api::open_indexed(database.to_path_buf())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let follower = {
+        let live = live.clone();
+        let js = js.clone();
+        tokio::spawn(async move {
+            metal_projection::follow::follow_with_retry(js, &live, async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let mut applied = live.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        applied.wait_for(|s| *s >= sequence),
+    )
+    .await
+    .expect("boot-api's projection did not reach the sequence")
+    .unwrap();
+    // Time for a boot record after `sequence` to be applied, were it read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(());
+    follower.await.unwrap().unwrap();
+    let decision = index.decide(&fixtures::mac("52:54:00:00:00:62"));
+    let last = live.with(|p| p.last_sequence()).await.unwrap().unwrap();
+    (last, decision)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_apis_projection_never_reads_boot_records_and_resumes_past_them() {
+    let nats = NatsServer::start();
+    let js = async_nats::jetstream::new(nats.connect().await);
+    metal_core::jetstream::ensure_stream(&js).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("boot.db");
+    let bmc = "aa:bb:cc:00:00:62";
+    let host = "52:54:00:00:00:62";
+
+    // Boot records before, between and after the onboarding's events.
+    let first = boot_record(&js, "52:54:00:00:00:01").await;
+    // The raw request's event id comes from its sequence: the one after the first record.
+    let onboarding = fixtures::onboarding(
+        first + 1,
+        bmc,
+        fixtures::inventory("DL360", "Intel Xeon", &[host]),
+    );
+    let mut last_event = 0;
+    for message in &onboarding {
+        last_event = publish(&js, message).await;
+        boot_record(&js, "52:54:00:00:00:02").await;
+    }
+    let stream_end = boot_record(&js, "52:54:00:00:00:03").await;
+    assert!(stream_end > last_event);
+    let (last, decision) = follow_until(&js, &database, last_event).await;
+    // Read and skipped, the last boot record would have moved the sequence to the stream's end.
+    assert_eq!(
+        last, last_event,
+        "the projection stops at the last event it follows"
+    );
+    assert!(
+        matches!(decision, boot_api::BootDecision::Ignore(_)),
+        "onboarded, not armed: {decision:?}"
+    );
+    // A restart resumes after the last event it applied, past the boot records after it,
+    // and applies what comes next.
+    let provision = fixtures::provision(0, bmc, Some("G1"));
+    let assigned = fixtures::assigned(&provision, "G1");
+    publish(&js, &fixtures::stored(0, &provision)).await;
+    boot_record(&js, "52:54:00:00:00:04").await;
+    let armed = publish(&js, &fixtures::stored(0, &assigned)).await;
+    boot_record(&js, "52:54:00:00:00:05").await;
+    let (last, decision) = follow_until(&js, &database, armed).await;
+    assert_eq!(last, armed);
+    assert!(
+        matches!(decision, boot_api::BootDecision::Serve(_)),
+        "armed after the restart: {decision:?}"
+    );
+}

@@ -346,16 +346,32 @@ pub async fn follow_stream(
     stream: &stream::Stream,
     start_sequence: u64,
 ) -> Result<impl Stream<Item = Result<StoredMessage, JetStreamError>>, JetStreamError> {
+    follow_subjects(stream, start_sequence, &[]).await
+}
+
+/// The same, reading only the messages on `only` (every event subject when empty); the
+/// server skips the rest.
+pub async fn follow_subjects(
+    stream: &stream::Stream,
+    start_sequence: u64,
+    only: &[String],
+) -> Result<impl Stream<Item = Result<StoredMessage, JetStreamError>>, JetStreamError> {
     let wrap = |source: BoxError| JetStreamError::Read {
         name: subjects::STREAM.to_string(),
         source,
+    };
+    let (filter_subject, filter_subjects) = match only {
+        [] => (subjects::ALL_EVENTS.to_string(), Vec::new()),
+        [one] => (one.clone(), Vec::new()),
+        many => (String::new(), many.to_vec()),
     };
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: start_sequence.max(1),
             },
-            filter_subject: subjects::ALL_EVENTS.to_string(),
+            filter_subject,
+            filter_subjects,
             ..Default::default()
         })
         .await

@@ -70,6 +70,22 @@ pub const EVENT_SUBJECTS: &[&str] = &[
     RETIRED,
 ];
 
+/// Whether `subject` is one of boot-api's records of its boot answers (`machine.boot.*`).
+pub fn is_boot_record(subject: &str) -> bool {
+    matches!(subject, BOOT_SERVED | BOOT_IGNORED | BOOT_UNKNOWN)
+}
+
+/// Every event subject but the boot records: what boot-api's own projection follows.
+/// A boot storm stores one record per booting MAC, and boot-api answers the same whether or
+/// not it has read them, so the server leaves them out instead of boot-api reading each back.
+pub fn without_boot_records() -> Vec<String> {
+    EVENT_SUBJECTS
+        .iter()
+        .filter(|subject| !is_boot_record(subject))
+        .map(|subject| subject.to_string())
+        .collect()
+}
+
 /// The service that publishes events of `event_type`, as checked against each publish
 /// site; requests come from the operator's tool. `machine.rescan.requested` is also
 /// published by validator for periodic rescans (its `requested_by` says so). `None` for a

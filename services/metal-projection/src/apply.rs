@@ -101,7 +101,8 @@ fn apply_message(
     message: &StoredMessage,
     boot_records: BootRecords,
 ) -> Result<Applied, ProjectionError> {
-    let skipped = boot_records == BootRecords::Skipped && is_boot_event(&message.subject);
+    let skipped =
+        boot_records == BootRecords::Skipped && subjects::is_boot_record(&message.subject);
     let decoded = if skipped {
         None
     } else {
@@ -131,13 +132,6 @@ fn apply_message(
         }
     };
     Ok(applied)
-}
-
-fn is_boot_event(subject: &str) -> bool {
-    matches!(
-        subject,
-        subjects::BOOT_SERVED | subjects::BOOT_IGNORED | subjects::BOOT_UNKNOWN
-    )
 }
 
 /// `execute` through the statement cache: apply runs the same few statements for every event.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
-use metal_core::jetstream::{follow_stream, JetStreamError, StoredMessage};
+use metal_core::jetstream::{follow_subjects, JetStreamError, StoredMessage};
 use tokio::sync::{watch, OwnedMutexGuard};
 
 use crate::{Applied, Projection, ProjectionError};
@@ -48,6 +48,8 @@ pub struct LiveProjection {
     applied: Arc<watch::Sender<u64>>,
     observer: Option<BatchObserver>,
     batch: usize,
+    /// The subjects followed; every event subject when empty.
+    subjects: Arc<[String]>,
 }
 
 impl std::fmt::Debug for LiveProjection {
@@ -68,6 +70,7 @@ impl LiveProjection {
             applied: Arc::new(watch::channel(last).0),
             observer: None,
             batch: SERVING_BATCH,
+            subjects: Arc::new([]),
         })
     }
 
@@ -75,6 +78,14 @@ impl LiveProjection {
     /// (default [`SERVING_BATCH`]).
     pub fn batched(mut self, most: usize) -> LiveProjection {
         self.batch = most.max(1);
+        self
+    }
+
+    /// The same projection, following only the messages on `subjects` (names, no
+    /// wildcards needed): the last applied sequence is then that of the last message among
+    /// them, not the stream's.
+    pub fn following(mut self, subjects: Vec<String>) -> LiveProjection {
+        self.subjects = subjects.into();
         self
     }
 
@@ -179,7 +190,7 @@ pub async fn follow(
             .await?
             .map_err(FollowError::Projection)?
             + 1;
-        match follow_stream(stream, start).await {
+        match follow_subjects(stream, start, &live.subjects).await {
             Ok(messages) => {
                 let mut chunks = Box::pin(messages.ready_chunks(live.batch));
                 loop {
