@@ -215,6 +215,57 @@ pub struct RedfishConfig {
     pub max_response_bytes: u64,
     /// Largest number of resources fetched in one scrape.
     pub max_resources: usize,
+    /// Networks BMCs may be dialled in, for scrapes and power alike: CIDRs such as
+    /// `10.20.0.0/16`, or single addresses. Empty (the default): any address. When set, a
+    /// BMC is dialled only by an IP address inside one of them (loopback only when listed),
+    /// never by a host name, whose address could change after the check.
+    pub allowed_networks: Vec<Network>,
+}
+
+/// A network in `redfish.allowed_networks`: a CIDR (`10.20.0.0/16`, `fd00::/8`) or one
+/// address (`10.20.0.5`, a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network(ipnet::IpNet);
+
+impl Network {
+    /// Whether `address` is inside; an IPv4-mapped IPv6 address counts as its IPv4 one.
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        self.0.contains(&address.to_canonical())
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Network, String> {
+        let text = text.trim();
+        let network = match text.parse::<ipnet::IpNet>() {
+            Ok(network) => network,
+            Err(_) => match text.parse::<std::net::IpAddr>() {
+                Ok(address) => ipnet::IpNet::from(address),
+                Err(_) => {
+                    return Err(format!(
+                    "{text:?} is not a network: write a CIDR such as 10.20.0.0/16, or one address"
+                ))
+                }
+            },
+        };
+        // `10.20.1.7/16` names a network by one of its hosts: keep the network it means.
+        Ok(Network(network.trunc()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Network, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for RedfishConfig {
@@ -232,6 +283,7 @@ impl Default for RedfishConfig {
             global_concurrency: 64,
             max_response_bytes: 16 * 1024 * 1024,
             max_resources: 2000,
+            allowed_networks: Vec::new(),
         }
     }
 }
@@ -611,6 +663,46 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_networks_are_cidrs_or_addresses_and_a_wrong_one_is_named() {
+        let text =
+            "[redfish]\nallowed_networks = [\"10.20.1.7/16\", \"192.0.2.9\", \"fd00::/8\"]\n";
+        let config = Config::from_parts(text, None, &[]).unwrap();
+        let listed: Vec<String> = config
+            .redfish
+            .allowed_networks
+            .iter()
+            .map(Network::to_string)
+            .collect();
+        assert_eq!(listed, ["10.20.0.0/16", "192.0.2.9/32", "fd00::/8"]);
+        let inside = |text: &str| {
+            let address: std::net::IpAddr = text.parse().unwrap();
+            config
+                .redfish
+                .allowed_networks
+                .iter()
+                .any(|n| n.contains(address))
+        };
+        assert!(inside("10.20.255.1"));
+        assert!(inside("::ffff:10.20.0.3"), "IPv4-mapped counts as IPv4");
+        assert!(inside("fd12::1"));
+        assert!(!inside("10.21.0.1"));
+        assert!(!inside("192.0.2.10"));
+        assert!(!inside("127.0.0.1"), "loopback only when listed");
+
+        let vars = vec![(
+            "METAL__REDFISH__ALLOWED_NETWORKS".to_string(),
+            "[\"10.0.0.0/33\"]".to_string(),
+        )];
+        let error = Config::from_parts("", None, &vars).unwrap_err();
+        let message = crate::error_chain(&error);
+        assert!(
+            message.contains("\"10.0.0.0/33\" is not a network")
+                && message.contains("allowed_networks"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn defaults_run_on_one_machine() {

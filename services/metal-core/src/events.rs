@@ -147,6 +147,8 @@ pub enum ScrapeFailureKind {
     Protocol,
     TooLarge,
     NoCredentials,
+    /// The BMC's address is outside `redfish.allowed_networks`: nothing was dialled.
+    NotAllowed,
 }
 
 /// `machine.scrape.failed`.

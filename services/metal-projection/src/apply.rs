@@ -546,6 +546,7 @@ fn failure_kind(kind: ScrapeFailureKind) -> &'static str {
         ScrapeFailureKind::Protocol => "protocol",
         ScrapeFailureKind::TooLarge => "too_large",
         ScrapeFailureKind::NoCredentials => "no_credentials",
+        ScrapeFailureKind::NotAllowed => "not_allowed",
     }
 }
 
@@ -560,8 +561,10 @@ fn on_scrape_failed(
         data.reason,
         data.attempts
     );
-    if let Some(machine_id) = envelope.machine_id {
-        let outcome = lifecycle::BmcOutcome::of_failure(data.kind);
+    if let (Some(machine_id), Some(outcome)) = (
+        envelope.machine_id,
+        lifecycle::BmcOutcome::of_failure(data.kind),
+    ) {
         lifecycle::bmc_outcome(tx, machine_id, envelope, outcome, Some(&reason))?;
     }
     if let Ok((machine_id, answers)) = current_machine_answering(tx, envelope, true)? {

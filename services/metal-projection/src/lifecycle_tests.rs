@@ -206,6 +206,29 @@ fn a_bmc_that_answers_badly_is_not_silent() {
 }
 
 #[test]
+fn a_bmc_not_dialled_is_neither_seen_nor_silent() {
+    let first = rescan(10, BMC, Some(3));
+    let unreachable = scrape_failed_kind(&first, ScrapeFailureKind::Unreachable, "refused");
+    let second = rescan(12, BMC, Some(3));
+    let refused = scrape_failed_kind(
+        &second,
+        ScrapeFailureKind::NotAllowed,
+        "127.0.0.1 is outside redfish.allowed_networks (10.20.0.0/16)",
+    );
+    let health = after(&[first, unreachable, second, refused])
+        .machine(BMC)
+        .unwrap()
+        .unwrap()
+        .bmc_health;
+    assert_eq!(health.failing_since, Some(at(11)), "the outage goes on");
+    assert_eq!(
+        health.last_error.as_deref(),
+        Some("unreachable: refused (after 3 attempt(s))"),
+        "a refusal to dial is no news of the BMC"
+    );
+}
+
+#[test]
 fn retirement_without_a_wipe_powers_off_and_stays_retired_until_onboarded_anew() {
     let r = retire(10, false);
     assert_eq!(state_after(std::slice::from_ref(&r)), Retiring);

@@ -43,6 +43,9 @@ pub enum RedfishError {
     TooManyResources { limit: usize, at: String },
     #[error("no credentials: {reason}")]
     NoCredentials { reason: String },
+    /// Refused before dialling: the BMC's address is outside `redfish.allowed_networks`.
+    #[error("{url} not dialled: {reason}")]
+    NotAllowed { url: String, reason: String },
     #[error("cannot keep the scrape: {reason}")]
     Storage { reason: String },
     #[error("cannot build the HTTP client")]
@@ -82,6 +85,7 @@ impl RedfishError {
                 ScrapeFailureKind::TooLarge
             }
             RedfishError::NoCredentials { .. } => ScrapeFailureKind::NoCredentials,
+            RedfishError::NotAllowed { .. } => ScrapeFailureKind::NotAllowed,
         }
     }
 

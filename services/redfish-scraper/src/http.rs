@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use metal_core::config::{Credentials, RedfishConfig, Secret};
+use metal_core::config::{Credentials, Network, RedfishConfig, Secret};
 use reqwest::header::{HeaderMap, HeaderValue, ETAG, IF_MATCH, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -61,6 +61,8 @@ pub struct HttpSettings {
     pub max_redirects: usize,
     /// Use `$expand` where the service root offers it.
     pub use_expand: bool,
+    /// Where BMCs may be dialled (`redfish.allowed_networks`); empty: anywhere.
+    pub allowed_networks: Vec<Network>,
 }
 
 impl HttpSettings {
@@ -78,6 +80,7 @@ impl HttpSettings {
             ca_file: config.ca_file.clone(),
             max_redirects: 3,
             use_expand: true,
+            allowed_networks: config.allowed_networks.clone(),
         }
     }
 
@@ -143,6 +146,12 @@ impl Scraper {
     /// A logged-in client for one BMC, sharing this scraper's HTTP clients and global cap
     /// (no deadline of its own: callers bound it). [`BmcClient::logout`] when done.
     pub async fn connect(&self, target: Target<'_>) -> Result<BmcClient, RedfishError> {
+        if let Some(reason) = refusal(target.base_url, &self.settings.allowed_networks) {
+            return Err(RedfishError::NotAllowed {
+                url: target.base_url.to_string(),
+                reason,
+            });
+        }
         let http = if target.insecure_tls {
             self.accepting.clone()
         } else {
@@ -184,6 +193,36 @@ impl Scraper {
         client.logout().await;
         result.map_err(|error| explain_missing_credentials(error, target))
     }
+}
+
+/// Why a BMC at `base_url` may not be dialled with these allowed networks (empty: anywhere),
+/// or `None`. Only the host counts: redirects stay on the host (see [`http_client`]).
+pub fn refusal(base_url: &str, allowed: &[Network]) -> Option<String> {
+    if allowed.is_empty() {
+        return None;
+    }
+    let url = match Url::parse(base_url) {
+        Ok(url) => url,
+        Err(error) => return Some(format!("not a URL ({error})")),
+    };
+    let address = match url.host() {
+        Some(url::Host::Ipv4(address)) => std::net::IpAddr::V4(address),
+        Some(url::Host::Ipv6(address)) => std::net::IpAddr::V6(address),
+        Some(url::Host::Domain(name)) => {
+            return Some(format!(
+                "{name:?} is a host name; with redfish.allowed_networks set, BMCs are dialled by IP address only"
+            ))
+        }
+        None => return Some("the URL names no host".to_string()),
+    };
+    if allowed.iter().any(|network| network.contains(address)) {
+        return None;
+    }
+    let listed: Vec<String> = allowed.iter().map(Network::to_string).collect();
+    Some(format!(
+        "{address} is outside redfish.allowed_networks ({})",
+        listed.join(", ")
+    ))
 }
 
 /// An authentication failure of a target without credentials is
@@ -930,6 +969,39 @@ impl RedfishSource for BmcClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_ip_addresses_inside_the_allowed_networks_are_dialled() {
+        let allowed: Vec<Network> = ["10.20.0.0/16", "fd00::/8"]
+            .iter()
+            .map(|text| text.parse().unwrap())
+            .collect();
+        assert_eq!(
+            refusal("https://192.0.2.1", &[]),
+            None,
+            "none listed: anywhere"
+        );
+        assert_eq!(refusal("https://10.20.3.4:8443", &allowed), None);
+        assert_eq!(refusal("https://[fd00::5]", &allowed), None);
+        assert_eq!(
+            refusal("https://127.0.0.1:8000", &allowed).as_deref(),
+            Some("127.0.0.1 is outside redfish.allowed_networks (10.20.0.0/16, fd00::/8)")
+        );
+        // The URL parser's reading of the host is what would be dialled.
+        assert!(refusal("http://0x7f.1/", &allowed)
+            .unwrap()
+            .starts_with("127.0.0.1 is outside"));
+        assert!(
+            refusal("https://[::ffff:10.20.0.1]", &allowed).is_none(),
+            "IPv4-mapped"
+        );
+        assert!(refusal("https://bmc-7.example", &allowed)
+            .unwrap()
+            .contains("is a host name"));
+        assert!(refusal("not a url", &allowed)
+            .unwrap()
+            .starts_with("not a URL"));
+    }
 
     #[test]
     fn redfish_error_messages() {

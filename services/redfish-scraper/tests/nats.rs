@@ -333,3 +333,75 @@ async fn rejected_password_is_an_auth_failure_and_never_stored() {
     assert_no_secrets(&client).await;
     scraper.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bmc_outside_the_allowed_networks_is_never_dialled() {
+    let server = NatsServer::start();
+    let client = test_client(&server).await;
+    let bmc = bmc().await;
+    let mut config = config(PASSWORD_ENV);
+    config.redfish.allowed_networks = vec!["10.20.0.0/16".parse().unwrap()];
+    let scraper = start_scraper(&server, config.clone()).await;
+
+    let outside = located(bmc_mac(8), &bmc.base_url());
+    let by_name = located(
+        bmc_mac(9),
+        &format!("http://localhost:{}", bmc.addr().port()),
+    );
+    let power = common::event_for(
+        bmc_mac(8),
+        subjects::POWER_REQUESTED,
+        serde_json::to_value(metal_core::events::PowerRequested {
+            action: metal_core::events::PowerAction::Status,
+            redfish_url: bmc.base_url(),
+            requested_by: None,
+        })
+        .unwrap(),
+    );
+    for event in [&outside, &by_name, &power] {
+        publish(&client, event).await;
+    }
+    let events = wait_for_events(&client, WAIT, "refusals", |events| {
+        answered(events, &outside, subjects::SCRAPE_FAILED)
+            && answered(events, &by_name, subjects::SCRAPE_FAILED)
+            && answered(events, &power, subjects::POWER_FAILED)
+    })
+    .await;
+    let reason = |cause: &Envelope| {
+        let data: ScrapeFailed = answers(&events, cause, subjects::SCRAPE_FAILED)[0]
+            .data_as()
+            .expect("failed data");
+        assert_eq!(data.kind, ScrapeFailureKind::NotAllowed, "{}", data.reason);
+        assert_eq!(data.attempts, 1, "a refusal is final");
+        data.reason
+    };
+    assert!(
+        reason(&outside).contains("127.0.0.1 is outside redfish.allowed_networks (10.20.0.0/16)"),
+        "{}",
+        reason(&outside)
+    );
+    assert!(reason(&by_name).contains("\"localhost\" is a host name"));
+    let refused: metal_core::events::PowerFailed = answers(&events, &power, subjects::POWER_FAILED)
+        [0]
+    .data_as()
+    .expect("power.failed data");
+    assert!(
+        refused.reason.contains("outside redfish.allowed_networks"),
+        "{}",
+        refused.reason
+    );
+    assert_eq!(bmc.requests(), 0, "nothing was dialled");
+    scraper.stop().await;
+
+    // Listed, loopback is dialled like any allowed network.
+    config.redfish.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    let scraper = start_scraper(&server, config).await;
+    let inside = located(bmc_mac(10), &bmc.base_url());
+    publish(&client, &inside).await;
+    let events = wait_for_events(&client, WAIT, "scraped", |events| {
+        answered(events, &inside, subjects::HARDWARE_SCRAPED)
+    })
+    .await;
+    check_scraped(&events, &inside, &bmc.base_url());
+    scraper.stop().await;
+}

@@ -137,10 +137,15 @@ pub(super) enum BmcOutcome {
 }
 
 impl BmcOutcome {
-    pub(super) fn of_failure(kind: ScrapeFailureKind) -> BmcOutcome {
+    /// `None` when nothing was asked of the BMC (its address is not allowed): no news of it.
+    pub(super) fn of_failure(kind: ScrapeFailureKind) -> Option<BmcOutcome> {
         match kind {
-            ScrapeFailureKind::Unreachable | ScrapeFailureKind::Timeout => BmcOutcome::Silent,
-            _ => BmcOutcome::Answered,
+            ScrapeFailureKind::Unreachable | ScrapeFailureKind::Timeout => Some(BmcOutcome::Silent),
+            ScrapeFailureKind::NotAllowed => None,
+            ScrapeFailureKind::Auth
+            | ScrapeFailureKind::Protocol
+            | ScrapeFailureKind::TooLarge
+            | ScrapeFailureKind::NoCredentials => Some(BmcOutcome::Answered),
         }
     }
 }
