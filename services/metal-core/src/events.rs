@@ -26,6 +26,22 @@ pub struct OnboardRejected {
     pub stream_sequence: u64,
 }
 
+/// `machine.input.abandoned`: the dead letter. A responder's consumer gave up on one input
+/// (its handler still failing at the last delivery the consumer allows, a panic, or its
+/// answer impossible to publish) and moved on; the input itself stays in the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputAbandoned {
+    /// The durable consumer that gave up (`locator`, `redfish-scraper`, `boot-api`, ...).
+    pub consumer: String,
+    /// The abandoned message's subject and stream sequence.
+    pub subject: String,
+    pub stream_sequence: u64,
+    /// Deliveries tried.
+    pub attempts: u64,
+    pub reason: String,
+}
+
 /// `machine.bmc.located`: where the BMC answers Redfish.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

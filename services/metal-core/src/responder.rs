@@ -1,15 +1,26 @@
 //! The consumer loop every responder shares: fetch, decode, handle, publish with a
 //! deterministic id, wait for PubAck, then ack. Each service only supplies `handle`.
+//!
+//! Poison never blocks a consumer: an input whose handler panics, or still asks for a retry
+//! (or whose answer still cannot be published) at the last delivery the consumer's
+//! `max_deliver` allows, gets a `machine.input.abandoned` (the dead letter, naming the
+//! consumer, the input's subject and sequence and why) and is acked, and the loop moves on.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, AckKind};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::envelope::{Decoded, Envelope};
+use crate::events::InputAbandoned;
+use crate::ids::{derived_event_id, METAL_NAMESPACE};
 use crate::jetstream::{publish_event, StoredMessage};
+use crate::subjects;
+
+/// The longest reason kept in a dead letter, in characters.
+const MAX_REASON_CHARS: usize = 500;
 
 /// What a responder got: the decoded input and how often it has been delivered.
 #[derive(Debug, Clone)]
@@ -80,7 +91,8 @@ pub async fn run<H: Handler>(
             .for_each_concurrent(concurrency.max(1), |message| {
                 let js = js.clone();
                 let handler = handler.clone();
-                async move { process(&js, &*handler, message, max_deliver).await }
+                let name = name.clone();
+                async move { process(&js, &*handler, message, &name, max_deliver).await }
             });
         tokio::select! {
             _ = &mut shutdown => return,
@@ -95,6 +107,7 @@ async fn process<H: Handler>(
     js: &jetstream::Context,
     handler: &H,
     message: jetstream::Message,
+    consumer: &str,
     max_deliver: i64,
 ) {
     let stored = match StoredMessage::from_jetstream(&message) {
@@ -112,12 +125,41 @@ async fn process<H: Handler>(
         delivery_attempt,
         max_deliver,
     };
-    match handler.handle(input).await {
-        Outcome::Publish(events) => {
+    let last_attempt = input.is_last_attempt();
+    let cause = match &input.decoded {
+        Decoded::Event(event) => Some(Cause {
+            event_id: event.event_id,
+            machine_id: event.machine_id,
+            bmc_mac: event.bmc_mac,
+            correlation_id: event.correlation_id,
+        }),
+        _ => None,
+    };
+    let abandon = |reason: String| Abandoned {
+        consumer,
+        stored: &stored,
+        cause,
+        attempts: delivery_attempt,
+        reason,
+    };
+    let outcome = std::panic::AssertUnwindSafe(handler.handle(input))
+        .catch_unwind()
+        .await;
+    match outcome {
+        Ok(Outcome::Publish(events)) => {
             for event in &events {
                 match publish_event(js, event).await {
                     Ok(ack) => {
                         tracing::debug!(event_type = %event.event_type, sequence = ack.sequence, duplicate = ack.duplicate, "published")
+                    }
+                    Err(error) if last_attempt => {
+                        let reason = format!(
+                            "cannot publish its {}: {}",
+                            event.event_type,
+                            crate::error_chain(&error)
+                        );
+                        abandon(reason).publish_and_ack(js, &message).await;
+                        return;
                     }
                     Err(error) => {
                         // Not acked: the input comes back and the same ids dedupe what did land.
@@ -133,9 +175,131 @@ async fn process<H: Handler>(
                 tracing::warn!(sequence = stored.sequence, error = %error, "ack not confirmed; a redelivery will be deduplicated");
             }
         }
-        Outcome::Retry { reason, delay } => {
+        Ok(Outcome::Retry { reason, .. }) if last_attempt => {
+            let reason = format!("still failing at the last delivery: {reason}");
+            abandon(reason).publish_and_ack(js, &message).await;
+        }
+        Ok(Outcome::Retry { reason, delay }) => {
             tracing::info!(sequence = stored.sequence, attempt = delivery_attempt, %reason, "will retry");
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+        }
+        Err(panic) => {
+            // A panic is a bug meeting this input: it would meet it again on every delivery.
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|text| text.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            abandon(format!("the handler panicked: {what}"))
+                .publish_and_ack(js, &message)
+                .await;
+        }
+    }
+}
+
+/// What a dead letter keeps of an input that is an event.
+#[derive(Debug, Clone, Copy)]
+struct Cause {
+    event_id: uuid::Uuid,
+    machine_id: Option<crate::MachineId>,
+    bmc_mac: Option<crate::Mac>,
+    correlation_id: uuid::Uuid,
+}
+
+/// An input a consumer gives up on, and why.
+struct Abandoned<'a> {
+    consumer: &'a str,
+    stored: &'a StoredMessage,
+    cause: Option<Cause>,
+    attempts: u64,
+    reason: String,
+}
+
+impl Abandoned<'_> {
+    /// The dead letter: it answers the input when the input is an event (same machine and
+    /// correlation), and has an id derived from the consumer and the input, so every
+    /// redelivery of the input names the same dead letter.
+    fn envelope(&self) -> Envelope {
+        let reason: String = self
+            .reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MAX_REASON_CHARS)
+            .collect();
+        let data = InputAbandoned {
+            consumer: self.consumer.to_string(),
+            subject: self.stored.subject.clone(),
+            stream_sequence: self.stored.sequence,
+            attempts: self.attempts,
+            reason,
+        };
+        // Serialising five plain fields cannot fail.
+        let data = serde_json::to_value(&data).unwrap_or_default();
+        let event_type = subjects::INPUT_ABANDONED;
+        let now = time::OffsetDateTime::now_utc();
+        match self.cause {
+            Some(cause) => Envelope {
+                event_id: derived_event_id(
+                    cause.event_id,
+                    &format!("{event_type}/{}", self.consumer),
+                ),
+                event_type: event_type.to_string(),
+                machine_id: cause.machine_id,
+                bmc_mac: cause.bmc_mac,
+                time: now,
+                correlation_id: cause.correlation_id,
+                causation_id: Some(cause.event_id),
+                data,
+            },
+            None => {
+                let event_id = uuid::Uuid::new_v5(
+                    &METAL_NAMESPACE,
+                    format!(
+                        "abandoned:{}:{}:{}",
+                        self.consumer,
+                        subjects::STREAM,
+                        self.stored.sequence
+                    )
+                    .as_bytes(),
+                );
+                Envelope {
+                    event_id,
+                    event_type: event_type.to_string(),
+                    machine_id: None,
+                    bmc_mac: None,
+                    time: now,
+                    correlation_id: event_id,
+                    causation_id: None,
+                    data,
+                }
+            }
+        }
+    }
+
+    /// Publishes the dead letter and acks the input; if the dead letter cannot be
+    /// published, the input is left for redelivery (there may be none: it is logged).
+    async fn publish_and_ack(self, js: &jetstream::Context, message: &jetstream::Message) {
+        let letter = self.envelope();
+        tracing::error!(
+            consumer = self.consumer,
+            subject = %self.stored.subject,
+            sequence = self.stored.sequence,
+            attempts = self.attempts,
+            reason = %self.reason,
+            "input abandoned"
+        );
+        match publish_event(js, &letter).await {
+            Ok(_) => {
+                if let Err(error) = message.double_ack().await {
+                    tracing::warn!(sequence = self.stored.sequence, error = %error, "ack not confirmed; a redelivery will be deduplicated");
+                }
+            }
+            Err(error) => {
+                tracing::error!(sequence = self.stored.sequence, error = %crate::error_chain(&error), "dead letter not published; the input may be redelivered");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+            }
         }
     }
 }

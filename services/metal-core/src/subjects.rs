@@ -33,6 +33,7 @@ pub const BMC_FOUND: &str = "machine.bmc.found";
 pub const RETIRE_REQUESTED: &str = "machine.retire.requested";
 pub const WIPE_COMPLETED: &str = "machine.wipe.completed";
 pub const RETIRED: &str = "machine.retired";
+pub const INPUT_ABANDONED: &str = "machine.input.abandoned";
 
 /// The JetStream object store bucket of raw scrape bundles.
 pub const RAW_BUCKET: &str = "machine-raw";
@@ -68,6 +69,7 @@ pub const EVENT_SUBJECTS: &[&str] = &[
     RETIRE_REQUESTED,
     WIPE_COMPLETED,
     RETIRED,
+    INPUT_ABANDONED,
 ];
 
 /// Whether `subject` is one of boot-api's records of its boot answers (`machine.boot.*`).
@@ -100,6 +102,9 @@ pub fn responder(event_type: &str) -> Option<&'static str> {
         PROVISION_FAILED | PROFILE_ASSIGNED | BOOT_SERVED | BOOT_IGNORED | BOOT_UNKNOWN
         | INSTALL_COMPLETED | INSTALL_FAILED | INSTALL_REJECTED | WIPE_COMPLETED => "boot-api",
         HARDWARE_VALIDATED | HARDWARE_INVALID | BMC_LOST | BMC_FOUND => "validator",
+        // Published by the shared consumer loop of whichever responder gave up (its data
+        // names the consumer).
+        INPUT_ABANDONED => "any responder",
         _ => return None,
     })
 }
@@ -158,6 +163,7 @@ mod tests {
             (RETIRE_REQUESTED, "metal-cli"),
             (WIPE_COMPLETED, "boot-api"),
             (RETIRED, "redfish-scraper"),
+            (INPUT_ABANDONED, "any responder"),
         ];
         assert_eq!(table.len(), EVENT_SUBJECTS.len());
         for subject in EVENT_SUBJECTS {

@@ -5,8 +5,8 @@
 //! answers are recorded in the timeline (or skipped) and the sequence advances.
 
 use metal_core::events::{
-    BmcLocated, HardwareChanged, HardwareScraped, LocateFailed, OnboardRejected, OnboardRequested,
-    PowerRequested, RescanRequested, ScrapeFailed, ScrapeFailureKind,
+    BmcLocated, HardwareChanged, HardwareScraped, InputAbandoned, LocateFailed, OnboardRejected,
+    OnboardRequested, PowerRequested, RescanRequested, ScrapeFailed, ScrapeFailureKind,
 };
 use metal_core::ids::raw_request_event_id;
 use metal_core::inventory::{CpuVendor, Inventory, InventorySummary};
@@ -300,6 +300,13 @@ fn apply_event(
         },
         subjects::RETIRED => match envelope.data_as() {
             Ok(data) => lifecycle::on_retired(tx, envelope, &data)?,
+            Err(error) => bad_data(&error),
+        },
+        subjects::INPUT_ABANDONED => match envelope.data_as::<InputAbandoned>() {
+            Ok(data) => Effect::recorded(format!(
+                "{} gave up on {} (sequence {}) after {} attempt(s): {}",
+                data.consumer, data.subject, data.stream_sequence, data.attempts, data.reason
+            )),
             Err(error) => bad_data(&error),
         },
         other => Effect::recorded(format!("{other}: no effect on the projection")),
