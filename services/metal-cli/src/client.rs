@@ -67,6 +67,70 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
         })
 }
 
+/// Connects, and keeps trying in the background while NATS is away, for a command that
+/// waits for NATS instead of failing (`onboard`: [`publish_until_stored`]).
+pub async fn connect_waiting(url: &str) -> Result<async_nats::Client, CliError> {
+    async_nats::ConnectOptions::new()
+        .name("metal-cli")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|source| CliError::Connect {
+            url: url.to_string(),
+            source,
+        })
+}
+
+/// Publishes `payload` on `subject` with `message_id` as its `Nats-Msg-Id` until JetStream
+/// stores it or `deadline` passes, saying once on stderr what it waits for. Every try
+/// carries the same id, so a try that was stored but whose ack was lost is not stored twice.
+pub async fn publish_until_stored(
+    client: &async_nats::Client,
+    subject: &str,
+    message_id: &str,
+    payload: bytes::Bytes,
+    deadline: tokio::time::Instant,
+) -> Result<jetstream::publish::PublishAck, CliError> {
+    let js = jetstream(client);
+    let mut told = false;
+    loop {
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        let error = if connected {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+            match js
+                .publish_with_headers(subject.to_string(), headers, payload.clone())
+                .await
+            {
+                Ok(ack) => match ack.await {
+                    Ok(ack) => return Ok(ack),
+                    Err(error) => error.to_string(),
+                },
+                Err(error) => error.to_string(),
+            }
+        } else {
+            "not connected".to_string()
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::Other(format!(
+                "the request {message_id} was not stored on {subject} ({error}); is NATS up, \
+                 and the MACHINES stream there? The services create it at start-up, or: \
+                 nats stream add --config nats/stream-MACHINES.json"
+            )));
+        }
+        if !told {
+            eprintln!(
+                "metal-cli: waiting for NATS to store the request {message_id} ({error}); \
+                 retrying with the same id, so it is stored once"
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// One request/reply to the query service, with micro-service errors made plain.
 pub async fn query<Q: Serialize, R: DeserializeOwned>(
     client: &async_nats::Client,

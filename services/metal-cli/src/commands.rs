@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use futures::StreamExt;
 use metal_core::events::{HardwareInvalid, SpecAssigned};
 use metal_core::ids::derived_event_id;
@@ -75,20 +74,16 @@ pub async fn onboard(
         "request_id": request_id,
         "requested_by": options.requested_by,
     });
-    let js = client::jetstream(client);
-    let mut headers = HeaderMap::new();
-    headers.insert(NATS_MESSAGE_ID, request_id.to_string().as_str());
-    let ack = js
-        .publish_with_headers(subjects::ONBOARD_REQUESTED, headers, request.to_string().into())
-        .await
-        .map_err(|e| CliError::Other(format!("cannot publish the onboarding request: {e}")))?
-        .await
-        .map_err(|e| {
-            CliError::Other(format!(
-                "the onboarding request was not stored ({e}); is the MACHINES stream there? \
-                 The services create it at start-up, or: nats stream add --config nats/stream-MACHINES.json"
-            ))
-        })?;
+    // NATS may be away for a while: storing the request waits for it, within the timeout.
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    let ack = client::publish_until_stored(
+        client,
+        subjects::ONBOARD_REQUESTED,
+        &request_id.to_string(),
+        request.to_string().into(),
+        deadline,
+    )
+    .await?;
     if let Some(spec) = &options.expect {
         // Published after the request, so the projection has the machine when it applies
         // the assignment, and before the scrape, so the validator sees it with the inventory.
@@ -106,7 +101,14 @@ pub async fn onboard(
             })
             .map_err(|e| CliError::Other(format!("cannot encode the spec assignment: {e}")))?,
         };
-        metal_core::jetstream::publish_event(&js, &assignment).await?;
+        client::publish_until_stored(
+            client,
+            subjects::SPEC_ASSIGNED,
+            &assignment.event_id.to_string(),
+            assignment.to_json_bytes().into(),
+            deadline,
+        )
+        .await?;
     }
     if options.json {
         print_json(&serde_json::json!({
@@ -121,11 +123,11 @@ pub async fn onboard(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match tokio::time::timeout(
-        options.timeout,
+    match tokio::time::timeout_at(
+        deadline,
         follow(
             client,
-            &js,
+            &client::jetstream(client),
             ack.sequence,
             request_id,
             mac,

@@ -40,7 +40,8 @@ enum Command {
         json: bool,
         /// Give up waiting after this many seconds. The locator itself looks for a BMC that
         /// has no address yet for locate_deadline_secs (600 by default), then the scrape
-        /// takes up to scrape_deadline_secs (120).
+        /// takes up to scrape_deadline_secs (120). While NATS is away, storing the request
+        /// waits for it too, within this time, and stores it once.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
         /// Who asked, recorded in the request.
@@ -420,7 +421,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = match metal_cli::client::connect(&nats_url).await {
+    // Onboarding waits for NATS (within its --timeout) rather than failing at once: the
+    // operator asked for a machine, not for a query.
+    let connected = if matches!(cli.command, Command::Onboard { .. }) {
+        metal_cli::client::connect_waiting(&nats_url).await
+    } else {
+        metal_cli::client::connect(&nats_url).await
+    };
+    let client = match connected {
         Ok(client) => client,
         Err(error) => {
             eprintln!("metal-cli: {}", metal_core::error_chain(&error));
@@ -588,7 +596,9 @@ async fn main() -> ExitCode {
         // Answered before connecting.
         Command::Profiles { .. } => Ok(ExitCode::SUCCESS),
     };
-    let _ = client.flush().await;
+    // Whatever was published goes out before exiting; a NATS that is away cannot hold the
+    // exit up for long.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -1,0 +1,80 @@
+//! `metal-cli onboard` while NATS is away: it says what it waits for, gives up at its
+//! `--timeout` with a clear error, and when NATS comes back within it, stores its request
+//! once (every try carries the same `Nats-Msg-Id`).
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use metal_core::subjects;
+use test_harness::nats::NatsServer;
+
+const BMC: &str = "02:00:5e:10:00:81";
+
+/// Starts `metal-cli onboard BMC --no-wait --timeout <secs>` against `url`.
+fn onboard(url: &str, timeout_secs: u64) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_metal-cli"))
+        .args(["onboard", BMC, "--no-wait", "--timeout"])
+        .arg(timeout_secs.to_string())
+        .env("NATS_URL", url)
+        .env_remove("METAL_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run metal-cli")
+}
+
+async fn finished(child: std::process::Child) -> Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().expect("metal-cli output"))
+        .await
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboard_waits_for_nats_and_stores_its_request_once() {
+    let mut nats = NatsServer::start();
+    {
+        let js = async_nats::jetstream::new(nats.connect().await);
+        metal_core::jetstream::ensure_stream(&js).await.unwrap();
+    }
+    nats.kill();
+
+    // NATS stays away: a clear failure at the timeout, nothing stored.
+    let output = finished(onboard(&nats.url(), 3)).await;
+    assert!(!output.status.success());
+    let said = stderr(&output);
+    assert!(
+        said.contains("waiting for NATS to store the request"),
+        "{said}"
+    );
+    assert!(
+        said.contains("was not stored on machine.onboard.requested"),
+        "{said}"
+    );
+
+    // NATS comes back 3 s into the wait: the request is stored, once.
+    let child = onboard(&nats.url(), 60);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    nats.restart();
+    let output = finished(child).await;
+    let said = stderr(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains("waiting for NATS to store the request"),
+        "{said}"
+    );
+    let request_id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+
+    let client = nats.connect().await;
+    let requests: Vec<_> = test_harness::stream::read_events(&client)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == subjects::ONBOARD_REQUESTED)
+        .collect();
+    assert_eq!(requests.len(), 1, "one request stored: {requests:?}");
+    assert_eq!(requests[0].event_id.to_string(), request_id);
+}
