@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::{FutureExt, StreamExt};
+use tracing::Instrument;
 
 use crate::envelope::{Decoded, Envelope};
 use crate::events::InputAbandoned;
@@ -103,6 +104,30 @@ pub async fn run<H: Handler>(
     }
 }
 
+/// The span of one input: every log line its handling causes carries the consumer, the
+/// input's stream sequence and subject and, for an event, its correlation id (one
+/// onboarding's or provisioning's, the same in every service) and machine.
+fn input_span(consumer: &str, stored: &StoredMessage, decoded: &Decoded) -> tracing::Span {
+    let span = tracing::info_span!(
+        "input",
+        consumer,
+        sequence = stored.sequence,
+        subject = %stored.subject,
+        correlation_id = tracing::field::Empty,
+        machine_id = tracing::field::Empty,
+    );
+    if let Decoded::Event(event) = decoded {
+        span.record(
+            "correlation_id",
+            tracing::field::display(event.correlation_id),
+        );
+        if let Some(id) = event.machine_id {
+            span.record("machine_id", tracing::field::display(id));
+        }
+    }
+    span
+}
+
 async fn process<H: Handler>(
     js: &jetstream::Context,
     handler: &H,
@@ -125,6 +150,23 @@ async fn process<H: Handler>(
         delivery_attempt,
         max_deliver,
     };
+    let span = input_span(consumer, &stored, &input.decoded);
+    handle_input(js, handler, message, consumer, stored, input)
+        .instrument(span)
+        .await
+}
+
+/// Handles one decoded input, publishes what it answers and acks it (or hands it back, or
+/// gives up on it: the module's doc).
+async fn handle_input<H: Handler>(
+    js: &jetstream::Context,
+    handler: &H,
+    message: jetstream::Message,
+    consumer: &str,
+    stored: StoredMessage,
+    input: Input,
+) {
+    let delivery_attempt = input.delivery_attempt;
     let last_attempt = input.is_last_attempt();
     let cause = match &input.decoded {
         Decoded::Event(event) => Some(Cause {
