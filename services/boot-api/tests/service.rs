@@ -9,7 +9,7 @@ use metal_core::events::{InstallFailed, ProvisionRequested};
 use metal_core::{subjects, MachineId};
 use metal_projection::fixtures;
 use test_harness::nats::NatsServer;
-use test_harness::stream::wait_for_events;
+use test_harness::stream::{publish_stored, wait_for_events};
 
 /// Runs the binary with a config; NATS on port 1 of loopback, where nothing listens.
 fn start(profiles: &std::path::Path, key: Option<&str>) -> std::process::Output {
@@ -103,15 +103,7 @@ async fn a_machine_that_never_phones_home_fails_at_the_deadline() {
     let host = "52:54:00:00:00:61";
     for message in fixtures::onboarding(1, bmc, fixtures::inventory("DL360", "Intel Xeon", &[host]))
     {
-        let mut headers = async_nats::HeaderMap::new();
-        if let Some(id) = &message.msg_id {
-            headers.insert("Nats-Msg-Id", id.as_str());
-        }
-        js.publish_with_headers(message.subject.clone(), headers, message.payload.clone())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_stored(&js, &message).await;
     }
     let id = uuid::Uuid::new_v4();
     let request = Envelope {
@@ -172,23 +164,6 @@ async fn a_machine_that_never_phones_home_fails_at_the_deadline() {
     }
     let _ = stop.send(());
     server.await.unwrap().unwrap();
-}
-
-/// Publishes a stored fixture message with its `Nats-Msg-Id`; returns its sequence.
-async fn publish(
-    js: &async_nats::jetstream::Context,
-    message: &metal_core::jetstream::StoredMessage,
-) -> u64 {
-    let mut headers = async_nats::HeaderMap::new();
-    if let Some(id) = &message.msg_id {
-        headers.insert("Nats-Msg-Id", id.as_str());
-    }
-    js.publish_with_headers(message.subject.clone(), headers, message.payload.clone())
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence
 }
 
 /// A `machine.boot.unknown` record, as boot-api publishes one; returns its sequence.
@@ -269,7 +244,7 @@ async fn boot_apis_projection_never_reads_boot_records_and_resumes_past_them() {
     );
     let mut last_event = 0;
     for message in &onboarding {
-        last_event = publish(&js, message).await;
+        last_event = publish_stored(&js, message).await;
         boot_record(&js, "52:54:00:00:00:02").await;
     }
     let stream_end = boot_record(&js, "52:54:00:00:00:03").await;
@@ -288,9 +263,9 @@ async fn boot_apis_projection_never_reads_boot_records_and_resumes_past_them() {
     // and applies what comes next.
     let provision = fixtures::provision(0, bmc, Some("G1"));
     let assigned = fixtures::assigned(&provision, "G1");
-    publish(&js, &fixtures::stored(0, &provision)).await;
+    publish_stored(&js, &fixtures::stored(0, &provision)).await;
     boot_record(&js, "52:54:00:00:00:04").await;
-    let armed = publish(&js, &fixtures::stored(0, &assigned)).await;
+    let armed = publish_stored(&js, &fixtures::stored(0, &assigned)).await;
     boot_record(&js, "52:54:00:00:00:05").await;
     let (last, decision) = follow_until(&js, &database, armed).await;
     assert_eq!(last, armed);

@@ -56,24 +56,24 @@ fn responder_of(subject: &str) -> &'static str {
 
 /// Connects without retrying: an operator wants to hear at once that NATS is not there.
 pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
-    async_nats::ConnectOptions::new()
-        .name("metal-cli")
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .map_err(|source| CliError::Connect {
-            url: url.to_string(),
-            source,
-        })
+    connect_with(url, async_nats::ConnectOptions::new()).await
 }
 
 /// Connects, and keeps trying in the background while NATS is away, for a command that
 /// waits for NATS instead of failing (`onboard`: [`publish_until_stored`]).
 pub async fn connect_waiting(url: &str) -> Result<async_nats::Client, CliError> {
-    async_nats::ConnectOptions::new()
-        .name("metal-cli")
+    let options = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
-        .max_reconnects(None)
+        .max_reconnects(None);
+    connect_with(url, options).await
+}
+
+async fn connect_with(
+    url: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, CliError> {
+    options
+        .name("metal-cli")
         .connection_timeout(Duration::from_secs(5))
         .connect(url)
         .await

@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::{printed, System};
 use metal_core::{subjects, Mac, MachineId};
 use serde_json::Value;
@@ -17,33 +14,9 @@ use test_harness::mockup::serve_mockup;
 
 const BMC: &str = "02:00:5e:10:00:91";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_onboardings_log_lines_in_every_responder_carry_its_correlation_id() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .expect("the only subscriber of this test binary");
+    let logs = test_harness::logs::Captured::install(true);
 
     let folder = test_harness::paths::mockup_folders()
         .into_iter()
@@ -64,7 +37,7 @@ async fn an_onboardings_log_lines_in_every_responder_carry_its_correlation_id() 
     let machine = MachineId::from_bmc_mac(&mac).to_string();
     system.stop().await;
 
-    let captured = logs.0.lock().unwrap().clone();
+    let captured = logs.bytes();
     let lines: Vec<Value> = String::from_utf8_lossy(&captured)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
@@ -79,7 +52,10 @@ async fn an_onboardings_log_lines_in_every_responder_carry_its_correlation_id() 
                     && line["span"]["machine_id"] == machine.as_str()
             })
             .collect();
-        assert!(!handling.is_empty(), "{consumer} logged nothing for the onboarding");
+        assert!(
+            !handling.is_empty(),
+            "{consumer} logged nothing for the onboarding"
+        );
         for line in &handling {
             assert_eq!(
                 line["span"]["correlation_id"],

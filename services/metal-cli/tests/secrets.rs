@@ -10,9 +10,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{cmdline_value, http_get, phone_home, printed, System, E2E_TOKEN_KEY};
@@ -29,21 +27,6 @@ const UNIFI_API_KEY: &str = "unifi-key-Pm6dX2aQ5uJ8";
 const BMC: &str = "02:00:5e:10:00:71";
 /// The mockup system's host NIC.
 const HOST_NIC: &str = "aa:bb:cc:dd:ee:00";
-
-/// Everything the services log in this process, at debug level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The controller `fake`, trusting its own certificate, with the password or the API key in
 /// its own environment variable.
@@ -99,16 +82,7 @@ fn assert_absent(haystack: &[u8], secrets: &[(&str, &str)], place: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_reaches_the_stream_a_log_an_output_a_projection_or_a_page() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .expect("the only subscriber of this test binary");
+    let logs = test_harness::logs::Captured::install(false);
     std::env::set_var("RUST_LOG", "debug");
     std::env::set_var("METAL_SECRETS_TEST_BMC_PASSWORD", BMC_PASSWORD);
 
@@ -248,7 +222,7 @@ async fn no_secret_reaches_the_stream_a_log_an_output_a_projection_or_a_page() {
     assert!(files >= 4, "the projection files were read");
     system.stop().await;
 
-    let logged = logs.0.lock().unwrap().clone();
+    let logged = logs.bytes();
     let text = String::from_utf8_lossy(&logged);
     assert!(
         text.contains("DEBUG") && text.contains("phone-home"),

@@ -206,16 +206,12 @@ async fn handle_input<H: Handler>(
                     Err(error) => {
                         // Not acked: the input comes back and the same ids dedupe what did land.
                         tracing::warn!(error = %crate::error_chain(&error), "publish failed; input will be redelivered");
-                        let _ = message
-                            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                            .await;
+                        hand_back(&message).await;
                         return;
                     }
                 }
             }
-            if let Err(error) = message.double_ack().await {
-                tracing::warn!(sequence = stored.sequence, error = %error, "ack not confirmed; a redelivery will be deduplicated");
-            }
+            ack(&message, stored.sequence).await;
         }
         Ok(Outcome::Retry { reason, .. }) if last_attempt => {
             let reason = format!("still failing at the last delivery: {reason}");
@@ -237,6 +233,20 @@ async fn handle_input<H: Handler>(
                 .await;
         }
     }
+}
+
+/// Acks an input once its answers are stored (waiting for the server to confirm the ack).
+async fn ack(message: &jetstream::Message, sequence: u64) {
+    if let Err(error) = message.double_ack().await {
+        tracing::warn!(sequence, error = %error, "ack not confirmed; a redelivery will be deduplicated");
+    }
+}
+
+/// Hands an input back for redelivery in a second: its answers could not all be stored.
+async fn hand_back(message: &jetstream::Message) {
+    let _ = message
+        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+        .await;
 }
 
 /// What a dead letter keeps of an input that is an event.
@@ -331,16 +341,10 @@ impl Abandoned<'_> {
             "input abandoned"
         );
         match publish_event(js, &letter).await {
-            Ok(_) => {
-                if let Err(error) = message.double_ack().await {
-                    tracing::warn!(sequence = self.stored.sequence, error = %error, "ack not confirmed; a redelivery will be deduplicated");
-                }
-            }
+            Ok(_) => ack(message, self.stored.sequence).await,
             Err(error) => {
                 tracing::error!(sequence = self.stored.sequence, error = %crate::error_chain(&error), "dead letter not published; the input may be redelivered");
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                hand_back(message).await;
             }
         }
     }

@@ -6,6 +6,7 @@
 //! - [`sushy`]: the sushy-tools Redfish emulator (PyPI `sushy-tools`) on a free port, over
 //!   libvirt's `test:///` driver or its own fake driver (optionally behind basic auth).
 //! - [`mockup`]: a server for a recorded Redfish mockup folder (DMTF layout) on a loopback port.
+//! - [`logs`]: the log lines of everything in the test's process, at debug level.
 //! - [`fake_bmc`]: a fleet of fake Redfish BMCs (one loopback port each) with latency, auth
 //!   and injected faults, for load and robustness tests.
 //! - [`netns`]: a real dnsmasq and a DHCP-client "BMC" in two network namespaces (root only).
@@ -22,6 +23,7 @@
 
 pub mod browser;
 pub mod fake_bmc;
+pub mod logs;
 pub mod mockup;
 pub mod nats;
 pub mod netboot;

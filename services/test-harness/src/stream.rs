@@ -6,6 +6,21 @@ use futures::StreamExt;
 use metal_core::jetstream::{follow_stream, StoredMessage};
 use metal_core::{Decoded, Envelope};
 
+/// Publishes a stored message (a fixture) as it was, with its `Nats-Msg-Id`; returns the
+/// sequence the stream gave it.
+pub async fn publish_stored(js: &async_nats::jetstream::Context, message: &StoredMessage) -> u64 {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = &message.msg_id {
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+    }
+    js.publish_with_headers(message.subject.clone(), headers, message.payload.clone())
+        .await
+        .unwrap_or_else(|e| panic!("cannot publish {}: {e}", message.subject))
+        .await
+        .unwrap_or_else(|e| panic!("{} not stored: {e}", message.subject))
+        .sequence
+}
+
 /// Every message stored now, in order (stops at the stream's current last sequence).
 pub async fn read_all(client: &async_nats::Client) -> Vec<StoredMessage> {
     let js = async_nats::jetstream::new(client.clone());
