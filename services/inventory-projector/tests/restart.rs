@@ -113,3 +113,61 @@ async fn killed_and_restarted_projector_applies_every_event_exactly_once() {
         "each event exactly once in the timeline"
     );
 }
+
+/// How long the projector may take to follow again after a nats-server restart. It
+/// re-subscribes as soon as its client is connected again; before, it waited for the
+/// ordered consumer's missing heartbeats, about 15 s. Generous for a loaded machine.
+const FOLLOWS_AGAIN_WITHIN: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_nats_restart_the_projector_follows_again_at_once_and_says_so() {
+    let mut server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("inventory.db");
+    let all = common::onboardings(
+        2,
+        0x03,
+        "ProLiant DL325 Gen10 Plus",
+        "AMD EPYC 7302P 16-Core Processor",
+    );
+    let (before, after) = all.split_at(3);
+    let client = server.connect().await;
+    let js = async_nats::jetstream::new(client.clone());
+    ensure_stream(&js).await.unwrap();
+    let log = dir.path().join("projector.log");
+    let mut projector = Command::new(env!("CARGO_BIN_EXE_inventory-projector"))
+        .arg("--nats-url")
+        .arg(server.url())
+        .arg("--database")
+        .arg(&database)
+        .env_remove("METAL_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start inventory-projector");
+    common::publish(js.clone(), before.to_vec()).await;
+    wait_for_sequence(&client, 3).await;
+
+    server.restart();
+    let client = server.connect().await;
+    let js = async_nats::jetstream::new(client.clone());
+    // The next event, stored as soon as the server is back.
+    common::publish(js.clone(), after[..1].to_vec()).await;
+    let stored = tokio::time::Instant::now();
+    wait_for_sequence(&client, 4).await;
+    let took = stored.elapsed();
+    projector.kill().unwrap();
+    projector.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        took < FOLLOWS_AGAIN_WITHIN,
+        "applied {took:?} after it was stored:\n{logged}"
+    );
+    assert!(logged.contains("lost the connection to NATS"), "{logged}");
+    assert!(
+        logged.contains("NATS connection regained: following the stream again"),
+        "{logged}"
+    );
+}

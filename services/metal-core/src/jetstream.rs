@@ -398,7 +398,23 @@ pub async fn last_sequence(stream: &mut stream::Stream) -> Result<u64, JetStream
     Ok(info.state.last_sequence)
 }
 
-/// Connects to NATS with the options every binary uses: a name, unbounded reconnects.
+/// Counts the connections (first and later) of the clients [`connect`] made in this process.
+fn connections() -> &'static tokio::sync::watch::Sender<u64> {
+    static CONNECTIONS: std::sync::OnceLock<tokio::sync::watch::Sender<u64>> =
+        std::sync::OnceLock::new();
+    CONNECTIONS.get_or_init(|| tokio::sync::watch::channel(0).0)
+}
+
+/// Changes each time a client made by [`connect`] in this process (re)gains its connection.
+/// A follow loop re-subscribes then at once: the server may have restarted and lost its
+/// ephemeral consumers, which the client would otherwise notice only after its heartbeats
+/// went missing for several seconds.
+pub fn reconnections() -> tokio::sync::watch::Receiver<u64> {
+    connections().subscribe()
+}
+
+/// Connects to NATS with the options every binary uses: a name, unbounded reconnects, and
+/// the connection's losses and returns logged and told to [`reconnections`].
 pub async fn connect(
     url: &str,
     name: &str,
@@ -408,6 +424,18 @@ pub async fn connect(
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => {
+                    tracing::info!("connected to NATS");
+                    connections().send_modify(|count| *count += 1);
+                }
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("lost the connection to NATS; reconnecting")
+                }
+                other => tracing::debug!(event = %other, "NATS client event"),
+            }
+        })
         .connect(url)
         .await
 }

@@ -184,12 +184,14 @@ pub async fn follow(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), FollowError> {
     tokio::pin!(shutdown);
+    let mut reconnected = metal_core::jetstream::reconnections();
     loop {
         let start = live
             .with(|projection| projection.last_sequence())
             .await?
             .map_err(FollowError::Projection)?
             + 1;
+        reconnected.mark_unchanged();
         match follow_subjects(stream, start, &live.subjects).await {
             Ok(messages) => {
                 let mut chunks = Box::pin(messages.ready_chunks(live.batch));
@@ -197,6 +199,11 @@ pub async fn follow(
                     let chunk = tokio::select! {
                         _ = &mut shutdown => return Ok(()),
                         chunk = chunks.next() => chunk,
+                        Ok(()) = reconnected.changed() => {
+                            let applied = *live.applied.borrow();
+                            tracing::warn!(last_sequence = applied, "NATS connection regained: following the stream again");
+                            break;
+                        }
                     };
                     let Some(chunk) = chunk else {
                         tracing::warn!("stream subscription ended, re-subscribing");
