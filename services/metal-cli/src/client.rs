@@ -94,20 +94,33 @@ pub async fn publish_until_stored(
     deadline: tokio::time::Instant,
 ) -> Result<jetstream::publish::PublishAck, CliError> {
     let js = jetstream(client);
+    // A client connecting in the background needs a moment before its first try.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     let mut told = false;
     loop {
         let connected = client.connection_state() == async_nats::connection::State::Connected;
         let error = if connected {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
-            match js
+            let published = match js
                 .publish_with_headers(subject.to_string(), headers, payload.clone())
                 .await
             {
-                Ok(ack) => match ack.await {
-                    Ok(ack) => return Ok(ack),
-                    Err(error) => error.to_string(),
-                },
+                Ok(ack) => ack.await,
+                Err(error) => Err(error),
+            };
+            match published {
+                Ok(ack) => return Ok(ack),
+                // NATS is there but the stream is not: waiting would not help.
+                Err(error)
+                    if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound =>
+                {
+                    return Err(CliError::Other(format!(
+                        "the request {message_id} was not stored: no stream takes {subject}. \
+                         The services create the MACHINES stream at start-up, or: \
+                         nats stream add --config nats/stream-MACHINES.json"
+                    )));
+                }
                 Err(error) => error.to_string(),
             }
         } else {
@@ -115,9 +128,7 @@ pub async fn publish_until_stored(
         };
         if tokio::time::Instant::now() >= deadline {
             return Err(CliError::Other(format!(
-                "the request {message_id} was not stored on {subject} ({error}); is NATS up, \
-                 and the MACHINES stream there? The services create it at start-up, or: \
-                 nats stream add --config nats/stream-MACHINES.json"
+                "the request {message_id} was not stored on {subject} ({error}); is NATS up?"
             )));
         }
         if !told {

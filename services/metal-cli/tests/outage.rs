@@ -1,6 +1,7 @@
 //! `metal-cli onboard` while NATS is away: it says what it waits for, gives up at its
 //! `--timeout` with a clear error, and when NATS comes back within it, stores its request
-//! once (every try carries the same `Nats-Msg-Id`).
+//! once (every try carries the same `Nats-Msg-Id`). With NATS up but no stream, it fails at
+//! once saying so.
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -37,6 +38,15 @@ fn stderr(output: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboard_waits_for_nats_and_stores_its_request_once() {
     let mut nats = NatsServer::start();
+    // NATS is there but no stream takes the request: no point in waiting.
+    let output = finished(onboard(&nats.url(), 60)).await;
+    assert!(!output.status.success());
+    let said = stderr(&output);
+    assert!(
+        said.contains("no stream takes machine.onboard.requested"),
+        "{said}"
+    );
+    assert!(!said.contains("waiting"), "{said}");
     {
         let js = async_nats::jetstream::new(nats.connect().await);
         metal_core::jetstream::ensure_stream(&js).await.unwrap();
