@@ -74,6 +74,7 @@ async fn handle(context: QueryContext, subject: &'static str, request: Request) 
     let result = match subject {
         subjects::QUERY_EXPORT => return send_export(&context, &request).await,
         subjects::QUERY_REPLAY => run_replay(&context).await,
+        subjects::QUERY_STATUS => status(&context).await,
         _ => {
             let payload = request.message.payload.clone();
             context
@@ -97,6 +98,24 @@ async fn respond(request: &Request, subject: &str, result: Result<Bytes, QueryEr
     if let Err(error) = request.respond(result.map_err(Into::into)).await {
         tracing::warn!(subject, error = %metal_core::error_chain(&error), "cannot send reply");
     }
+}
+
+/// The projection's status beside the stream's last sequence, so a reader can tell how far
+/// behind the answers are.
+async fn status(context: &QueryContext) -> Result<Vec<u8>, QueryError> {
+    let mut status = context
+        .live
+        .with(|projection| projection.status())
+        .await
+        .map_err(|error| QueryError::internal(&error))?
+        .map_err(|error| QueryError::internal(&error))?;
+    match metal_core::jetstream::last_sequence(&mut context.stream.clone()).await {
+        Ok(end) => status.stream_last_sequence = Some(end),
+        Err(error) => {
+            tracing::warn!(error = %metal_core::error_chain(&error), "status without the stream's end")
+        }
+    }
+    serde_json::to_vec(&status).map_err(|error| QueryError::internal(&error))
 }
 
 async fn run_replay(context: &QueryContext) -> Result<Vec<u8>, QueryError> {

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use metal_core::events::{HardwareInvalid, SpecAssigned};
 use metal_core::ids::derived_event_id;
 use metal_core::locate::{LocateReply, LocateRequest};
-use metal_core::query::{History, MachineList, MachineRef, MachineState, ReplayReport};
+use metal_core::query::{History, MachineList, MachineRef, MachineState, ReplayReport, Status};
 use metal_core::{subjects, Decoded, Envelope, Mac, MachineId};
 use uuid::Uuid;
 
@@ -291,6 +291,7 @@ pub async fn machines(
     .await?;
     let hidden = if all { 0 } else { hide_retired(&mut list) };
     print_as(&list, json, render::machine_table);
+    note_if_behind(client).await;
     if hidden > 0 {
         eprintln!("{hidden} retired machine(s) hidden (metal-cli machines --all shows them)");
     }
@@ -318,6 +319,7 @@ pub async fn show(
 ) -> Result<ExitCode, CliError> {
     let detail = client::machine(client, machine).await?;
     print_as(&detail, json, render::machine_detail);
+    note_if_behind(client).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -334,7 +336,34 @@ pub async fn history(
     )
     .await?;
     print_as(&history, json, render::history);
+    note_if_behind(client).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr when the inventory answering was behind the stream: what was printed may
+/// be missing the newest events. Silent when it was not, or cannot tell.
+async fn note_if_behind(client: &async_nats::Client) {
+    let status: Result<Status, _> = client::query(
+        client,
+        subjects::QUERY_STATUS,
+        &serde_json::json!({}),
+        QUERY_TIMEOUT,
+    )
+    .await;
+    if let Some(note) = status.ok().as_ref().and_then(behind_note) {
+        eprintln!("{note}");
+    }
+}
+
+/// The note for a projection that has not applied the whole stream, if it has not.
+pub fn behind_note(status: &Status) -> Option<String> {
+    let behind = status.behind().filter(|behind| *behind > 0)?;
+    Some(format!(
+        "metal-cli: note: the inventory is {behind} event(s) behind the stream (applied {} of {}); \
+         the newest may be missing above",
+        status.last_sequence,
+        status.last_sequence + behind
+    ))
 }
 
 pub async fn replay(

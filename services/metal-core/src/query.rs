@@ -311,6 +311,18 @@ pub struct Status {
     pub last_sequence: u64,
     pub machines: u64,
     pub database: String,
+    /// The stream's last sequence when the projector answered (absent when it could not ask
+    /// the stream, or from an older projector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_last_sequence: Option<u64>,
+}
+
+impl Status {
+    /// How many stored messages the projection has not applied yet, when known.
+    pub fn behind(&self) -> Option<u64> {
+        self.stream_last_sequence
+            .map(|end| end.saturating_sub(self.last_sequence))
+    }
 }
 
 /// Most rows one `metal.inventory.drift` reply carries (about 300 bytes of JSON each, so a

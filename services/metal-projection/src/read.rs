@@ -590,6 +590,7 @@ impl Projection {
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| ":memory:".to_string()),
+            stream_last_sequence: None,
         })
     }
 
