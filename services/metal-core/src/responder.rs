@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, AckKind};
 use futures::{FutureExt, StreamExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::envelope::{Decoded, Envelope};
@@ -53,8 +55,21 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, input: Input) -> impl Future<Output = Outcome> + Send;
 }
 
+/// How long one pull request waits on the server for inputs. It bounds how long a lost
+/// request (a nats-server restart) goes unnoticed, and how long freed slots wait to be
+/// asked for while an earlier request is still open.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// How long inputs being handled when shutdown comes get to finish (and be acked). Those
+/// still running after it are dropped unacked: they come back after the consumer's ack wait.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs the loop until `shutdown` resolves, with at most `concurrency` inputs in flight.
-/// Messages being handled when shutdown comes are finished (and acked) first.
+///
+/// It pulls only as many inputs as it has free slots, so every input it holds is being
+/// handled and kept alive with progress acks (`AckKind::Progress`, three per ack wait): a
+/// slow handler keeps its input however short the consumer's ack wait, and a responder
+/// that dies gives its inputs back within one ack wait.
 pub async fn run<H: Handler>(
     js: jetstream::Context,
     consumer: consumer::Consumer<consumer::pull::Config>,
@@ -62,45 +77,113 @@ pub async fn run<H: Handler>(
     concurrency: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let max_deliver = consumer.cached_info().config.max_deliver;
-    let name = consumer.cached_info().name.clone();
+    let info = consumer.cached_info();
+    let max_deliver = info.config.max_deliver;
+    let keep_alive_every = progress_interval(info.config.ack_wait);
+    let name: Arc<str> = Arc::from(info.name.as_str());
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut in_flight = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let messages = match consumer.messages().await {
-            Ok(messages) => messages,
+    'pulling: loop {
+        while in_flight.try_join_next().is_some() {}
+        let first = tokio::select! {
+            _ = &mut shutdown => break 'pulling,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break 'pulling,
+            },
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        let pulled = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await;
+        let mut batch = match pulled {
+            Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(consumer = %name, error = %crate::error_chain(&error), "cannot pull messages, retrying");
+                drop(permits);
                 tokio::select! {
-                    _ = &mut shutdown => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = &mut shutdown => break 'pulling,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue 'pulling,
                 }
             }
         };
-        let work = messages
-            .filter_map(|item| {
-                let name = name.clone();
-                async move {
-                    match item {
-                        Ok(message) => Some(message),
-                        Err(error) => {
-                            tracing::warn!(consumer = %name, error = %crate::error_chain(&error), "pull error");
-                            None
-                        }
-                    }
+        loop {
+            let next = tokio::select! {
+                _ = &mut shutdown => break 'pulling,
+                next = batch.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    // The batch asked for exactly as many inputs as there are permits.
+                    let Some(permit) = permits.pop() else { break };
+                    let js = js.clone();
+                    let handler = handler.clone();
+                    let name = name.clone();
+                    in_flight.spawn(async move {
+                        let _slot = permit;
+                        process(
+                            &js,
+                            &*handler,
+                            message,
+                            &name,
+                            max_deliver,
+                            keep_alive_every,
+                        )
+                        .await
+                    });
                 }
-            })
-            .for_each_concurrent(concurrency.max(1), |message| {
-                let js = js.clone();
-                let handler = handler.clone();
-                let name = name.clone();
-                async move { process(&js, &*handler, message, &name, max_deliver).await }
-            });
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = work => {
-                tracing::warn!(consumer = %name, "message stream ended, pulling again");
+                Some(Err(error)) => {
+                    tracing::warn!(consumer = %name, error = %error, "pull error");
+                }
+                None => break,
             }
         }
+    }
+    if !in_flight.is_empty() {
+        tracing::info!(consumer = %name, inputs = in_flight.len(), "stopping: finishing the inputs in hand");
+        let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(consumer = %name, inputs = in_flight.len(), "stopping: inputs still running are left to be redelivered");
+            in_flight.abort_all();
+        }
+    }
+}
+
+/// How often an input in hand is reported as still being worked on: three times per ack
+/// wait, so one late report does not cost the input.
+fn progress_interval(ack_wait: Duration) -> Duration {
+    (ack_wait / 3).max(Duration::from_millis(100))
+}
+
+/// Runs `work` while telling the server, every `every`, that `message` is still in hand.
+async fn keeping_alive<T>(
+    message: &jetstream::Message,
+    every: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let progress = async {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %error, "progress ack not sent");
+            }
+        }
+    };
+    tokio::select! {
+        done = work => done,
+        never = progress => never,
     }
 }
 
@@ -134,6 +217,7 @@ async fn process<H: Handler>(
     message: jetstream::Message,
     consumer: &str,
     max_deliver: i64,
+    keep_alive_every: Duration,
 ) {
     let stored = match StoredMessage::from_jetstream(&message) {
         Ok(stored) => stored,
@@ -151,7 +235,8 @@ async fn process<H: Handler>(
         max_deliver,
     };
     let span = input_span(consumer, &stored, &input.decoded);
-    handle_input(js, handler, message, consumer, stored, input)
+    let handled = handle_input(js, handler, &message, consumer, stored, input);
+    keeping_alive(&message, keep_alive_every, handled)
         .instrument(span)
         .await
 }
@@ -161,7 +246,7 @@ async fn process<H: Handler>(
 async fn handle_input<H: Handler>(
     js: &jetstream::Context,
     handler: &H,
-    message: jetstream::Message,
+    message: &jetstream::Message,
     consumer: &str,
     stored: StoredMessage,
     input: Input,
@@ -200,22 +285,22 @@ async fn handle_input<H: Handler>(
                             event.event_type,
                             crate::error_chain(&error)
                         );
-                        abandon(reason).publish_and_ack(js, &message).await;
+                        abandon(reason).publish_and_ack(js, message).await;
                         return;
                     }
                     Err(error) => {
                         // Not acked: the input comes back and the same ids dedupe what did land.
                         tracing::warn!(error = %crate::error_chain(&error), "publish failed; input will be redelivered");
-                        hand_back(&message).await;
+                        hand_back(message).await;
                         return;
                     }
                 }
             }
-            ack(&message, stored.sequence).await;
+            ack(message, stored.sequence).await;
         }
         Ok(Outcome::Retry { reason, .. }) if last_attempt => {
             let reason = format!("still failing at the last delivery: {reason}");
-            abandon(reason).publish_and_ack(js, &message).await;
+            abandon(reason).publish_and_ack(js, message).await;
         }
         Ok(Outcome::Retry { reason, delay }) => {
             tracing::info!(sequence = stored.sequence, attempt = delivery_attempt, %reason, "will retry");
@@ -229,7 +314,7 @@ async fn handle_input<H: Handler>(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "no message".to_string());
             abandon(format!("the handler panicked: {what}"))
-                .publish_and_ack(js, &message)
+                .publish_and_ack(js, message)
                 .await;
         }
     }

@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use metal_core::config::Config;
 use metal_core::events::{BmcLocated, HardwareScraped, ScrapeFailed, ScrapeFailureKind};
-use metal_core::jetstream::publish_event;
+use metal_core::jetstream::{publish_event, DurableConsumer};
 use metal_core::{subjects, Envelope, Mac, MachineId};
+use test_harness::fake_bmc::{Auth, FakeBmcSpec, FakeFleet, Tree};
 use test_harness::mockup::{serve_mockup_with_auth, MockupServer};
 use test_harness::nats::{free_port, NatsServer};
 use test_harness::stream::{read_all, wait_for_events};
 use time::OffsetDateTime;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 const USER: &str = "operator";
@@ -264,6 +266,82 @@ async fn scraper_survives_a_server_restart() {
     );
     assert_no_secrets(&client).await;
     scraper.stop().await;
+}
+
+/// The ack wait of the scraper's consumer is short, and progress acks keep a slow scrape's
+/// input in hand: a scraper killed mid-scrape gives its input back within one ack wait (not
+/// the minutes a scrape may take), and the heir's scrape, longer than the ack wait, is not
+/// handed to anyone else meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scraper_killed_mid_scrape_gives_its_input_back_within_the_ack_wait() {
+    let ack_wait = DurableConsumer::RedfishScraper.config().unwrap().ack_wait;
+    assert!(
+        ack_wait <= Duration::from_secs(10),
+        "a dead scraper's input must come back within seconds; the ack wait is {ack_wait:?}"
+    );
+    let server = NatsServer::start();
+    let client = test_client(&server).await;
+    let tree = Tree::mockup(&mockup_folder()).expect("mockup tree");
+    // About ten rounds of four requests, 1.5 s each: a scrape longer than the ack wait.
+    let fleet = FakeFleet::start(vec![FakeBmcSpec::new(tree)
+        .latency(Duration::from_millis(1500))
+        .auth(Auth::Sessions {
+            user: USER.to_string(),
+            password: PASSWORD.to_string(),
+            expire_after_requests: None,
+            allow_basic: false,
+        })])
+    .await;
+    let mut config = config(PASSWORD_ENV);
+    config.redfish.scrape_deadline_secs = 120;
+    let dying = start_scraper(&server, config.clone()).await;
+
+    let cause = located(bmc_mac(9), &fleet.base_url(0));
+    publish(&client, &cause).await;
+    let deadline = Instant::now() + WAIT;
+    while fleet.stats(0).requests < 4 {
+        assert!(Instant::now() < deadline, "the first scraper never got far");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dying.crash().await;
+    let died = Instant::now();
+
+    let heir = start_scraper(&server, config).await;
+    let deadline = Instant::now() + ack_wait * 2;
+    while fleet.stats(0).logins < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the input did not come back within two ack waits ({ack_wait:?} each)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let came_back = died.elapsed();
+    let events = wait_for_events(
+        &client,
+        Duration::from_secs(120),
+        "hardware.scraped",
+        |events| answered(events, &cause, subjects::HARDWARE_SCRAPED),
+    )
+    .await;
+    let scrape = died.elapsed() - came_back;
+    // Stopped first, so a redelivery during the scrape would have been a third login.
+    heir.stop().await;
+
+    eprintln!("the input came back after {came_back:?}; the heir's scrape took {scrape:?}");
+    check_scraped(&events, &cause, &fleet.base_url(0));
+    assert!(
+        came_back <= ack_wait + Duration::from_secs(3),
+        "the input came back {came_back:?} after its scraper died; the ack wait is {ack_wait:?}"
+    );
+    assert!(
+        scrape > ack_wait,
+        "the heir's scrape ({scrape:?}) outlasts the ack wait, or this proves no progress acks"
+    );
+    assert_eq!(
+        fleet.stats(0).logins,
+        2,
+        "one scrape by the killed scraper, one by its heir"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,13 @@ impl Scraper {
         }
     }
 
+    /// Ends the scraper as a `kill -9` would: nothing finished, nothing acked or handed
+    /// back, its connection gone.
+    pub async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
