@@ -28,6 +28,14 @@ impl QueryError {
         }
     }
 
+    /// The service cannot answer now, for the reason given.
+    pub fn unavailable(message: impl Into<String>) -> QueryError {
+        QueryError {
+            code: 503,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> QueryError {
         QueryError {
             code: 500,
@@ -38,8 +46,14 @@ impl QueryError {
 
 impl From<QueryError> for async_nats::service::error::Error {
     fn from(error: QueryError) -> Self {
+        // It travels in a header: a line break in it would make async-nats panic.
+        let status = error
+            .message
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         async_nats::service::error::Error {
-            status: error.message,
+            status,
             code: error.code,
         }
     }

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use metal_core::config::ProjectorConfig;
-use metal_core::jetstream::{ensure_stream, JetStreamError};
+use metal_core::jetstream::{ensure_stream, last_sequence, JetStreamError};
 use metal_projection::follow::{follow, FollowError};
 use metal_projection::LiveProjection;
 
@@ -49,14 +49,26 @@ pub async fn run(
     let js = async_nats::jetstream::new(client.clone());
     let stream = ensure_stream(&js).await.map_err(ProjectorError::Stream)?;
     let database = config.database.clone();
-    let live = LiveProjection::open(database.clone())
+    let live = LiveProjection::open_checked(database.clone())
         .await
         .map_err(ProjectorError::Open)?;
+    let applied = *live.subscribe().borrow();
     tracing::info!(
         database = %database.display(),
-        last_sequence = *live.subscribe().borrow(),
+        last_sequence = applied,
         "projection opened"
     );
+    if live.damage().is_none() {
+        match last_sequence(&mut stream.clone()).await {
+            Ok(end) if applied > end => live.mark_damaged(format!(
+                "it has applied the stream up to sequence {applied}, but the stream ends at {end}: it was built from another stream"
+            )),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(error = %metal_core::error_chain(&error), "cannot compare the projection with the stream's end")
+            }
+        }
+    }
 
     let shutdown = metal_core::Shutdown::spawn_from(shutdown);
 

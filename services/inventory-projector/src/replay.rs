@@ -145,6 +145,20 @@ pub async fn replay(
     let fresh_path = fresh_path(live_path);
     tracing::info!(tail, fresh = %fresh_path.display(), "replay started");
     let (mut fresh, mut events_applied) = rebuild(stream, &fresh_path, tail).await?;
+    if let Some(damage) = live.damage() {
+        // The follow loop waits for the repair: nothing to catch up with, nothing to compare.
+        let paused = live.pause().await;
+        let report = replace_damaged(live, fresh, &fresh_path, live_path).await?;
+        live.mark_repaired();
+        drop(paused);
+        tracing::warn!(last_sequence = report.last_sequence, digest = %report.new_digest, %damage, "replay replaced the damaged projection");
+        return Ok(ReplayReport {
+            events_applied,
+            seconds: started.elapsed().as_secs_f64(),
+            repaired_damage: Some(damage),
+            ..report
+        });
+    }
 
     let deadline = Instant::now() + SYNC_DEADLINE;
     let mut progress = live.subscribe();
@@ -193,6 +207,41 @@ pub async fn replay(
     }
 }
 
+/// Renames the fresh file over a damaged live one, unread: its connection is dropped
+/// without a checkpoint, its pages not trusted.
+async fn replace_damaged(
+    live: &LiveProjection,
+    fresh: Projection,
+    fresh_path: &Path,
+    live_path: &Path,
+) -> Result<ReplayReport, ReplayError> {
+    let fresh_path = fresh_path.to_path_buf();
+    let live_path = live_path.to_path_buf();
+    let result = live
+        .with(move |projection| -> Result<ReplayReport, ProjectionError> {
+            let last_sequence = fresh.last_sequence()?;
+            let new_digest = export::digest(&fresh.canonical_export()?);
+            fresh.close()?;
+            drop(std::mem::replace(projection, Projection::open_in_memory()?));
+            replace_file(&fresh_path, &live_path)?;
+            *projection = Projection::open(&live_path)?;
+            Ok(ReplayReport {
+                events_applied: 0,
+                last_sequence,
+                identical: false,
+                old_digest: String::new(),
+                new_digest,
+                seconds: 0.0,
+                repaired_damage: None,
+            })
+        })
+        .await
+        .map_err(ReplayError::Live)?
+        .map_err(ReplayError::Projection)?;
+    live.announce(result.last_sequence);
+    Ok(result)
+}
+
 /// Compares digests and renames the fresh file over the live one, with the live
 /// connection closed; reopens the live projection either way.
 async fn swap(
@@ -222,6 +271,7 @@ async fn swap(
                 old_digest,
                 new_digest,
                 seconds: 0.0,
+                repaired_damage: None,
             })
         })
         .await

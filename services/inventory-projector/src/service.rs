@@ -71,6 +71,15 @@ pub async fn serve(
 }
 
 async fn handle(context: QueryContext, subject: &'static str, request: Request) {
+    if subject != subjects::QUERY_REPLAY {
+        if let Some(why) = context.live.damage() {
+            let refusal = QueryError::unavailable(format!(
+                "the inventory projection {} is damaged ({why}); it answers nothing until `metal-cli replay` rebuilds it from the stream",
+                context.database.display()
+            ));
+            return respond(&request, subject, Err(refusal)).await;
+        }
+    }
     let result = match subject {
         subjects::QUERY_EXPORT => return send_export(&context, &request).await,
         subjects::QUERY_REPLAY => run_replay(&context).await,
@@ -89,7 +98,8 @@ async fn handle(context: QueryContext, subject: &'static str, request: Request) 
 
 async fn respond(request: &Request, subject: &str, result: Result<Bytes, QueryError>) {
     if let Err(error) = &result {
-        if error.code >= 500 {
+        // A damaged projection's refusals (503) were explained once, when it was found.
+        if error.code >= 500 && error.code != 503 {
             tracing::error!(subject, error = %error.message, "query failed");
         } else {
             tracing::debug!(subject, code = error.code, error = %error.message, "query refused");

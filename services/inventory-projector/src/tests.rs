@@ -193,3 +193,13 @@ fn firmware_drift_is_what_differs_from_the_models_most_common_version() {
     );
     assert_eq!((row.fleet_machines, row.component_machines), (2, 3));
 }
+
+#[test]
+fn an_error_with_line_breaks_travels_as_one_header_line() {
+    // quick_check findings and SQLite messages may hold line breaks; async-nats panics on
+    // a header value with one.
+    let error = crate::answer::QueryError::unavailable("page 5:\nbad\r\ncell");
+    let sent: async_nats::service::error::Error = error.into();
+    assert_eq!(sent.status, "page 5: bad  cell");
+    assert_eq!(sent.code, 503);
+}

@@ -379,7 +379,7 @@ pub async fn replay(
     )
     .await?;
     print_as(&report, json, render::replay);
-    Ok(if report.identical {
+    Ok(if report.identical || report.repaired_damage.is_some() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -433,10 +433,10 @@ pub fn replay(report: &ReplayReport) -> String {
         report.last_sequence,
         report.old_digest,
         report.new_digest,
-        if report.identical {
-            "identical: the rebuilt projection equals the one it replaced"
-        } else {
-            "DIFFERENT: the rebuilt projection does not equal the one it replaced"
+        match (&report.repaired_damage, report.identical) {
+            (Some(damage), _) => format!("repaired: the rebuilt projection replaced a damaged one ({damage})"),
+            (None, true) => "identical: the rebuilt projection equals the one it replaced".to_string(),
+            (None, false) => "DIFFERENT: the rebuilt projection does not equal the one it replaced".to_string(),
         }
     )
 }

@@ -263,6 +263,10 @@ pub struct ReplayReport {
     pub new_digest: String,
     pub identical: bool,
     pub seconds: f64,
+    /// Why the projection replaced was damaged, when it was: it was not compared (its old
+    /// digest is empty), only replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_damage: Option<String>,
 }
 
 /// The machine's provisioning, when it has been provisioned: from `machine.profile.assigned`

@@ -25,6 +25,10 @@ pub const SERVING_BATCH: usize = 512;
 /// Wait before re-subscribing after the stream ended or failed.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
 
+/// Wait before trying again to write a projection that refused a write without being
+/// damaged (a full disk, a locked file).
+const WRITE_RETRY_DELAY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
     #[error("projection failed")]
@@ -50,6 +54,12 @@ pub struct LiveProjection {
     batch: usize,
     /// The subjects followed; every event subject when empty.
     subjects: Arc<[String]>,
+    /// Why the projection cannot be trusted, once it is found damaged: it then answers
+    /// nothing and applies nothing until a rebuild replaces it.
+    damage: Arc<watch::Sender<Option<String>>>,
+    /// Whether its service can rebuild it in place (the projector's replay): damage found
+    /// while following is then marked and waited on, else it ends the follow loop.
+    repairable: bool,
 }
 
 impl std::fmt::Debug for LiveProjection {
@@ -71,7 +81,17 @@ impl LiveProjection {
             observer: None,
             batch: SERVING_BATCH,
             subjects: Arc::new([]),
+            damage: Arc::new(watch::channel(None).0),
+            repairable: false,
         })
+    }
+
+    /// A projection found damaged before it could be opened (`why`): it holds an empty
+    /// placeholder, answers nothing and applies nothing until a rebuild replaces it.
+    pub fn damaged(why: String) -> Result<LiveProjection, ProjectionError> {
+        let live = LiveProjection::new(Projection::open_in_memory()?)?;
+        live.mark_damaged(why);
+        Ok(live)
     }
 
     /// The same projection, followed in transactions of up to `most` pending messages
@@ -102,6 +122,53 @@ impl LiveProjection {
             .map_err(FollowError::Task)?
             .map_err(FollowError::Projection)?;
         LiveProjection::new(projection).map_err(FollowError::Projection)
+    }
+
+    /// Opens (or creates) the projection file and checks every page of it
+    /// ([`Projection::open_checked`]), for a service that can rebuild it in place: a
+    /// damaged file gives a [`LiveProjection::damaged`] one instead of an error, so the
+    /// service can say why until a rebuild mends it, and damage found later is marked too.
+    pub async fn open_checked(path: std::path::PathBuf) -> Result<LiveProjection, FollowError> {
+        let opened = tokio::task::spawn_blocking(move || Projection::open_checked(&path))
+            .await
+            .map_err(FollowError::Task)?;
+        let live = match opened {
+            Ok(projection) => LiveProjection::new(projection),
+            Err(error) if error.is_damage() => {
+                LiveProjection::damaged(metal_core::error_chain(&error))
+            }
+            Err(error) => Err(error),
+        };
+        live.map(|live| LiveProjection {
+            repairable: true,
+            ..live
+        })
+        .map_err(FollowError::Projection)
+    }
+
+    /// Why the projection cannot be trusted, if it was found damaged.
+    pub fn damage(&self) -> Option<String> {
+        self.damage.borrow().clone()
+    }
+
+    /// Marks the projection damaged: it stops applying, and its services answer nothing
+    /// from it, until [`LiveProjection::mark_repaired`].
+    pub fn mark_damaged(&self, why: String) {
+        tracing::error!(damage = %why, "the projection is damaged: it answers nothing until it is rebuilt from the stream (metal-cli replay)");
+        self.damage.send_replace(Some(why));
+    }
+
+    /// Marks the projection sound again, once a rebuilt file has replaced the damaged one.
+    pub fn mark_repaired(&self) {
+        if self.damage.send_replace(None).is_some() {
+            tracing::info!("the projection was rebuilt: following the stream again");
+        }
+    }
+
+    /// Waits until the projection is not marked damaged.
+    async fn sound(&self) {
+        let mut damage = self.damage.subscribe();
+        let _ = damage.wait_for(Option::is_none).await;
     }
 
     /// Locks the projection on the current thread. Prefer [`LiveProjection::with`] in async code.
@@ -176,8 +243,10 @@ pub async fn follow_with_retry(
 }
 
 /// Follows `stream` from the projection's last sequence + 1 until `shutdown` resolves,
-/// applying what is pending in batches. Re-subscribes after stream errors; returns an error
-/// only when the projection itself fails.
+/// applying what is pending in batches. Re-subscribes after stream errors; a projection
+/// that refuses a write is tried again after a while. A damaged one ends the loop with
+/// the error, unless its service can rebuild it ([`LiveProjection::open_checked`]): it is
+/// then marked so and waited on until a rebuild replaces it.
 pub async fn follow(
     stream: &Stream,
     live: &LiveProjection,
@@ -185,12 +254,20 @@ pub async fn follow(
 ) -> Result<(), FollowError> {
     tokio::pin!(shutdown);
     let mut reconnected = metal_core::jetstream::reconnections();
+    let mut delay = RESUBSCRIBE_DELAY;
     loop {
-        let start = live
-            .with(|projection| projection.last_sequence())
-            .await?
-            .map_err(FollowError::Projection)?
-            + 1;
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = live.sound() => {}
+        }
+        let start = match live.with(|projection| projection.last_sequence()).await? {
+            Ok(last) => last + 1,
+            Err(error) if error.is_damage() && live.repairable => {
+                live.mark_damaged(metal_core::error_chain(&error));
+                continue;
+            }
+            Err(error) => return Err(FollowError::Projection(error)),
+        };
         reconnected.mark_unchanged();
         match follow_subjects(stream, start, &live.subjects).await {
             Ok(messages) => {
@@ -221,8 +298,23 @@ pub async fn follow(
                         }
                     }
                     if !batch.is_empty() {
-                        let last = live.apply_batch(batch).await?;
-                        tracing::debug!(last_sequence = last, "applied");
+                        match live.apply_batch(batch).await {
+                            Ok(last) => tracing::debug!(last_sequence = last, "applied"),
+                            Err(FollowError::Projection(error)) if error.is_damage() => {
+                                if !live.repairable {
+                                    return Err(FollowError::Projection(error));
+                                }
+                                live.mark_damaged(metal_core::error_chain(&error));
+                                break;
+                            }
+                            Err(FollowError::Projection(error)) => {
+                                // Nothing of the batch was committed: read it again later.
+                                tracing::error!(error = %metal_core::error_chain(&error), retry_in_secs = WRITE_RETRY_DELAY.as_secs(), "cannot write the projection; its answers stay as they were");
+                                delay = WRITE_RETRY_DELAY;
+                                break;
+                            }
+                            Err(other) => return Err(other),
+                        }
                     }
                     if let Some(error) = failure {
                         // Never skip a message: start again after the last one applied.
@@ -237,7 +329,8 @@ pub async fn follow(
         }
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
+        delay = RESUBSCRIBE_DELAY;
     }
 }

@@ -66,6 +66,8 @@ pub enum ProjectionError {
     },
     #[error("projection database holds a value that cannot be read: {0}")]
     Corrupt(String),
+    #[error("projection database {path} failed its integrity check: {findings}")]
+    FailedCheck { path: PathBuf, findings: String },
     #[error("{0:?} is neither a machine id nor a MAC address")]
     BadReference(String),
     #[error("cannot replace projection file {path}")]
@@ -75,6 +77,28 @@ pub enum ProjectionError {
         source: std::io::Error,
     },
 }
+
+impl ProjectionError {
+    /// Whether the file itself is damaged (not a database, malformed pages, a failed
+    /// integrity check): nothing it answers can be trusted, and only a rebuild from the
+    /// stream mends it. A full disk or a locked file is not damage: what was committed
+    /// stands, and writing can be tried again.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            ProjectionError::FailedCheck { .. } => true,
+            ProjectionError::Open { source, .. } | ProjectionError::Sqlite { source, .. } => {
+                matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How many findings of a failed integrity check are kept in its error.
+const CHECK_FINDINGS: usize = 3;
 
 /// Wraps a rusqlite error with what we were doing.
 pub(crate) fn sql(context: &'static str) -> impl FnOnce(rusqlite::Error) -> ProjectionError {
@@ -116,6 +140,49 @@ impl Projection {
     /// Opens (creating if needed) the projection at `path`, in WAL mode, and migrates it.
     pub fn open(path: &Path) -> Result<Projection, ProjectionError> {
         Projection::open_with(path, Durability::Wal)
+    }
+
+    /// Opens the projection at `path` as [`Projection::open`] does, then reads every page of
+    /// it (`PRAGMA quick_check`, linear in the file's size) so a damaged file is found before
+    /// anything is answered from it ([`ProjectionError::is_damage`]).
+    pub fn open_checked(path: &Path) -> Result<Projection, ProjectionError> {
+        let projection = Projection::open(path)?;
+        projection.check_integrity()?;
+        Ok(projection)
+    }
+
+    /// `PRAGMA quick_check`: every page and index entry well-formed, or
+    /// [`ProjectionError::FailedCheck`] with the first findings.
+    pub fn check_integrity(&self) -> Result<(), ProjectionError> {
+        let mut statement = self
+            .conn
+            .prepare("PRAGMA quick_check")
+            .map_err(sql("checking integrity"))?;
+        let findings: Vec<String> = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(sql("checking integrity"))?
+            .take(CHECK_FINDINGS + 1)
+            .collect::<Result<_, _>>()
+            .map_err(sql("checking integrity"))?;
+        if findings.len() == 1 && findings[0] == "ok" {
+            return Ok(());
+        }
+        let mut findings_text = findings
+            .iter()
+            .take(CHECK_FINDINGS)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if findings.len() > CHECK_FINDINGS {
+            findings_text.push_str("; ...");
+        }
+        Err(ProjectionError::FailedCheck {
+            path: self
+                .path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(":memory:")),
+            findings: findings_text,
+        })
     }
 
     /// Opens a scratch file to rebuild from the stream: no journal and no fsync, since a
