@@ -87,10 +87,19 @@ async fn malformed_requests_are_rejected_and_the_consumer_moves_on() {
         },
     )
     .await;
-    let rejections: Vec<_> = events
+    let mut rejections: Vec<_> = events
         .iter()
         .filter(|e| e.event_type == subjects::ONBOARD_REJECTED)
         .collect();
+    // Inputs are handled concurrently, so answers may be stored in any order; the table's
+    // publishes were stored in its order, so their sequences put the answers back in it.
+    rejections.sort_by_key(|e| e.data["stream_sequence"].as_u64());
+    let mut sequences: Vec<_> = rejections
+        .iter()
+        .filter_map(|e| e.data["stream_sequence"].as_u64())
+        .collect();
+    sequences.dedup();
+    assert_eq!(sequences.len(), table.len(), "one rejection per input");
     for ((name, payload, reason), event) in table.iter().zip(&rejections) {
         let got = event.data["reason"].as_str().unwrap();
         assert!(

@@ -102,9 +102,20 @@ fn nats_files_are_what_the_services_load() {
             subjects::RETIRE_REQUESTED.to_string(),
         ]
     );
-    // The scraper's ack wait must outlast its scrape deadline, or a slow scrape is redelivered.
-    let defaults = metal_core::config::Config::default();
-    assert!(scraper.ack_wait > Duration::from_secs(defaults.redfish.scrape_deadline_secs));
+    // Short ack waits: an input in the hands of a dead responder comes back within seconds,
+    // while progress acks (every third of the wait) keep slow ones (tests/in_hand.rs).
+    for consumer in [
+        DurableConsumer::Locator,
+        DurableConsumer::RedfishScraper,
+        DurableConsumer::BootApi,
+        DurableConsumer::Validator,
+    ] {
+        let ack_wait = consumer.config().unwrap().ack_wait;
+        assert!(
+            (Duration::from_secs(3)..=Duration::from_secs(10)).contains(&ack_wait),
+            "{consumer:?}: ack wait {ack_wait:?}"
+        );
+    }
 }
 
 #[test]
