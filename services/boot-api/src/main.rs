@@ -52,9 +52,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.boot_api.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.boot_api.listen))?;
-    let client = metal_core::jetstream::connect(&config.nats_url, "boot-api")
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let client =
+        metal_core::jetstream::connect_as(&config.nats_url, "boot-api", &config.nats).await?;
     boot_api::run(
         &config.boot_api,
         checked,

@@ -26,9 +26,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(database) = args.database {
         config.projector.database = database;
     }
-    let client = metal_core::jetstream::connect(&config.nats_url, "inventory-projector")
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let client =
+        metal_core::jetstream::connect_as(&config.nats_url, "inventory-projector", &config.nats)
+            .await?;
     inventory_projector::run(&config.projector, client, metal_core::shutdown_signal()).await?;
     Ok(())
 }

@@ -22,8 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     metal_core::service::init_tracing(args.common.log_format);
     let config = args.common.load().context("loading configuration")?;
-    let client = metal_core::jetstream::connect(&config.nats_url, "locator")
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let client =
+        metal_core::jetstream::connect_as(&config.nats_url, "locator", &config.nats).await?;
     locator::run(&config, client, metal_core::shutdown_signal()).await
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use metal_core::config::NatsConfig;
 use metal_core::query::{EXPORT_DIGEST_HEADER, EXPORT_SEQUENCE_HEADER};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,6 +42,8 @@ pub enum CliError {
     },
     #[error("JetStream")]
     JetStream(#[from] metal_core::jetstream::JetStreamError),
+    #[error("cannot set up the NATS connection")]
+    NatsSetup(#[from] metal_core::jetstream::NatsSetupError),
     #[error("{0}")]
     Other(String),
 }
@@ -55,24 +58,28 @@ fn responder_of(subject: &str) -> &'static str {
 }
 
 /// Connects without retrying: an operator wants to hear at once that NATS is not there.
-pub async fn connect(url: &str) -> Result<async_nats::Client, CliError> {
-    connect_with(url, async_nats::ConnectOptions::new()).await
+pub async fn connect(url: &str, nats: &NatsConfig) -> Result<async_nats::Client, CliError> {
+    connect_with(url, nats, |options| options).await
 }
 
 /// Connects, and keeps trying in the background while NATS is away, for a command that
 /// waits for NATS instead of failing (`onboard`: [`publish_until_stored`]).
-pub async fn connect_waiting(url: &str) -> Result<async_nats::Client, CliError> {
-    let options = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .max_reconnects(None);
-    connect_with(url, options).await
+pub async fn connect_waiting(url: &str, nats: &NatsConfig) -> Result<async_nats::Client, CliError> {
+    connect_with(url, nats, |options| {
+        options.retry_on_initial_connect().max_reconnects(None)
+    })
+    .await
 }
 
+/// Connects as `[nats]` configures (identity, trust, metal-cli's own inbox prefix), with
+/// `adjust` applied to the options.
 async fn connect_with(
     url: &str,
-    options: async_nats::ConnectOptions,
+    nats: &NatsConfig,
+    adjust: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
 ) -> Result<async_nats::Client, CliError> {
-    options
+    let options = metal_core::jetstream::connect_options(nats, "metal-cli").await?;
+    adjust(options)
         .name("metal-cli")
         .connection_timeout(Duration::from_secs(5))
         .connect(url)

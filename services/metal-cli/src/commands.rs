@@ -391,7 +391,8 @@ pub async fn export(
     output: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
     let export = client::export(client, Duration::from_secs(30)).await?;
-    match output {
+    // `-` is stdout, as for most tools, not a file named "-".
+    match output.filter(|path| *path != Path::new("-")) {
         Some(path) => std::fs::write(path, &export.bytes)
             .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))?,
         None => {

@@ -150,7 +150,7 @@ pub async fn profiles_check(
             "cannot load the config: {}",
             metal_core::error_chain(&error)
         )),
-        Ok(config) => match client::connect(&config.nats_url).await {
+        Ok(config) => match client::connect(&config.nats_url, &config.nats).await {
             Err(error) => Err(metal_core::error_chain(&error)),
             Ok(client) => dry_run(&client, &profiles)
                 .await

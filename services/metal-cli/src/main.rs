@@ -123,7 +123,7 @@ enum Command {
     /// Write the canonical export of the projection (JSON lines, sorted): two projections of
     /// the same log export byte-identical files.
     Export {
-        /// Write to this file instead of stdout.
+        /// Write to this file instead of stdout (`-`: stdout).
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
@@ -414,8 +414,8 @@ async fn main() -> ExitCode {
     {
         return metal_cli::fleet::profiles_check(&cli.common, file.as_deref(), *json).await;
     }
-    let nats_url = match cli.common.load() {
-        Ok(config) => config.nats_url,
+    let (nats_url, nats) = match cli.common.load() {
+        Ok(config) => (config.nats_url, config.nats),
         Err(error) => {
             eprintln!("metal-cli: {}", metal_core::error_chain(&error));
             return ExitCode::from(2);
@@ -424,9 +424,9 @@ async fn main() -> ExitCode {
     // Onboarding waits for NATS (within its --timeout) rather than failing at once: the
     // operator asked for a machine, not for a query.
     let connected = if matches!(cli.command, Command::Onboard { .. }) {
-        metal_cli::client::connect_waiting(&nats_url).await
+        metal_cli::client::connect_waiting(&nats_url, &nats).await
     } else {
-        metal_cli::client::connect(&nats_url).await
+        metal_cli::client::connect(&nats_url, &nats).await
     };
     let client = match connected {
         Ok(client) => client,

@@ -19,6 +19,7 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub struct Config {
     /// NATS server URL.
     pub nats_url: String,
+    pub nats: NatsConfig,
     pub locator: LocatorConfig,
     pub redfish: RedfishConfig,
     pub projector: ProjectorConfig,
@@ -31,12 +32,50 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             nats_url: DEFAULT_NATS_URL.to_string(),
+            nats: NatsConfig::default(),
             locator: LocatorConfig::default(),
             redfish: RedfishConfig::default(),
             projector: ProjectorConfig::default(),
             boot_api: BootApiConfig::default(),
             validator: ValidatorConfig::default(),
             web: WebConfig::default(),
+        }
+    }
+}
+
+/// How every binary connects to NATS besides its URL (`[nats]`): who it is (a user with a
+/// password from the environment, an nkey seed file, or a credentials file; at most one)
+/// and whom it trusts (a CA file, which also makes TLS required; a client certificate for
+/// a server that asks for one). All unset: no authentication, TLS only if the URL says so.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// A NATS user; its password is read from the variable `password_env` names.
+    pub user: Option<String>,
+    /// The environment variable holding `user`'s password.
+    pub password_env: String,
+    /// A file holding an nkey seed (`SU...`), instead of a user and password.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A credentials file (a user JWT and its nkey seed, `.creds`), instead of either.
+    pub credentials_file: Option<PathBuf>,
+    /// PEM CA certificate(s) the server's certificate must chain to; TLS is then required.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, with `client_key_file`, for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            user: None,
+            password_env: "NATS_PASSWORD".to_string(),
+            nkey_seed_file: None,
+            credentials_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -567,6 +606,11 @@ impl Config {
 
 /// The keys holding file paths: `*` stands for every element of an array of tables.
 const PATH_KEYS: &[&[&str]] = &[
+    &["nats", "nkey_seed_file"],
+    &["nats", "credentials_file"],
+    &["nats", "ca_file"],
+    &["nats", "client_cert_file"],
+    &["nats", "client_key_file"],
     &["projector", "database"],
     &["boot_api", "database"],
     &["boot_api", "profiles"],

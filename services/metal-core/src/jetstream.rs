@@ -1,6 +1,7 @@
 //! JetStream plumbing: the stream and consumer configs from nats/, ensured idempotently;
 //! publish-and-wait with a deterministic `Nats-Msg-Id`; reading the stream from a sequence.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use time::OffsetDateTime;
 
+use crate::config::NatsConfig;
 use crate::envelope::{decode, Decoded, Envelope, StreamPosition};
 use crate::subjects;
 
@@ -414,12 +416,37 @@ pub fn reconnections() -> tokio::sync::watch::Receiver<u64> {
 }
 
 /// Connects to NATS with the options every binary uses: a name, unbounded reconnects, and
-/// the connection's losses and returns logged and told to [`reconnections`].
+/// the connection's losses and returns logged and told to [`reconnections`]; no
+/// authentication ([`connect_as`] for a configured identity and trust).
 pub async fn connect(
     url: &str,
     name: &str,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new().custom_inbox_prefix(format!("_INBOX.{name}"));
+    connect_with_options(url, name, options).await
+}
+
+/// [`connect`] as the identity, and with the trust, that `[nats]` configures.
+pub async fn connect_as(
+    url: &str,
+    name: &str,
+    nats: &NatsConfig,
+) -> Result<async_nats::Client, NatsSetupError> {
+    let options = connect_options(nats, name).await?;
+    connect_with_options(url, name, options)
+        .await
+        .map_err(|source| NatsSetupError::Connect {
+            url: url.to_string(),
+            source,
+        })
+}
+
+async fn connect_with_options(
+    url: &str,
+    name: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    options
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -438,4 +465,168 @@ pub async fn connect(
         })
         .connect(url)
         .await
+}
+
+/// A NATS connection that cannot even be attempted: `[nats]` is inconsistent or names
+/// something missing. Secrets never appear in these messages.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsSetupError {
+    #[error("[nats] names more than one identity: choose one of user, nkey_seed_file and credentials_file")]
+    TooManyIdentities,
+    #[error("[nats] user is {user:?}, but the environment variable {variable} (nats.password_env) that holds its password is not set")]
+    NoPassword { user: String, variable: String },
+    #[error("cannot read the NATS nkey seed file {path}")]
+    Seed {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the NATS nkey seed file {path} holds no seed")]
+    EmptySeed { path: PathBuf },
+    #[error("cannot read the NATS credentials file {path}")]
+    Credentials {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the NATS {what} file {path}")]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("[nats] client_cert_file and client_key_file go together: set both or neither")]
+    HalfClientCertificate,
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+/// The options every connection of `name` starts from: the identity and trust `[nats]`
+/// configures, and replies on the service's own inbox prefix (`_INBOX.<name>.`), so a
+/// server's permissions can keep one service from reading another's replies
+/// (nats/auth.conf).
+pub async fn connect_options(
+    nats: &NatsConfig,
+    name: &str,
+) -> Result<async_nats::ConnectOptions, NatsSetupError> {
+    let options = match (&nats.user, &nats.nkey_seed_file, &nats.credentials_file) {
+        (None, None, None) => async_nats::ConnectOptions::new(),
+        (Some(user), None, None) => {
+            let password =
+                std::env::var(&nats.password_env).map_err(|_| NatsSetupError::NoPassword {
+                    user: user.clone(),
+                    variable: nats.password_env.clone(),
+                })?;
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password)
+        }
+        (None, Some(path), None) => {
+            let seed = std::fs::read_to_string(path).map_err(|source| NatsSetupError::Seed {
+                path: path.clone(),
+                source,
+            })?;
+            let seed = seed.trim();
+            if seed.is_empty() {
+                return Err(NatsSetupError::EmptySeed { path: path.clone() });
+            }
+            async_nats::ConnectOptions::with_nkey(seed.to_string())
+        }
+        (None, None, Some(path)) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|source| NatsSetupError::Credentials {
+                path: path.clone(),
+                source,
+            })?,
+        _ => return Err(NatsSetupError::TooManyIdentities),
+    };
+    let readable = |what: &'static str, path: &PathBuf| {
+        std::fs::metadata(path)
+            .map(|_| ())
+            .map_err(|source| NatsSetupError::TlsFile {
+                what,
+                path: path.clone(),
+                source,
+            })
+    };
+    let mut options = options.custom_inbox_prefix(format!("_INBOX.{name}"));
+    if let Some(ca) = &nats.ca_file {
+        readable("CA", ca)?;
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&nats.client_cert_file, &nats.client_key_file) {
+        (Some(cert), Some(key)) => {
+            readable("client certificate", cert)?;
+            readable("client key", key)?;
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        (None, None) => {}
+        _ => return Err(NatsSetupError::HalfClientCertificate),
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn refusal(nats: NatsConfig) -> String {
+        match connect_options(&nats, "test").await {
+            Ok(_) => panic!("{nats:?} was accepted"),
+            Err(error) => crate::error_chain(&error),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_nats_setup_that_cannot_work_is_refused_naming_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let empty_seed = dir.path().join("empty.nk");
+        std::fs::write(&empty_seed, "\n").unwrap();
+        let user = |name: &str| NatsConfig {
+            user: Some(name.to_string()),
+            password_env: "METAL_TEST_UNSET_NATS_PASSWORD_4F2".to_string(),
+            ..NatsConfig::default()
+        };
+        let message = refusal(user("locator")).await;
+        assert!(
+            message.contains("\"locator\"")
+                && message.contains("METAL_TEST_UNSET_NATS_PASSWORD_4F2"),
+            "{message}"
+        );
+        let both = NatsConfig {
+            nkey_seed_file: Some(empty_seed.clone()),
+            ..user("locator")
+        };
+        assert!(refusal(both).await.contains("more than one identity"));
+        let seed = NatsConfig {
+            nkey_seed_file: Some(empty_seed.clone()),
+            ..NatsConfig::default()
+        };
+        assert!(refusal(seed).await.contains("holds no seed"));
+        let ca = NatsConfig {
+            ca_file: Some(missing.clone()),
+            ..NatsConfig::default()
+        };
+        let message = refusal(ca).await;
+        assert!(
+            message.contains("CA file") && message.contains("missing.pem"),
+            "{message}"
+        );
+        let half = NatsConfig {
+            client_cert_file: Some(missing),
+            ..NatsConfig::default()
+        };
+        assert!(refusal(half).await.contains("go together"));
+    }
+
+    #[tokio::test]
+    async fn no_setup_needs_no_file_and_no_variable() {
+        assert!(connect_options(&NatsConfig::default(), "locator")
+            .await
+            .is_ok());
+    }
 }

@@ -25,9 +25,9 @@ async fn main() -> anyhow::Result<()> {
     metal_core::service::init_tracing(args.common.log_format);
     raise_open_file_limit();
     let config = args.common.load().context("cannot load configuration")?;
-    let client = metal_core::jetstream::connect(&config.nats_url, "redfish-scraper")
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let client =
+        metal_core::jetstream::connect_as(&config.nats_url, "redfish-scraper", &config.nats)
+            .await?;
     redfish_scraper::run(config, client, metal_core::shutdown_signal()).await?;
     Ok(())
 }

@@ -40,6 +40,16 @@ pub struct NatsServer {
     store: PathBuf,
     port: u16,
     child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+/// What a server starts with besides its port and store: configuration appended to its
+/// `nats.conf` (a `tls` block, an `authorization` block) and environment variables (the
+/// passwords that configuration names as `$VARIABLE`).
+#[derive(Debug, Clone, Default)]
+pub struct ServerSetup {
+    pub config: String,
+    pub env: Vec<(String, String)>,
 }
 
 impl NatsServer {
@@ -51,12 +61,22 @@ impl NatsServer {
     /// The same, keeping JetStream's store in `store` (created or reused) instead of a
     /// temp dir, so a benchmark can run again on what an earlier run stored.
     pub fn start_with_store(store: Option<&Path>) -> NatsServer {
+        NatsServer::start_with(store, ServerSetup::default())
+    }
+
+    /// Starts a JetStream server with `setup` added to its configuration.
+    pub fn start_with_setup(setup: ServerSetup) -> NatsServer {
+        NatsServer::start_with(None, setup)
+    }
+
+    fn start_with(store: Option<&Path>, setup: ServerSetup) -> NatsServer {
         let binary = nats_server_binary();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create temp dir: {e}"));
         let port = free_port();
         let store = store.map_or_else(|| dir.path().join("store"), Path::to_path_buf);
         let config = format!(
-            "listen: 127.0.0.1:{port}\nmax_payload: 16MB\njetstream {{\n  store_dir: {store:?}\n}}\n"
+            "listen: 127.0.0.1:{port}\nmax_payload: 16MB\njetstream {{\n  store_dir: {store:?}\n}}\n{}\n",
+            setup.config
         );
         std::fs::write(dir.path().join("nats.conf"), config)
             .unwrap_or_else(|e| panic!("cannot write nats.conf: {e}"));
@@ -66,6 +86,7 @@ impl NatsServer {
             store,
             port,
             child: None,
+            env: setup.env,
         };
         server.spawn();
         server
@@ -83,6 +104,7 @@ impl NatsServer {
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(self.dir.path().join("nats.conf"))
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -26,6 +26,54 @@ pub fn http_server_config(
     Arc::new(tls)
 }
 
+/// A fresh CA and a leaf certificate for 127.0.0.1 it signed, valid from yesterday for 30
+/// days: what a loopback server needs to speak TLS to clients that trust only that CA.
+pub struct LoopbackPki {
+    pub ca_pem: String,
+    pub leaf_pem: String,
+    pub leaf_der: Vec<u8>,
+    /// The leaf's private key, PKCS#8.
+    pub leaf_key_pem: String,
+    pub leaf_key_der: Vec<u8>,
+}
+
+impl LoopbackPki {
+    /// Makes them, with `ca_name` as the CA's common name. Panics when rcgen cannot.
+    pub fn new(ca_name: &str) -> LoopbackPki {
+        let fail = |error: rcgen::Error| -> ! { panic!("cannot make certificates: {error}") };
+        let now = time::OffsetDateTime::now_utc();
+        let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let mut ca_params = rcgen::CertificateParams::default();
+        let mut ca_dn = rcgen::DistinguishedName::new();
+        ca_dn.push(rcgen::DnType::CommonName, ca_name);
+        ca_params.distinguished_name = ca_dn;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.not_before = now - time::Duration::days(1);
+        ca_params.not_after = now + time::Duration::days(30);
+        let ca = ca_params.self_signed(&ca_key).unwrap_or_else(|e| fail(e));
+        let leaf_key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let mut leaf_params = rcgen::CertificateParams::default();
+        leaf_params.subject_alt_names =
+            vec![rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+        let mut leaf_dn = rcgen::DistinguishedName::new();
+        leaf_dn.push(rcgen::DnType::CommonName, "127.0.0.1");
+        leaf_params.distinguished_name = leaf_dn;
+        leaf_params.not_before = now - time::Duration::days(1);
+        leaf_params.not_after = now + time::Duration::days(30);
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .unwrap_or_else(|e| fail(e));
+        LoopbackPki {
+            ca_pem: ca.pem(),
+            leaf_pem: leaf.pem(),
+            leaf_der: leaf.der().to_vec(),
+            leaf_key_pem: leaf_key.serialize_pem(),
+            leaf_key_der: leaf_key.serialize_der(),
+        }
+    }
+}
+
 /// A TLS-terminating proxy on `127.0.0.1:<free port>`; stopped on drop.
 pub struct TlsFront {
     addr: SocketAddr,
@@ -42,32 +90,8 @@ impl Drop for TlsFront {
 impl TlsFront {
     /// Serves TLS for `backend` (plain TCP on loopback). Panics when it cannot.
     pub async fn start(backend: SocketAddr) -> TlsFront {
-        let fail =
-            |error: rcgen::Error| -> ! { panic!("TLS front: cannot make certificates: {error}") };
-        let now = time::OffsetDateTime::now_utc();
-        let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
-        let mut ca_params = rcgen::CertificateParams::default();
-        let mut ca_name = rcgen::DistinguishedName::new();
-        ca_name.push(rcgen::DnType::CommonName, "metal test BMC CA");
-        ca_params.distinguished_name = ca_name;
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.not_before = now - time::Duration::days(1);
-        ca_params.not_after = now + time::Duration::days(30);
-        let ca = ca_params.self_signed(&ca_key).unwrap_or_else(|e| fail(e));
-        let leaf_key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
-        let mut leaf_params = rcgen::CertificateParams::default();
-        leaf_params.subject_alt_names =
-            vec![rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
-        let mut leaf_name = rcgen::DistinguishedName::new();
-        leaf_name.push(rcgen::DnType::CommonName, "127.0.0.1");
-        leaf_params.distinguished_name = leaf_name;
-        leaf_params.not_before = now - time::Duration::days(1);
-        leaf_params.not_after = now + time::Duration::days(30);
-        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-        let leaf = leaf_params
-            .signed_by(&leaf_key, &issuer)
-            .unwrap_or_else(|e| fail(e));
-        let tls = http_server_config(leaf.der().to_vec(), leaf_key.serialize_der(), "TLS front");
+        let pki = LoopbackPki::new("metal test BMC CA");
+        let tls = http_server_config(pki.leaf_der.clone(), pki.leaf_key_der.clone(), "TLS front");
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -92,7 +116,7 @@ impl TlsFront {
         });
         TlsFront {
             addr,
-            ca_pem: ca.pem(),
+            ca_pem: pki.ca_pem,
             task,
         }
     }

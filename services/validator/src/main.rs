@@ -41,9 +41,8 @@ async fn main() -> anyhow::Result<()> {
     }
     // Fail early and clearly on a bad specs file or settings, before touching the network.
     let checked = validator::Checked::from_config(&config.validator)?;
-    let client = metal_core::jetstream::connect(&config.nats_url, "validator")
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let client =
+        metal_core::jetstream::connect_as(&config.nats_url, "validator", &config.nats).await?;
     validator::run_checked(
         &config.validator,
         checked,

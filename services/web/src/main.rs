@@ -42,9 +42,7 @@ async fn main() -> anyhow::Result<()> {
     // A broken profiles file stops web here, before NATS or the projection, its message
     // naming the line, as it stops boot-api.
     let profiles = metal_core::profiles::Profiles::load(&config.boot_api.profiles)?;
-    let client = metal_core::jetstream::connect(&config.nats_url, "web")
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+    let client = metal_core::jetstream::connect_as(&config.nats_url, "web", &config.nats).await?;
     web::run(
         &config.web,
         &profiles,

@@ -17,8 +17,99 @@ use tokio::task::JoinHandle;
 /// The install-token key boot-api runs with here.
 pub const E2E_TOKEN_KEY: &str = "e2e install-token key, 32 bytes";
 
+/// NATS as deployed with nats/auth.conf, over TLS: every service, metal-cli and the test
+/// itself (as `admin`) connect as their own user, trusting the test's CA.
+#[derive(Debug, Clone)]
+pub struct SecuredNats {
+    pub ca_file: PathBuf,
+}
+
+/// Every user of nats/auth.conf.
+pub const NATS_USERS: &[&str] = &[
+    "locator",
+    "redfish-scraper",
+    "boot-api",
+    "validator",
+    "inventory-projector",
+    "web",
+    "metal-cli",
+    "admin",
+];
+
+impl SecuredNats {
+    /// The environment variable nats/auth.conf reads `user`'s password from.
+    pub fn password_variable(user: &str) -> String {
+        format!(
+            "METAL_NATS_{}_PASSWORD",
+            user.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+
+    /// `user`'s password here: distinctive, so a test can look for it where it must not be.
+    pub fn password(user: &str) -> String {
+        format!("nats-pw-{user}-Qx7m2R")
+    }
+
+    /// `[nats]` for `user`.
+    pub fn config(&self, user: &str) -> metal_core::config::NatsConfig {
+        metal_core::config::NatsConfig {
+            user: Some(user.to_string()),
+            password_env: SecuredNats::password_variable(user),
+            ca_file: Some(self.ca_file.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// A CA and a server certificate in `dir`, every password in this process's environment
+    /// (where the clients read them), and the server's setup: TLS and nats/auth.conf.
+    fn prepare(dir: &std::path::Path) -> (SecuredNats, test_harness::nats::ServerSetup) {
+        let pki = test_harness::tls::LoopbackPki::new("metal test NATS CA");
+        let ca_file = dir.join("nats-ca.pem");
+        let cert_file = dir.join("nats-server.pem");
+        let key_file = dir.join("nats-server-key.pem");
+        std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+        std::fs::write(&cert_file, &pki.leaf_pem).unwrap();
+        std::fs::write(&key_file, &pki.leaf_key_pem).unwrap();
+        let auth =
+            std::fs::read_to_string(test_harness::paths::workspace_root().join("nats/auth.conf"))
+                .unwrap();
+        let mut env = Vec::new();
+        for user in NATS_USERS {
+            let (variable, password) = (
+                SecuredNats::password_variable(user),
+                SecuredNats::password(user),
+            );
+            std::env::set_var(&variable, &password);
+            env.push((variable, password));
+        }
+        let config =
+            format!("tls {{\n  cert_file: {cert_file:?}\n  key_file: {key_file:?}\n}}\n{auth}");
+        (
+            SecuredNats { ca_file },
+            test_harness::nats::ServerSetup { config, env },
+        )
+    }
+
+    /// The environment that makes metal-cli connect as its user.
+    fn cli_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("METAL__NATS__USER".into(), "metal-cli".into()),
+            (
+                "METAL__NATS__PASSWORD_ENV".into(),
+                SecuredNats::password_variable("metal-cli"),
+            ),
+            (
+                "METAL__NATS__CA_FILE".into(),
+                self.ca_file.display().to_string(),
+            ),
+        ]
+    }
+}
+
 pub struct System {
     pub nats: NatsServer,
+    /// Set when NATS runs with nats/auth.conf over TLS ([`System::start_secured`]).
+    pub secured: Option<SecuredNats>,
     pub client: async_nats::Client,
     pub config: Config,
     pub boot_url: String,
@@ -58,9 +149,36 @@ impl System {
         static_bmcs: Vec<(Mac, String)>,
         adjust: impl FnOnce(&mut Config),
     ) -> System {
-        let nats = NatsServer::start();
-        let client = nats.connect().await;
+        System::start_as(static_bmcs, adjust, false).await
+    }
+
+    /// [`System::start_with`] on a NATS server that runs nats/auth.conf over TLS, every
+    /// service connecting as its own user ([`SecuredNats`]).
+    pub async fn start_secured(
+        static_bmcs: Vec<(Mac, String)>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> System {
+        System::start_as(static_bmcs, adjust, true).await
+    }
+
+    /// A client as `user` on this system's NATS: its own user when secured.
+    pub async fn client_as(&self, user: &str) -> async_nats::Client {
+        connect(&self.nats, self.secured.as_ref(), user).await
+    }
+
+    async fn start_as(
+        static_bmcs: Vec<(Mac, String)>,
+        adjust: impl FnOnce(&mut Config),
+        secured: bool,
+    ) -> System {
         let dir = tempfile::tempdir().unwrap();
+        let (nats, secured) = if secured {
+            let (secured, setup) = SecuredNats::prepare(dir.path());
+            (NatsServer::start_with_setup(setup), Some(secured))
+        } else {
+            (NatsServer::start(), None)
+        };
+        let client = connect(&nats, secured.as_ref(), "admin").await;
         let mut config = Config {
             nats_url: nats.url(),
             ..Config::default()
@@ -105,8 +223,11 @@ impl System {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         {
-            let (config, client, shutdown) =
-                (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) = (
+                config.clone(),
+                connect(&nats, secured.as_ref(), "locator").await,
+                stopped(&stop_rx),
+            );
             tasks.push(tokio::spawn(async move {
                 locator::run(&config, client, shutdown)
                     .await
@@ -114,8 +235,11 @@ impl System {
             }));
         }
         {
-            let (config, client, shutdown) =
-                (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) = (
+                config.clone(),
+                connect(&nats, secured.as_ref(), "redfish-scraper").await,
+                stopped(&stop_rx),
+            );
             tasks.push(tokio::spawn(async move {
                 redfish_scraper::run(config, client, shutdown)
                     .await
@@ -123,8 +247,11 @@ impl System {
             }));
         }
         {
-            let (config, client, shutdown) =
-                (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) = (
+                config.clone(),
+                connect(&nats, secured.as_ref(), "inventory-projector").await,
+                stopped(&stop_rx),
+            );
             tasks.push(tokio::spawn(async move {
                 inventory_projector::run(&config.projector, client, shutdown)
                     .await
@@ -132,8 +259,11 @@ impl System {
             }));
         }
         {
-            let (config, client, shutdown) =
-                (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) = (
+                config.clone(),
+                connect(&nats, secured.as_ref(), "boot-api").await,
+                stopped(&stop_rx),
+            );
             let key = boot_api::TokenKey::new("test", E2E_TOKEN_KEY.as_bytes().to_vec())
                 .expect("test key");
             let checked = boot_api::Checked::with_key(&config.boot_api, key).expect("boot-api");
@@ -144,8 +274,11 @@ impl System {
             }));
         }
         {
-            let (config, client, shutdown) =
-                (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) = (
+                config.clone(),
+                connect(&nats, secured.as_ref(), "validator").await,
+                stopped(&stop_rx),
+            );
             let checked = validator::Checked::from_config(&config.validator).expect("validator");
             tasks.push(tokio::spawn(async move {
                 validator::run_checked(&config.validator, checked, client, shutdown)
@@ -154,8 +287,11 @@ impl System {
             }));
         }
         {
-            let (config, client, shutdown) =
-                (config.clone(), nats.connect().await, stopped(&stop_rx));
+            let (config, client, shutdown) = (
+                config.clone(),
+                connect(&nats, secured.as_ref(), "web").await,
+                stopped(&stop_rx),
+            );
             let profiles =
                 metal_core::profiles::Profiles::load(&config.boot_api.profiles).expect("profiles");
             tasks.push(tokio::spawn(async move {
@@ -164,8 +300,19 @@ impl System {
                     .expect("web");
             }));
         }
+        // The services create the stream as they start; a request before it would fail.
+        let js = async_nats::jetstream::new(client.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while js.get_stream(metal_core::subjects::STREAM).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no service created the stream within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         System {
             nats,
+            secured,
             client,
             config,
             boot_url,
@@ -181,6 +328,7 @@ impl System {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_metal-cli"))
             .args(args)
             .env("NATS_URL", self.nats.url())
+            .envs(self.cli_env())
             .env_remove("METAL_CONFIG")
             .output()
             .expect("run metal-cli");
@@ -203,10 +351,12 @@ impl System {
     ) -> impl std::future::Future<Output = Output> + Send + 'static {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let url = self.nats.url();
+        let env = self.cli_env();
         let run = tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_metal-cli"))
                 .args(&args)
                 .env("NATS_URL", url)
+                .envs(env)
                 .env_remove("METAL_CONFIG")
                 .output()
                 .expect("run metal-cli")
@@ -275,6 +425,14 @@ impl System {
         }
     }
 
+    /// What metal-cli needs in its environment to connect as its user, when secured.
+    fn cli_env(&self) -> Vec<(String, String)> {
+        self.secured
+            .as_ref()
+            .map(SecuredNats::cli_env)
+            .unwrap_or_default()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -287,6 +445,22 @@ impl System {
                 .expect("service stops on shutdown")
                 .expect("service task");
         }
+    }
+}
+
+/// A client of `nats` as `user` when it is secured, else an open one.
+async fn connect(
+    nats: &NatsServer,
+    secured: Option<&SecuredNats>,
+    user: &str,
+) -> async_nats::Client {
+    match secured {
+        Some(secured) => {
+            metal_core::jetstream::connect_as(&nats.url(), user, &secured.config(user))
+                .await
+                .unwrap_or_else(|e| panic!("{user} connects: {}", metal_core::error_chain(&e)))
+        }
+        None => nats.connect().await,
     }
 }
 
