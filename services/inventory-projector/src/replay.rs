@@ -148,7 +148,7 @@ pub async fn replay(
     if let Some(damage) = live.damage() {
         // The follow loop waits for the repair: nothing to catch up with, nothing to compare.
         let paused = live.pause().await;
-        let report = replace_damaged(live, fresh, &fresh_path, live_path).await?;
+        let report = swap(live, fresh, &fresh_path, live_path, true).await?;
         live.mark_repaired();
         drop(paused);
         tracing::warn!(last_sequence = report.last_sequence, digest = %report.new_digest, %damage, "replay replaced the damaged projection");
@@ -186,7 +186,7 @@ pub async fn replay(
             }
             continue;
         }
-        let report = swap(live, fresh, &fresh_path, live_path).await?;
+        let report = swap(live, fresh, &fresh_path, live_path, false).await?;
         drop(paused);
         let report = ReplayReport {
             events_applied,
@@ -207,67 +207,43 @@ pub async fn replay(
     }
 }
 
-/// Renames the fresh file over a damaged live one, unread: its connection is dropped
-/// without a checkpoint, its pages not trusted.
-async fn replace_damaged(
-    live: &LiveProjection,
-    fresh: Projection,
-    fresh_path: &Path,
-    live_path: &Path,
-) -> Result<ReplayReport, ReplayError> {
-    let fresh_path = fresh_path.to_path_buf();
-    let live_path = live_path.to_path_buf();
-    let result = live
-        .with(move |projection| -> Result<ReplayReport, ProjectionError> {
-            let last_sequence = fresh.last_sequence()?;
-            let new_digest = export::digest(&fresh.canonical_export()?);
-            fresh.close()?;
-            drop(std::mem::replace(projection, Projection::open_in_memory()?));
-            replace_file(&fresh_path, &live_path)?;
-            *projection = Projection::open(&live_path)?;
-            Ok(ReplayReport {
-                events_applied: 0,
-                last_sequence,
-                identical: false,
-                old_digest: String::new(),
-                new_digest,
-                seconds: 0.0,
-                repaired_damage: None,
-            })
-        })
-        .await
-        .map_err(ReplayError::Live)?
-        .map_err(ReplayError::Projection)?;
-    live.announce(result.last_sequence);
-    Ok(result)
-}
-
-/// Compares digests and renames the fresh file over the live one, with the live
-/// connection closed; reopens the live projection either way.
+/// Renames the fresh file over the live one and reopens the live projection (whatever
+/// file is at its path then, so the service keeps working). A sound live projection is
+/// compared by digest first and closed cleanly; a damaged one is neither read nor
+/// checkpointed, its connection only dropped.
 async fn swap(
     live: &LiveProjection,
     fresh: Projection,
     fresh_path: &Path,
     live_path: &Path,
+    damaged: bool,
 ) -> Result<ReplayReport, ReplayError> {
     let fresh_path = fresh_path.to_path_buf();
     let live_path = live_path.to_path_buf();
     let result = live
         .with(move |projection| -> Result<ReplayReport, ProjectionError> {
-            let last_sequence = projection.last_sequence()?;
-            let old_digest = export::digest(&projection.canonical_export()?);
+            let (last_sequence, old_digest) = if damaged {
+                (fresh.last_sequence()?, String::new())
+            } else {
+                let old = export::digest(&projection.canonical_export()?);
+                (projection.last_sequence()?, old)
+            };
             let new_digest = export::digest(&fresh.canonical_export()?);
             fresh.close()?;
             let old = std::mem::replace(projection, Projection::open_in_memory()?);
-            let closed = old.close();
+            let closed = if damaged {
+                drop(old);
+                Ok(())
+            } else {
+                old.close()
+            };
             let replaced = closed.and_then(|()| replace_file(&fresh_path, &live_path));
-            // Reopen whatever file is at the live path now, so the service keeps working.
             *projection = Projection::open(&live_path)?;
             replaced?;
             Ok(ReplayReport {
                 events_applied: 0,
                 last_sequence,
-                identical: old_digest == new_digest,
+                identical: !damaged && old_digest == new_digest,
                 old_digest,
                 new_digest,
                 seconds: 0.0,
