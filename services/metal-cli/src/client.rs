@@ -82,7 +82,7 @@ async fn connect_with(
     adjust(options)
         .name("metal-cli")
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(metal_core::jetstream::server_urls(url))
         .await
         .map_err(|source| CliError::Connect {
             url: url.to_string(),

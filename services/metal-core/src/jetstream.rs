@@ -60,6 +60,28 @@ pub enum JetStreamError {
     },
 }
 
+impl JetStreamError {
+    /// Whether trying again later may succeed: a publish JetStream could not take now (no
+    /// answer in time, no stream leader during an election, a lost connection), not one it
+    /// refused for what it is (too large, a wrong expected sequence).
+    pub fn is_transient(&self) -> bool {
+        use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+        match self {
+            JetStreamError::Publish { source, .. } => {
+                source.downcast_ref::<PublishError>().is_some_and(|error| {
+                    !matches!(
+                        error.kind(),
+                        PublishErrorKind::MaxPayloadExceeded
+                            | PublishErrorKind::WrongLastMessageId
+                            | PublishErrorKind::WrongLastSequence
+                    )
+                })
+            }
+            _ => false,
+        }
+    }
+}
+
 pub fn stream_config() -> Result<stream::Config, JetStreamError> {
     serde_json::from_str(STREAM_CONFIG_JSON).map_err(|source| JetStreamError::Config {
         file: "stream-MACHINES.json",
@@ -91,9 +113,10 @@ impl DurableConsumer {
 }
 
 /// Creates the MACHINES stream, or updates it where it differs from nats/. Safe to
-/// call from every replica at every start.
+/// call from every replica at every start. Its replicas are the operator's: a stream made
+/// for a cluster (`--replicas 3`) keeps them, whatever nats/ says for a single server.
 pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, JetStreamError> {
-    let wanted = stream_config()?;
+    let mut wanted = stream_config()?;
     let name = wanted.name.clone();
     let wrap = |source: BoxError| JetStreamError::EnsureStream {
         name: name.clone(),
@@ -106,6 +129,7 @@ pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, Je
     let info = stream.info().await.map_err(|e| wrap(Box::new(e)))?;
     if !stream_config_matches(&info.config, &wanted) {
         tracing::info!(stream = %name, "stream config differs from nats/, updating");
+        wanted.num_replicas = info.config.num_replicas;
         js.update_stream(wanted)
             .await
             .map_err(|e| wrap(Box::new(e)))?;
@@ -120,7 +144,6 @@ fn stream_config_matches(have: &stream::Config, want: &stream::Config) -> bool {
         && have.storage == want.storage
         && have.max_age == want.max_age
         && have.duplicate_window == want.duplicate_window
-        && have.num_replicas.max(1) == want.num_replicas.max(1)
         && have.discard == want.discard
         && have.allow_direct == want.allow_direct
         && have.deny_delete == want.deny_delete
@@ -441,6 +464,15 @@ pub async fn connect_as(
         })
 }
 
+/// The servers a `nats_url` names: one URL, or several separated by commas (the nodes of
+/// a cluster; the client picks one and moves to another when it is lost).
+pub fn server_urls(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .collect()
+}
+
 async fn connect_with_options(
     url: &str,
     name: &str,
@@ -463,7 +495,7 @@ async fn connect_with_options(
                 other => tracing::debug!(event = %other, "NATS client event"),
             }
         })
-        .connect(url)
+        .connect(server_urls(url))
         .await
 }
 

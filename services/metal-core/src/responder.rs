@@ -60,6 +60,11 @@ pub trait Handler: Send + Sync + 'static {
 /// asked for while an earlier request is still open.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
+/// How long a responder keeps trying to store an answer JetStream cannot take right now (a
+/// stream leader being elected, a server restarting) before handing its input back: tries
+/// that fail at once would spend the input's few deliveries in seconds, and lose it.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
+
 /// How long inputs being handled when shutdown comes get to finish (and be acked). Those
 /// still running after it are dropped unacked: they come back after the consumer's ack wait.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -275,7 +280,7 @@ async fn handle_input<H: Handler>(
     match outcome {
         Ok(Outcome::Publish(events)) => {
             for event in &events {
-                match publish_event(js, event).await {
+                match publish_patiently(js, event).await {
                     Ok(ack) => {
                         tracing::debug!(event_type = %event.event_type, sequence = ack.sequence, duplicate = ack.duplicate, "published")
                     }
@@ -316,6 +321,26 @@ async fn handle_input<H: Handler>(
             abandon(format!("the handler panicked: {what}"))
                 .publish_and_ack(js, message)
                 .await;
+        }
+    }
+}
+
+/// Publishes `event`, trying again for up to [`PUBLISH_PATIENCE`] while JetStream cannot
+/// take it for now; the same message id makes every try one stored event.
+async fn publish_patiently(
+    js: &jetstream::Context,
+    event: &Envelope,
+) -> Result<jetstream::publish::PublishAck, crate::jetstream::JetStreamError> {
+    let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match publish_event(js, event).await {
+            Err(error) if error.is_transient() && tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(event_type = %event.event_type, error = %crate::error_chain(&error), retry_in_ms = wait.as_millis() as u64, "cannot store the answer yet; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
         }
     }
 }

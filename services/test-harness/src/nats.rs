@@ -150,6 +150,13 @@ impl NatsServer {
         self.spawn();
     }
 
+    /// Starts a killed server again on the same port with the same store.
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
     /// Connects a client (for test code).
     pub async fn connect(&self) -> async_nats::Client {
         async_nats::connect(self.url())
@@ -165,6 +172,58 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// JetStream servers on loopback routed to each other as one cluster (`metal`), each with
+/// its own port, store and name (`n0`, `n1`, ...); nodes can be killed and started again.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes; JetStream is ready once they have elected a meta leader, a few
+    /// seconds later (callers retry their first stream creation).
+    pub fn start(size: usize) -> NatsCluster {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let nodes = (0..size)
+            .map(|i| {
+                let routes: Vec<String> = route_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, port)| format!("nats-route://127.0.0.1:{port}"))
+                    .collect();
+                let config = format!(
+                    "server_name: n{i}\ncluster {{\n  name: metal\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    route_ports[i],
+                    routes.join(", ")
+                );
+                NatsServer::start_with_setup(ServerSetup {
+                    config,
+                    env: Vec::new(),
+                })
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's URL, comma-separated: what a client given the whole cluster connects to.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node named `name` (`n0`, `n1`, ...).
+    pub fn node(&mut self, name: &str) -> &mut NatsServer {
+        let index: usize = name
+            .strip_prefix('n')
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("{name:?} is not a node name"));
+        &mut self.nodes[index]
     }
 }
 
