@@ -47,13 +47,8 @@ impl QueryError {
 impl From<QueryError> for async_nats::service::error::Error {
     fn from(error: QueryError) -> Self {
         // It travels in a header: a line break in it would make async-nats panic.
-        let status = error
-            .message
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
         async_nats::service::error::Error {
-            status,
+            status: metal_core::one_line(&error.message),
             code: error.code,
         }
     }

@@ -10,7 +10,7 @@ use metal_core::locate::{AnswerKind, LocateReply};
 use metal_core::query::{
     History, MachineDetail, MachineList, MachineRow, Provisioning, ReplayReport, UnknownMacs,
 };
-use metal_core::{subjects, Envelope};
+use metal_core::{one_line, subjects, Envelope};
 
 use crate::fleet::ProfileCheck;
 
@@ -866,12 +866,6 @@ pub fn locate(reply: &LocateReply) -> String {
         );
     }
     out.trim_end().to_string()
-}
-
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures::StreamExt;
 use metal_core::config::{Config, StaticBmc};
 use metal_core::jetstream::stream_config;
 use metal_core::{subjects, Mac};
@@ -54,37 +53,22 @@ async fn request(js: &jetstream::Context, mac: Mac) {
 
 /// How many events of each subject the stream holds, per machine; `None` when the stream
 /// cannot be read right now (its leader is being elected).
-async fn try_counts(js: &jetstream::Context) -> Option<BTreeMap<(String, String), usize>> {
-    let mut stream = js.get_stream(subjects::STREAM).await.ok()?;
-    let last = stream.info().await.ok()?.state.last_sequence;
+async fn try_counts(client: &async_nats::Client) -> Option<BTreeMap<(String, String), usize>> {
     let mut counts = BTreeMap::new();
-    if last == 0 {
-        return Some(counts);
-    }
-    let messages = metal_core::jetstream::follow_stream(&stream, 1)
-        .await
-        .ok()?;
-    let mut messages = std::pin::pin!(messages);
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
-            .await
-            .ok()??
-            .ok()?;
+    for message in test_harness::stream::try_read_all(client).await.ok()? {
         if let metal_core::envelope::Decoded::Event(event) = message.decode() {
             let machine = event.machine_id.map(|m| m.to_string()).unwrap_or_default();
             *counts.entry((event.event_type, machine)).or_default() += 1;
         }
-        if message.sequence >= last {
-            return Some(counts);
-        }
     }
+    Some(counts)
 }
 
 /// [`try_counts`], retried for up to a minute.
-async fn counts(js: &jetstream::Context) -> BTreeMap<(String, String), usize> {
+async fn counts(client: &async_nats::Client) -> BTreeMap<(String, String), usize> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(counts) = try_counts(js).await {
+        if let Some(counts) = try_counts(client).await {
             return counts;
         }
         assert!(Instant::now() < deadline, "the stream cannot be read");
@@ -193,7 +177,7 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
         request(&js, bmc_mac(i)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while scraped(&counts(&js).await) < 3 {
+    while scraped(&counts(&client).await) < 3 {
         assert!(Instant::now() < deadline, "nothing was scraped");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -220,7 +204,7 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
             cluster.node(&leader).start_again();
             restarted = true;
         }
-        let now = counts(&js).await;
+        let now = counts(&client).await;
         let done = scraped(&now);
         if done == MACHINES && restarted {
             eprintln!(
@@ -293,7 +277,7 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
             .expect("a service task");
     }
 
-    let counts = counts(&js).await;
+    let counts = counts(&client).await;
     for i in 0..MACHINES {
         let machine = metal_core::MachineId::from_bmc_mac(&bmc_mac(i)).to_string();
         for subject in [

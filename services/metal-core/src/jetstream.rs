@@ -445,7 +445,7 @@ pub async fn connect(
     url: &str,
     name: &str,
 ) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let options = async_nats::ConnectOptions::new().custom_inbox_prefix(format!("_INBOX.{name}"));
+    let options = async_nats::ConnectOptions::new().custom_inbox_prefix(inbox_prefix(name));
     connect_with_options(url, name, options).await
 }
 
@@ -538,6 +538,12 @@ pub enum NatsSetupError {
     },
 }
 
+/// The prefix of `name`'s reply subjects, `_INBOX.<name>`: what nats/auth.conf lets each
+/// service subscribe to.
+fn inbox_prefix(name: &str) -> String {
+    format!("_INBOX.{name}")
+}
+
 /// The options every connection of `name` starts from: the identity and trust `[nats]`
 /// configures, and replies on the service's own inbox prefix (`_INBOX.<name>.`), so a
 /// server's permissions can keep one service from reading another's replies
@@ -584,7 +590,7 @@ pub async fn connect_options(
                 source,
             })
     };
-    let mut options = options.custom_inbox_prefix(format!("_INBOX.{name}"));
+    let mut options = options.custom_inbox_prefix(inbox_prefix(name));
     if let Some(ca) = &nats.ca_file {
         readable("CA", ca)?;
         options = options.add_root_certificates(ca.clone()).require_tls(true);

@@ -53,6 +53,14 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// `text` on one line: every control character (line breaks included) a space. For text
+/// that travels in a header, an event field or one line of output.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// One shutdown future made into as many as the parts of a service need.
 #[derive(Debug, Clone)]
 pub struct Shutdown(tokio::sync::watch::Receiver<bool>);

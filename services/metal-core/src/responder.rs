@@ -382,10 +382,8 @@ impl Abandoned<'_> {
     /// correlation), and has an id derived from the consumer and the input, so every
     /// redelivery of the input names the same dead letter.
     fn envelope(&self) -> Envelope {
-        let reason: String = self
-            .reason
+        let reason: String = crate::one_line(&self.reason)
             .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
             .take(MAX_REASON_CHARS)
             .collect();
         let data = InputAbandoned {

@@ -165,6 +165,16 @@ impl LiveProjection {
         }
     }
 
+    /// Takes damage found while following: marked on a projection its service can rebuild
+    /// (the loop then waits for the rebuild), handed back to end the loop otherwise.
+    fn damaged_while_following(&self, error: ProjectionError) -> Result<(), FollowError> {
+        if !self.repairable {
+            return Err(FollowError::Projection(error));
+        }
+        self.mark_damaged(metal_core::error_chain(&error));
+        Ok(())
+    }
+
     /// Waits until the projection is not marked damaged.
     async fn sound(&self) {
         let mut damage = self.damage.subscribe();
@@ -262,8 +272,8 @@ pub async fn follow(
         }
         let start = match live.with(|projection| projection.last_sequence()).await? {
             Ok(last) => last + 1,
-            Err(error) if error.is_damage() && live.repairable => {
-                live.mark_damaged(metal_core::error_chain(&error));
+            Err(error) if error.is_damage() => {
+                live.damaged_while_following(error)?;
                 continue;
             }
             Err(error) => return Err(FollowError::Projection(error)),
@@ -301,10 +311,7 @@ pub async fn follow(
                         match live.apply_batch(batch).await {
                             Ok(last) => tracing::debug!(last_sequence = last, "applied"),
                             Err(FollowError::Projection(error)) if error.is_damage() => {
-                                if !live.repairable {
-                                    return Err(FollowError::Projection(error));
-                                }
-                                live.mark_damaged(metal_core::error_chain(&error));
+                                live.damaged_while_following(error)?;
                                 break;
                             }
                             Err(FollowError::Projection(error)) => {

@@ -23,31 +23,37 @@ pub async fn publish_stored(js: &async_nats::jetstream::Context, message: &Store
 
 /// Every message stored now, in order (stops at the stream's current last sequence).
 pub async fn read_all(client: &async_nats::Client) -> Vec<StoredMessage> {
+    try_read_all(client).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`read_all`], or why the stream cannot be read right now (a cluster electing its
+/// stream's leader, say).
+pub async fn try_read_all(client: &async_nats::Client) -> Result<Vec<StoredMessage>, String> {
     let js = async_nats::jetstream::new(client.clone());
     let mut stream = metal_core::jetstream::ensure_stream(&js)
         .await
-        .unwrap_or_else(|e| panic!("cannot ensure stream: {}", metal_core::error_chain(&e)));
+        .map_err(|e| format!("cannot ensure stream: {}", metal_core::error_chain(&e)))?;
     let last = metal_core::jetstream::last_sequence(&mut stream)
         .await
-        .unwrap_or_else(|e| panic!("cannot read stream info: {e}"));
+        .map_err(|e| format!("cannot read stream info: {e}"))?;
     let mut out = Vec::new();
     if last == 0 {
-        return out;
+        return Ok(out);
     }
     let messages = follow_stream(&stream, 1)
         .await
-        .unwrap_or_else(|e| panic!("cannot read stream: {e}"));
+        .map_err(|e| format!("cannot read stream: {e}"))?;
     let mut messages = std::pin::pin!(messages);
     while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(10), messages.next()).await
     {
-        let message = item.unwrap_or_else(|e| panic!("stream read failed: {e}"));
+        let message = item.map_err(|e| format!("stream read failed: {e}"))?;
         let sequence = message.sequence;
         out.push(message);
         if sequence >= last {
             break;
         }
     }
-    out
+    Ok(out)
 }
 
 /// The envelopes stored now (synthesised for raw requests), each validated against schemas/.
