@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use async_nats::jetstream;
-use bench::service::Service;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use metal_core::jetstream::{ensure_stream, last_sequence, StoredMessage};
 use metal_core::subjects;
 use metal_projection::fixtures;
+use test_harness::service::Service;
 
 /// boot-api req/s ÷ a trivial axum handler's req/s, same wrk load, same run.
 #[derive(Parser, Debug)]
@@ -525,7 +525,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         have_wrk(),
         "wrk not found on PATH: `apt-get install -y wrk` (scripts/bench does this)"
     );
-    let bin_dir = bench::service::bin_dir(args.bin_dir.as_deref())?;
+    let bin_dir = test_harness::service::bin_dir(args.bin_dir.as_deref())?;
     let work = tempfile::Builder::new().prefix("boot-bench.").tempdir()?;
 
     let reused = match &args.reuse_dir {

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use async_nats::jetstream;
-use bench::service::Service;
 use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use metal_core::config::{Credentials, RedfishConfig, Secret};
@@ -29,6 +28,7 @@ use metal_core::query::{MachineList, MachineState, Status};
 use metal_core::{subjects, Mac};
 use redfish_scraper::http::{HttpSettings, Scraper, Target};
 use test_harness::fake_bmc::{self, Auth, FakeBmcSpec, FakeFleet};
+use test_harness::service::Service;
 use time::OffsetDateTime;
 
 /// Fleet onboarding wall time ÷ the critical path the scraper's caps imply, same run.
@@ -95,15 +95,16 @@ fn spawn_service(
     password: Option<&str>,
 ) -> anyhow::Result<Service> {
     let config = config.display().to_string();
+    let password = password.map(str::to_string);
     Service::spawn(
         name,
         &bin_dir.join(name),
         &format!("cargo build --release -p {name}"),
         &["--config", &config, "--nats-url", nats_url],
         work,
-        |command| {
+        move |command| {
             command.env_remove(NO_PASSWORD_ENV);
-            match password {
+            match &password {
                 Some(password) => command.env(PASSWORD_ENV, password),
                 None => command.env_remove(PASSWORD_ENV),
             };
@@ -335,7 +336,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "{n} BMCs need about {wanted} open files here (a listener each, plus the connections in flight) \
          but the limit is {open_files}; raise `ulimit -n` or use fewer --bmcs"
     );
-    let bin_dir = bench::service::bin_dir(args.bin_dir.as_deref())?;
+    let bin_dir = test_harness::service::bin_dir(args.bin_dir.as_deref())?;
 
     let (spec, password, password_env) = match args.auth {
         AuthMode::None => (FakeBmcSpec::synthetic(), None, NO_PASSWORD_ENV),

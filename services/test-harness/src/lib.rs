@@ -14,6 +14,7 @@
 //!   namespace with dnsmasq; a Debian kernel and a phone-home busybox initramfs (root only).
 //! - [`schemathesis`]: the schemathesis CLI run against a served OpenAPI document.
 //! - [`schemas`]: validation of events against the JSON Schemas in schemas/.
+//! - [`service`]: a service binary as its own process: killed, started again, its log kept.
 //! - [`paths`]: where the workspace, shared/ and the mockups are.
 //! - [`stream`]: reading and waiting on the MACHINES stream.
 //! - [`tls`]: a TLS-terminating proxy with a fresh CA, in front of any loopback server.
@@ -31,6 +32,7 @@ pub mod netns;
 pub mod paths;
 pub mod schemas;
 pub mod schemathesis;
+pub mod service;
 pub mod stream;
 pub mod sushy;
 pub mod tls;

@@ -29,6 +29,15 @@ pub async fn read_all(client: &async_nats::Client) -> Vec<StoredMessage> {
 /// [`read_all`], or why the stream cannot be read right now (a cluster electing its
 /// stream's leader, say).
 pub async fn try_read_all(client: &async_nats::Client) -> Result<Vec<StoredMessage>, String> {
+    try_read_from(client, 1).await
+}
+
+/// The messages stored now from sequence `from` on, in order; or why the stream cannot be
+/// read right now. A follower calls it again from after the last message it got.
+pub async fn try_read_from(
+    client: &async_nats::Client,
+    from: u64,
+) -> Result<Vec<StoredMessage>, String> {
     let js = async_nats::jetstream::new(client.clone());
     let mut stream = metal_core::jetstream::ensure_stream(&js)
         .await
@@ -37,10 +46,10 @@ pub async fn try_read_all(client: &async_nats::Client) -> Result<Vec<StoredMessa
         .await
         .map_err(|e| format!("cannot read stream info: {e}"))?;
     let mut out = Vec::new();
-    if last == 0 {
+    if last < from.max(1) {
         return Ok(out);
     }
-    let messages = follow_stream(&stream, 1)
+    let messages = follow_stream(&stream, from.max(1))
         .await
         .map_err(|e| format!("cannot read stream: {e}"))?;
     let mut messages = std::pin::pin!(messages);

@@ -1,3 +1,0 @@
-//! What the benchmark binaries share: running the real service binaries.
-
-pub mod service;
