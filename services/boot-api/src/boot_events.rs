@@ -292,8 +292,13 @@ pub async fn sweep_every_window(
     }
 }
 
-/// Publishes queued events until the queue closes, many at once; an event that cannot be
-/// published is logged and dropped (it is a record of a boot, never a decision).
+/// How long a boot event waits for JetStream to take it (a NATS restart, a stream leader
+/// election) before it is dropped.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Publishes queued events until the queue closes, many at once, each tried again while
+/// JetStream cannot take it for now; one that still cannot be published is logged and
+/// dropped (it is a record of a boot, never a decision).
 pub async fn publish(js: async_nats::jetstream::Context, receiver: mpsc::Receiver<QueuedEvent>) {
     let js = &js;
     tokio_stream_from(receiver)
@@ -304,7 +309,14 @@ pub async fn publish(js: async_nats::jetstream::Context, receiver: mpsc::Receive
                 payload,
             } = event;
             if let Err(error) =
-                metal_core::jetstream::publish_encoded(js, event_type, event_id, payload).await
+                metal_core::jetstream::publish_encoded_patiently(
+                    js,
+                    event_type,
+                    event_id,
+                    payload,
+                    PUBLISH_PATIENCE,
+                )
+                .await
             {
                 tracing::warn!(event_type, error = %metal_core::error_chain(&error), "boot event not published");
             }

@@ -1,10 +1,14 @@
 //! A three-node NATS cluster (three nats-server processes on loopback, routed to each
 //! other) with the MACHINES stream and the machine-raw bucket at three replicas, as an
-//! operator sets them up. The locator, the scraper and the projector, given all three
-//! URLs, onboard a fleet of fake BMCs; midway the stream's leader is killed, and started
-//! again later. Nothing is restarted by hand: every machine ends inventoried, with one
-//! `bmc.located` and one `hardware.scraped` per request, and the projection equals a fresh
+//! operator sets them up. The locator, the scraper, the projector and boot-api, given all
+//! three URLs, onboard a fleet of fake BMCs, then provision and netboot it; midway through
+//! each phase the stream's leader is killed, and started again later. Nothing is
+//! restarted by hand: every machine ends installed, with one `bmc.located`, one
+//! `hardware.scraped`, one `profile.assigned`, one power step of each kind and one
+//! `install.completed` per request, and the projector's and boot-api's files equal a fresh
 //! projection of the log.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,15 +17,41 @@ use async_nats::jetstream;
 use metal_core::config::{Config, StaticBmc};
 use metal_core::jetstream::stream_config;
 use metal_core::{subjects, Mac};
-use metal_projection::Projection;
-use test_harness::fake_bmc::{FakeBmcSpec, FakeFleet};
+use metal_projection::{BootRecords, Projection};
+use test_harness::fake_bmc::{self, FakeBmcSpec, FakeFleet, PowerSpec, ResetTypes};
 use test_harness::nats::NatsCluster;
 use tokio::time::Instant;
 
 const MACHINES: usize = 30;
 
 fn bmc_mac(index: usize) -> Mac {
-    Mac::parse_any(&format!("02:c1:00:00:00:{index:02x}")).unwrap()
+    Mac::parse_any(&fake_bmc::synthetic_bmc_mac(index)).unwrap()
+}
+
+const PROFILES: &str = r#"[[profile]]
+name = "cluster"
+priority = 0
+kernel = "http://127.0.0.1:9/vmlinuz"
+initrd = ["http://127.0.0.1:9/initrd.img"]
+cmdline = "console=ttyS0 metal.token={token} metal.phone_home={phone_home_url}"
+"#;
+
+/// The node leading the MACHINES stream now.
+async fn stream_leader(stream: &mut jetstream::stream::Stream) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(info) = stream.info().await {
+            if let Some(leader) = info.cluster.clone().and_then(|cluster| cluster.leader) {
+                return leader;
+            }
+        }
+        assert!(Instant::now() < deadline, "the stream has no leader");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn count_of(counts: &BTreeMap<(String, String), usize>, subject: &str) -> usize {
+    counts.keys().filter(|(s, _)| s == subject).count()
 }
 
 /// Publishes an onboarding request for `mac` (its MAC as the message id, so a retry is
@@ -77,14 +107,11 @@ async fn counts(client: &async_nats::Client) -> BTreeMap<(String, String), usize
 }
 
 fn scraped(counts: &BTreeMap<(String, String), usize>) -> usize {
-    counts
-        .keys()
-        .filter(|(subject, _)| subject == subjects::HARDWARE_SCRAPED)
-        .count()
+    count_of(counts, subjects::HARDWARE_SCRAPED)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
+async fn the_stream_leader_dies_mid_onboarding_and_mid_provisioning_and_nothing_stops() {
     let mut cluster = NatsCluster::start(3);
     let urls = cluster.urls();
     let client = metal_core::jetstream::connect(&urls, "test").await.unwrap();
@@ -110,9 +137,12 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
     .await
     .unwrap();
 
+    let power =
+        PowerSpec::default().reset_types(ResetTypes::inline(&["On", "ForceOff", "ForceRestart"]));
     let fleet = FakeFleet::start(vec![
         FakeBmcSpec::synthetic()
-            .latency(Duration::from_millis(100));
+            .latency(Duration::from_millis(100))
+            .power(power);
         MACHINES
     ])
     .await;
@@ -129,6 +159,13 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
         .collect();
     config.redfish.request_timeout_secs = 5;
     config.projector.database = dir.path().join("inventory.db");
+    config.boot_api.database = dir.path().join("boot-api.db");
+    config.boot_api.profiles = dir.path().join("boot-profiles.toml");
+    std::fs::write(&config.boot_api.profiles, PROFILES).unwrap();
+    let boot_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let boot_url = format!("http://{}", boot_listener.local_addr().unwrap());
+    config.boot_api.listen = boot_listener.local_addr().unwrap().to_string();
+    config.boot_api.public_url = boot_url.clone();
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let shutdown = || {
@@ -172,6 +209,18 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
         }));
     }
 
+    {
+        let (config, client, shutdown) = (config.clone(), connect("boot-api").await, shutdown());
+        let key = boot_api::TokenKey::new("test", common::E2E_TOKEN_KEY.as_bytes().to_vec())
+            .expect("test key");
+        let checked = boot_api::Checked::with_key(&config.boot_api, key).expect("boot-api");
+        services.push(tokio::spawn(async move {
+            boot_api::run(&config.boot_api, checked, client, boot_listener, shutdown)
+                .await
+                .expect("boot-api");
+        }));
+    }
+
     // Half the fleet, then the stream's leader dies while they are being scraped.
     for i in 0..MACHINES / 2 {
         request(&js, bmc_mac(i)).await;
@@ -182,14 +231,7 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut stream = js.get_stream(subjects::STREAM).await.unwrap();
-    let leader = stream
-        .info()
-        .await
-        .unwrap()
-        .cluster
-        .clone()
-        .and_then(|cluster| cluster.leader)
-        .expect("the stream has a leader");
+    let leader = stream_leader(&mut stream).await;
     cluster.node(&leader).kill();
     let killed = Instant::now();
 
@@ -249,6 +291,58 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // Provisioning: every machine is armed and power-cycled; once a third of them have been
+    // reset, the stream's leader (elected anew) dies, and Pixiecore and the installers go on
+    // through the election; it comes back 5 s later.
+    for i in 0..MACHINES {
+        let event = common::provision_request(bmc_mac(i), "cluster", "cluster-test");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(error) = metal_core::jetstream::publish_event(&js, &event).await {
+            assert!(
+                Instant::now() < deadline,
+                "cannot request provisioning: {error}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reset = |counts: &BTreeMap<(String, String), usize>| {
+        counts
+            .iter()
+            .filter(|((subject, _), n)| subject == subjects::POWER_DONE && **n == 2)
+            .count()
+    };
+    while reset(&counts(&client).await) < MACHINES / 3 {
+        assert!(Instant::now() < deadline, "the machines were not reset");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = stream_leader(&mut stream).await;
+    cluster.node(&leader).kill();
+    let killed = Instant::now();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut netboots = tokio::task::JoinSet::new();
+    for i in 0..MACHINES {
+        let (http, boot_url) = (http.clone(), boot_url.clone());
+        netboots.spawn(async move {
+            let host_mac = fake_bmc::synthetic_host_macs(i)[0].clone();
+            common::netboot(&http, &boot_url, &host_mac, || false).await
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.node(&leader).start_again();
+    while let Some(netboot) = netboots.join_next().await {
+        netboot
+            .expect("netboot task")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    eprintln!(
+        "every machine netbooted and phoned home {:?} after the stream leader {leader} was killed",
+        killed.elapsed()
+    );
+
     // The projector follows to the end of the stream on its own.
     let end = stream.info().await.unwrap().state.last_sequence;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -284,6 +378,9 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
             subjects::ONBOARD_REQUESTED,
             subjects::BMC_LOCATED,
             subjects::HARDWARE_SCRAPED,
+            subjects::PROVISION_REQUESTED,
+            subjects::PROFILE_ASSIGNED,
+            subjects::INSTALL_COMPLETED,
         ] {
             assert_eq!(
                 counts.get(&(subject.to_string(), machine.clone())),
@@ -291,21 +388,45 @@ async fn the_stream_leader_dies_mid_onboarding_and_the_services_carry_on() {
                 "{subject} of machine {i}"
             );
         }
+        // Two power steps: the boot override, then the reset.
+        assert_eq!(
+            counts.get(&(subjects::POWER_DONE.to_string(), machine.clone())),
+            Some(&2),
+            "power steps of machine {i}"
+        );
     }
     let failures: Vec<_> = counts
         .keys()
         .filter(|(subject, _)| {
-            subject == subjects::SCRAPE_FAILED
-                || subject == subjects::LOCATE_FAILED
-                || subject == subjects::INPUT_ABANDONED
+            [
+                subjects::SCRAPE_FAILED,
+                subjects::LOCATE_FAILED,
+                subjects::INPUT_ABANDONED,
+                subjects::PROVISION_FAILED,
+                subjects::POWER_FAILED,
+                subjects::INSTALL_FAILED,
+                subjects::INSTALL_REJECTED,
+            ]
+            .contains(&subject.as_str())
         })
         .collect();
     assert!(failures.is_empty(), "failures: {failures:?}");
 
     let mut fresh = Projection::open_in_memory().unwrap();
+    let mut fresh_boot = Projection::open_in_memory()
+        .unwrap()
+        .with_boot_records(BootRecords::Skipped);
     for message in test_harness::stream::read_all(&client).await {
         fresh.apply(&message).unwrap();
+        fresh_boot.apply(&message).unwrap();
     }
+    let boot_api = Projection::open(&config.boot_api.database)
+        .unwrap()
+        .with_boot_records(BootRecords::Skipped);
+    assert!(
+        boot_api.canonical_export().unwrap() == fresh_boot.canonical_export().unwrap(),
+        "boot-api's projection differs from a fresh projection of the log"
+    );
     let live = Projection::open(&config.projector.database).unwrap();
     assert!(
         live.canonical_export().unwrap() == fresh.canonical_export().unwrap(),

@@ -261,6 +261,30 @@ pub async fn publish_encoded(
     ack_future.await.map_err(|e| wrap(Box::new(e)))
 }
 
+/// [`publish_encoded`], trying again for up to `patience` while JetStream cannot take it
+/// for now (a stream leader being elected, a server restarting), waiting 0.2 s, then twice
+/// as long each time up to 5 s; the same message id makes every try one stored event.
+pub async fn publish_encoded_patiently(
+    js: &jetstream::Context,
+    event_type: &str,
+    event_id: uuid::Uuid,
+    payload: Bytes,
+    patience: Duration,
+) -> Result<jetstream::publish::PublishAck, JetStreamError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match publish_encoded(js, event_type, event_id, payload.clone()).await {
+            Err(error) if error.is_transient() && tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(event_type, error = %crate::error_chain(&error), retry_in_ms = wait.as_millis() as u64, "cannot store the event yet; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// nats/object-store-machine-raw.json: the raw bundle bucket.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

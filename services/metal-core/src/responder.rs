@@ -326,23 +326,19 @@ async fn handle_input<H: Handler>(
 }
 
 /// Publishes `event`, trying again for up to [`PUBLISH_PATIENCE`] while JetStream cannot
-/// take it for now; the same message id makes every try one stored event.
+/// take it for now.
 async fn publish_patiently(
     js: &jetstream::Context,
     event: &Envelope,
 ) -> Result<jetstream::publish::PublishAck, crate::jetstream::JetStreamError> {
-    let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
-    let mut wait = Duration::from_millis(200);
-    loop {
-        match publish_event(js, event).await {
-            Err(error) if error.is_transient() && tokio::time::Instant::now() + wait < deadline => {
-                tracing::warn!(event_type = %event.event_type, error = %crate::error_chain(&error), retry_in_ms = wait.as_millis() as u64, "cannot store the answer yet; trying again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            done => return done,
-        }
-    }
+    crate::jetstream::publish_encoded_patiently(
+        js,
+        &event.event_type,
+        event.event_id,
+        bytes::Bytes::from(event.to_json_bytes()),
+        PUBLISH_PATIENCE,
+    )
+    .await
 }
 
 /// Acks an input once its answers are stored (waiting for the server to confirm the ack).

@@ -566,3 +566,98 @@ pub async fn export_replay_export(system: &System) -> (Vec<u8>, Vec<u8>) {
         std::fs::read(after).unwrap(),
     )
 }
+
+/// `machine.provision.requested` for the machine of `bmc_mac` with `profile` and power, as
+/// metal-cli publishes it; its id (also its correlation id) is derived from `requester`
+/// and the MAC, so publishing it again after a lost ack stores it once.
+pub fn provision_request(bmc_mac: Mac, profile: &str, requester: &str) -> metal_core::Envelope {
+    let id = uuid::Uuid::new_v5(
+        &metal_core::ids::METAL_NAMESPACE,
+        format!("{requester}-provision:{bmc_mac}").as_bytes(),
+    );
+    metal_core::Envelope {
+        event_id: id,
+        event_type: metal_core::subjects::PROVISION_REQUESTED.to_string(),
+        machine_id: Some(metal_core::MachineId::from_bmc_mac(&bmc_mac)),
+        bmc_mac: Some(bmc_mac),
+        time: time::OffsetDateTime::now_utc(),
+        correlation_id: id,
+        causation_id: None,
+        data: serde_json::to_value(metal_core::events::ProvisionRequested {
+            profile: Some(profile.to_string()),
+            power: true,
+            requested_by: Some(requester.to_string()),
+            force: false,
+        })
+        .expect("provision request"),
+    }
+}
+
+/// What [`netboot`] went through.
+#[derive(Debug, Default)]
+pub struct Netboot {
+    /// Boot requests that failed after they may have reached boot-api (each may have left a
+    /// boot record).
+    pub uncertain_boots: u32,
+}
+
+/// Pixiecore, then the installer, through restarts of boot-api and of NATS: asks boot-api
+/// for the boot of `host_mac` until it answers, then phones home with the token and URL
+/// its cmdline carries (`metal.token=`, `metal.phone_home=`). A phone-home boot-api may
+/// have taken before it died is sent again only if `recorded` (the log, as the caller
+/// reads it) does not show it within 20 s: a second one would be refused as replayed.
+pub async fn netboot(
+    http: &reqwest::Client,
+    boot_url: &str,
+    host_mac: &str,
+    recorded: impl Fn() -> bool,
+) -> Result<Netboot, String> {
+    let mut report = Netboot::default();
+    let url = format!("{boot_url}/v1/boot/{host_mac}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let answer: serde_json::Value = loop {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("boot-api never served {host_mac}"));
+        }
+        match http.get(&url).send().await {
+            Ok(response) if response.status() == 200 => match response.json().await {
+                Ok(answer) => break answer,
+                Err(_) => report.uncertain_boots += 1,
+            },
+            Ok(_) => {}
+            Err(error) if error.is_connect() => {}
+            Err(_) => report.uncertain_boots += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let cmdline = answer["cmdline"].as_str().unwrap_or_default();
+    let value = |key: &str| {
+        cmdline_value(cmdline, key).ok_or_else(|| format!("{host_mac}: no {key}= in {cmdline:?}"))
+    };
+    let (token, phone_home) = (value("metal.token")?, value("metal.phone_home")?);
+    loop {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{host_mac} could not phone home"));
+        }
+        match http.post(&phone_home).bearer_auth(&token).send().await {
+            Ok(response) if response.status() == 200 => return Ok(report),
+            Ok(response) if response.status() == 503 => {}
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                return Err(format!("{host_mac}: phone-home answered {status}: {body}"));
+            }
+            Err(error) if error.is_connect() => {}
+            Err(_) => {
+                let wait = tokio::time::Instant::now() + Duration::from_secs(20);
+                while tokio::time::Instant::now() < wait {
+                    if recorded() {
+                        return Ok(report);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
