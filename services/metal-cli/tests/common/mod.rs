@@ -661,3 +661,93 @@ pub async fn netboot(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The install-token key the service processes of [`spawn_service`] run with.
+pub const PROCESS_TOKEN_KEY: &str = "process-test install-token key, 0123456789";
+/// The one boot profile of [`write_process_config`] ([`PROCESS_PROFILES`]): any machine,
+/// kernel never fetched.
+pub const PROCESS_PROFILE: &str = "netboot";
+pub const PROCESS_PROFILES: &str = r#"[[profile]]
+name = "netboot"
+priority = 0
+kernel = "http://127.0.0.1:9/vmlinuz"
+initrd = ["http://127.0.0.1:9/initrd.img"]
+cmdline = "console=ttyS0 metal.token={token} metal.phone_home={phone_home_url}"
+"#;
+/// One spec every synthetic fake BMC's system fits (two drives), mapped to every model.
+const PROCESS_SPECS: &str = r#"[[spec]]
+name = "fake"
+[[spec.drives]]
+count = 2
+
+[[map]]
+model = "*"
+spec = "fake"
+"#;
+
+/// Writes, in `dir`, the config every service process reads (locator with the `fleet` as
+/// static BMCs, anonymous Redfish, every database in `dir`, boot-api on `boot_listen`, web
+/// on a port of its choosing, no periodic rescans; then `extra`), its profiles and specs
+/// files; the config's path.
+pub fn write_process_config(
+    nats_url: &str,
+    fleet: &test_harness::fake_bmc::FakeFleet,
+    dir: &std::path::Path,
+    boot_listen: &str,
+    extra: &str,
+) -> PathBuf {
+    let mut text = format!(
+        "nats_url = \"{nats_url}\"\n\n[locator]\nsources = [\"static\"]\nredfish_scheme = \"http\"\nstatic = [\n"
+    );
+    for index in 0..fleet.len() {
+        text.push_str(&format!(
+            "  {{ bmc_mac = \"{}\", address = \"{}\" }},\n",
+            test_harness::fake_bmc::synthetic_bmc_mac(index),
+            fleet.base_url(index)
+        ));
+    }
+    let path = |name: &str| format!("{:?}", dir.join(name).display().to_string());
+    text.push_str(&format!(
+        "]\n\n[redfish]\nusername = \"metal\"\npassword_env = \"PROCESS_TEST_UNSET_PASSWORD\"\n\
+         request_timeout_secs = 5\nretries = 1\n\n\
+         [projector]\ndatabase = {}\n\n\
+         [boot_api]\nlisten = \"{boot_listen}\"\npublic_url = \"http://{boot_listen}\"\ndatabase = {}\n\
+         profiles = {}\ntoken_key_env = \"METAL_BOOT_TOKEN_KEY\"\n\n\
+         [web]\nlisten = \"127.0.0.1:0\"\ndatabase = {}\n\n\
+         [validator]\ndatabase = {}\nspecs = {}\n\n[validator.rescan_interval_secs]\n\n{extra}",
+        path("inventory.db"),
+        path("boot-api.db"),
+        path("boot-profiles.toml"),
+        path("web.db"),
+        path("validator.db"),
+        path("hardware-specs.toml"),
+    ));
+    std::fs::write(dir.join("boot-profiles.toml"), PROCESS_PROFILES).unwrap();
+    std::fs::write(dir.join("hardware-specs.toml"), PROCESS_SPECS).unwrap();
+    let config = dir.join("metal.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// Starts the workspace binary `name` as its own process with `--config config` and
+/// `args`, logging beside the config (boot-api gets [`PROCESS_TOKEN_KEY`]).
+pub fn spawn_service(
+    name: &str,
+    config: &std::path::Path,
+    args: &[&str],
+) -> test_harness::service::Service {
+    let mut all = vec!["--config".to_string(), config.display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    test_harness::service::Service::spawn(
+        name,
+        &test_harness::service::workspace_binary(name),
+        "cargo build --workspace --bins",
+        &all,
+        config.parent().expect("the config's directory"),
+        |command| {
+            command.env("METAL_BOOT_TOKEN_KEY", PROCESS_TOKEN_KEY);
+        },
+    )
+    .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+}
