@@ -184,6 +184,7 @@ impl BootEvents {
     }
 
     fn drop_one(&self, why: &str) {
+        metrics::counter!(metal_core::metrics::BOOT_EVENTS_DROPPED).increment(1);
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if dropped.is_power_of_two() {
             tracing::warn!(dropped, why, "boot events dropped");
@@ -318,6 +319,7 @@ pub async fn publish(js: async_nats::jetstream::Context, receiver: mpsc::Receive
                 )
                 .await
             {
+                metrics::counter!(metal_core::metrics::BOOT_EVENTS_DROPPED).increment(1);
                 tracing::warn!(event_type, error = %metal_core::error_chain(&error), "boot event not published");
             }
         })

@@ -103,6 +103,17 @@ fn decide(
     };
     let lookup = state.index.lookup(&mac);
     state.events.record(mac, path, &lookup);
+    let outcome = match &lookup.decision {
+        BootDecision::Serve(_) => "served",
+        BootDecision::Ignore(_) => "ignored",
+        BootDecision::Unknown { .. } => "unknown",
+    };
+    let path = match path {
+        BootPath::Pixiecore => "pixiecore",
+        BootPath::Ipxe => "ipxe",
+    };
+    metrics::counter!(metal_core::metrics::BOOT_REQUESTS, "path" => path, "outcome" => outcome)
+        .increment(1);
     Ok((mac, lookup))
 }
 
@@ -385,6 +396,8 @@ async fn phone_home(state: AppState, id: &str, outcome: Outcome, request: Reques
             None => return (StatusCode::UNAUTHORIZED, "not being provisioned\n").into_response(),
         },
         (Err(reason), target) => {
+            metrics::counter!(metal_core::metrics::PHONE_HOMES, "outcome" => "rejected")
+                .increment(1);
             reject(
                 &state,
                 machine_id,
@@ -488,6 +501,7 @@ async fn phone_home(state: AppState, id: &str, outcome: Outcome, request: Reques
         tracing::warn!(%machine_id, sequence = ack.sequence, "phone-home recorded; projection has not caught up yet");
     }
     tracing::info!(%machine_id, outcome = outcome_name, profile = %provisioning.profile, "phone-home");
+    metrics::counter!(metal_core::metrics::PHONE_HOMES, "outcome" => outcome_name).increment(1);
     Json(serde_json::json!({
         "machine_id": machine_id,
         "provision_id": provision_id,

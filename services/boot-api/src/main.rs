@@ -15,6 +15,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: metal_core::service::CommonArgs,
+    #[command(flatten)]
+    metrics: metal_core::service::MetricsArgs,
     /// Address to listen on, e.g. 0.0.0.0:8081 (overrides boot_api.listen).
     #[arg(long)]
     listen: Option<String>,
@@ -35,6 +37,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     metal_core::service::init_tracing(args.common.log_format);
     let mut config = args.common.load().context("loading config")?;
+    args.metrics
+        .serve(&config, "boot-api")
+        .context("cannot serve metrics")?;
     if let Some(listen) = args.listen {
         config.boot_api.listen = listen;
     }

@@ -13,6 +13,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: metal_core::service::CommonArgs,
+    #[command(flatten)]
+    metrics: metal_core::service::MetricsArgs,
     /// The SQLite projection file (overrides projector.database).
     #[arg(long)]
     database: Option<PathBuf>,
@@ -23,6 +25,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     metal_core::service::init_tracing(args.common.log_format);
     let mut config = args.common.load().context("loading config")?;
+    args.metrics
+        .serve(&config, "inventory-projector")
+        .context("cannot serve metrics")?;
     if let Some(database) = args.database {
         config.projector.database = database;
     }

@@ -98,6 +98,7 @@ pub async fn catch_up(
         .await?;
         projection = back;
         applied += counted;
+        metrics::gauge!(metal_core::metrics::REPLAY_APPLIED).increment(counted as f64);
         reached = last;
     }
     Ok((projection, applied))
@@ -144,6 +145,8 @@ pub async fn replay(
         .map_err(ReplayError::Stream)?;
     let fresh_path = fresh_path(live_path);
     tracing::info!(tail, fresh = %fresh_path.display(), "replay started");
+    metrics::gauge!(metal_core::metrics::REPLAY_APPLIED).set(0.0);
+    metrics::gauge!(metal_core::metrics::REPLAY_TARGET).set(tail as f64);
     let (mut fresh, mut events_applied) = rebuild(stream, &fresh_path, tail).await?;
     if let Some(damage) = live.damage() {
         // The follow loop waits for the repair: nothing to catch up with, nothing to compare.

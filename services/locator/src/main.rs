@@ -15,6 +15,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: metal_core::service::CommonArgs,
+    #[command(flatten)]
+    metrics: metal_core::service::MetricsArgs,
 }
 
 #[tokio::main]
@@ -22,6 +24,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     metal_core::service::init_tracing(args.common.log_format);
     let config = args.common.load().context("loading configuration")?;
+    args.metrics
+        .serve(&config, "locator")
+        .context("cannot serve metrics")?;
     let client =
         metal_core::jetstream::connect_as(&config.nats_url, "locator", &config.nats).await?;
     locator::run(&config, client, metal_core::shutdown_signal()).await

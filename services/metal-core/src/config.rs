@@ -26,6 +26,7 @@ pub struct Config {
     pub boot_api: BootApiConfig,
     pub validator: ValidatorConfig,
     pub web: WebConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -39,6 +40,7 @@ impl Default for Config {
             boot_api: BootApiConfig::default(),
             validator: ValidatorConfig::default(),
             web: WebConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -519,6 +521,35 @@ impl Default for WebConfig {
         WebConfig {
             listen: "127.0.0.1:8090".to_string(),
             database: PathBuf::from("var/web.db"),
+        }
+    }
+}
+
+/// Where each binary serves Prometheus `GET /metrics` (`[metrics]`): an address and port
+/// per service, each its own listener; a service not given one serves no metrics. A
+/// binary's `--metrics-listen` overrides its entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub locator: Option<String>,
+    pub redfish_scraper: Option<String>,
+    pub inventory_projector: Option<String>,
+    pub validator: Option<String>,
+    pub boot_api: Option<String>,
+    pub web: Option<String>,
+}
+
+impl MetricsConfig {
+    /// The listen address configured for the binary named `service` (`redfish-scraper`, ...).
+    pub fn listen_for(&self, service: &str) -> Option<&str> {
+        match service {
+            "locator" => self.locator.as_deref(),
+            "redfish-scraper" => self.redfish_scraper.as_deref(),
+            "inventory-projector" => self.inventory_projector.as_deref(),
+            "validator" => self.validator.as_deref(),
+            "boot-api" => self.boot_api.as_deref(),
+            "web" => self.web.as_deref(),
+            _ => None,
         }
     }
 }

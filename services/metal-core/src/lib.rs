@@ -12,12 +12,13 @@
 //! - [`responder`]: the consumer loop shared by locator and redfish-scraper.
 //! - [`config`]: the one TOML config file of every binary, with env overrides.
 //! - [`service`]: the flags, config loading and logging every service binary shares.
+//! - [`metrics`]: Prometheus `/metrics` of a binary, and the metric names services share.
 //! - [`profiles`]: boot profiles: selectors over inventory and tags, priority, cmdline templates.
 //! - [`specs`]: expected hardware specs (what was ordered) and the check of an inventory against them.
 //! - [`query`]: request and reply types of the inventory query service.
 //! - [`locate`]: request and reply of the locator's `metal.locator.locate` service.
 //!
-//! This crate knows nothing about HTTP, SQLite or Redfish.
+//! This crate knows nothing about HTTP (but the metrics exporter's listener), SQLite or Redfish.
 //! Errors are `thiserror` enums per boundary; "bad input" is a value, never an error.
 
 pub mod config;
@@ -29,6 +30,7 @@ pub mod inventory;
 pub mod jetstream;
 pub mod locate;
 pub mod mac;
+pub mod metrics;
 pub mod profiles;
 pub mod query;
 pub mod raw;

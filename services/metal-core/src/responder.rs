@@ -88,6 +88,7 @@ pub async fn run<H: Handler>(
     let name: Arc<str> = Arc::from(info.name.as_str());
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut in_flight = JoinSet::new();
+    let gauges = tokio::spawn(report_consumer(consumer.clone(), name.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
     'pulling: loop {
         while in_flight.try_join_next().is_some() {}
@@ -151,6 +152,7 @@ pub async fn run<H: Handler>(
             }
         }
     }
+    gauges.abort();
     if !in_flight.is_empty() {
         tracing::info!(consumer = %name, inputs = in_flight.len(), "stopping: finishing the inputs in hand");
         let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -161,6 +163,29 @@ pub async fn run<H: Handler>(
             tracing::warn!(consumer = %name, inputs = in_flight.len(), "stopping: inputs still running are left to be redelivered");
             in_flight.abort_all();
         }
+    }
+}
+
+/// How often a responder reads its consumer's counts for the metrics.
+const CONSUMER_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets the consumer's gauges (pending, ack pending, redelivered) from its info, every
+/// [`CONSUMER_REPORT_EVERY`], until aborted.
+async fn report_consumer(mut consumer: consumer::Consumer<consumer::pull::Config>, name: Arc<str>) {
+    let mut tick = tokio::time::interval(CONSUMER_REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(info) = consumer.info().await else {
+            continue;
+        };
+        let label = name.to_string();
+        metrics::gauge!(crate::metrics::CONSUMER_PENDING, "consumer" => label.clone())
+            .set(info.num_pending as f64);
+        metrics::gauge!(crate::metrics::CONSUMER_ACK_PENDING, "consumer" => label.clone())
+            .set(info.num_ack_pending as f64);
+        metrics::gauge!(crate::metrics::CONSUMER_REDELIVERED, "consumer" => label)
+            .set(info.num_redelivered as f64);
     }
 }
 
@@ -240,10 +265,36 @@ async fn process<H: Handler>(
         max_deliver,
     };
     let span = input_span(consumer, &stored, &input.decoded);
+    let subject = stored.subject.clone();
+    let started = std::time::Instant::now();
     let handled = handle_input(js, handler, &message, consumer, stored, input);
-    keeping_alive(&message, keep_alive_every, handled)
+    let outcome = keeping_alive(&message, keep_alive_every, handled)
         .instrument(span)
-        .await
+        .await;
+    metrics::counter!(crate::metrics::INPUTS, "consumer" => consumer.to_string(), "subject" => subject, "outcome" => outcome.as_str())
+        .increment(1);
+    metrics::histogram!(crate::metrics::INPUT_SECONDS, "consumer" => consumer.to_string())
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// What became of one input, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finished {
+    Answered,
+    Retry,
+    Abandoned,
+    HandedBack,
+}
+
+impl Finished {
+    fn as_str(self) -> &'static str {
+        match self {
+            Finished::Answered => "answered",
+            Finished::Retry => "retry",
+            Finished::Abandoned => "abandoned",
+            Finished::HandedBack => "handed_back",
+        }
+    }
 }
 
 /// Handles one decoded input, publishes what it answers and acks it (or hands it back, or
@@ -255,7 +306,7 @@ async fn handle_input<H: Handler>(
     consumer: &str,
     stored: StoredMessage,
     input: Input,
-) {
+) -> Finished {
     let delivery_attempt = input.delivery_attempt;
     let last_attempt = input.is_last_attempt();
     let cause = match &input.decoded {
@@ -282,6 +333,7 @@ async fn handle_input<H: Handler>(
             for event in &events {
                 match publish_patiently(js, event).await {
                     Ok(ack) => {
+                        metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "type" => event.event_type.clone()).increment(1);
                         tracing::debug!(event_type = %event.event_type, sequence = ack.sequence, duplicate = ack.duplicate, "published")
                     }
                     Err(error) if last_attempt => {
@@ -291,25 +343,28 @@ async fn handle_input<H: Handler>(
                             crate::error_chain(&error)
                         );
                         abandon(reason).publish_and_ack(js, message).await;
-                        return;
+                        return Finished::Abandoned;
                     }
                     Err(error) => {
                         // Not acked: the input comes back and the same ids dedupe what did land.
                         tracing::warn!(error = %crate::error_chain(&error), "publish failed; input will be redelivered");
                         hand_back(message).await;
-                        return;
+                        return Finished::HandedBack;
                     }
                 }
             }
             ack(message, stored.sequence).await;
+            Finished::Answered
         }
         Ok(Outcome::Retry { reason, .. }) if last_attempt => {
             let reason = format!("still failing at the last delivery: {reason}");
             abandon(reason).publish_and_ack(js, message).await;
+            Finished::Abandoned
         }
         Ok(Outcome::Retry { reason, delay }) => {
             tracing::info!(sequence = stored.sequence, attempt = delivery_attempt, %reason, "will retry");
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            Finished::Retry
         }
         Err(panic) => {
             // A panic is a bug meeting this input: it would meet it again on every delivery.
@@ -321,6 +376,7 @@ async fn handle_input<H: Handler>(
             abandon(format!("the handler panicked: {what}"))
                 .publish_and_ack(js, message)
                 .await;
+            Finished::Abandoned
         }
     }
 }

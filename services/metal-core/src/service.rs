@@ -21,6 +21,15 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 }
 
+/// The metrics flag of the service binaries (not metal-cli's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9181); overrides this
+    /// binary's entry in [metrics] of the config. Without either, no metrics are served.
+    #[arg(long, value_name = "ADDR", env = "METAL_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -39,6 +48,22 @@ impl CommonArgs {
             config.nats_url = url.clone();
         }
         Ok(config)
+    }
+}
+
+impl MetricsArgs {
+    /// Serves `/metrics` for the binary `service` where `--metrics-listen` or `[metrics]`
+    /// says; nothing when neither does. Call it inside the Tokio runtime.
+    pub fn serve(
+        &self,
+        config: &Config,
+        service: &str,
+    ) -> Result<Option<std::net::SocketAddr>, crate::metrics::MetricsError> {
+        let listen = self
+            .metrics_listen
+            .as_deref()
+            .or_else(|| config.metrics.listen_for(service));
+        listen.map(crate::metrics::serve).transpose()
     }
 }
 

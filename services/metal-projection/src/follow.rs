@@ -223,6 +223,7 @@ impl LiveProjection {
     pub async fn apply_batch(&self, batch: Vec<StoredMessage>) -> Result<u64, FollowError> {
         let _running = self.gate.lock().await;
         let observer = self.observer.clone();
+        let count = batch.len() as u64;
         let last = self
             .with(move |projection| {
                 let applied = projection.apply_batch(&batch)?;
@@ -233,6 +234,8 @@ impl LiveProjection {
             })
             .await?
             .map_err(FollowError::Projection)?;
+        metrics::counter!(metal_core::metrics::PROJECTION_APPLIED).increment(count);
+        metrics::gauge!(metal_core::metrics::PROJECTION_SEQUENCE).set(last as f64);
         self.announce(last);
         Ok(last)
     }

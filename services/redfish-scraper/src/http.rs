@@ -826,13 +826,29 @@ impl BmcClient {
             Some(global) => Some(global.acquire().await.map_err(|_| closed())?),
             None => None,
         };
-        match tokio::time::timeout(self.settings.request_timeout, self.exchange(url, request)).await
-        {
-            Ok(result) => result,
-            Err(_) => Err(RedfishError::Timeout {
-                url: url.to_string(),
-            }),
-        }
+        let started = std::time::Instant::now();
+        let result =
+            match tokio::time::timeout(self.settings.request_timeout, self.exchange(url, request))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(RedfishError::Timeout {
+                    url: url.to_string(),
+                }),
+            };
+        let outcome = match &result {
+            Ok(reply) if reply.status.is_success() => "ok",
+            Ok(reply) if reply.status.is_redirection() => "3xx",
+            Ok(reply) if reply.status.is_client_error() => "4xx",
+            Ok(_) => "5xx",
+            Err(RedfishError::Timeout { .. }) => "timeout",
+            Err(RedfishError::Unreachable { .. }) => "unreachable",
+            Err(RedfishError::TooLarge { .. }) => "too_large",
+            Err(_) => "error",
+        };
+        metrics::histogram!(metal_core::metrics::REDFISH_SECONDS, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn exchange(

@@ -17,6 +17,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: metal_core::service::CommonArgs,
+    #[command(flatten)]
+    metrics: metal_core::service::MetricsArgs,
 }
 
 #[tokio::main]
@@ -25,6 +27,9 @@ async fn main() -> anyhow::Result<()> {
     metal_core::service::init_tracing(args.common.log_format);
     raise_open_file_limit();
     let config = args.common.load().context("cannot load configuration")?;
+    args.metrics
+        .serve(&config, "redfish-scraper")
+        .context("cannot serve metrics")?;
     let client =
         metal_core::jetstream::connect_as(&config.nats_url, "redfish-scraper", &config.nats)
             .await?;

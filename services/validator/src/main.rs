@@ -20,6 +20,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: metal_core::service::CommonArgs,
+    #[command(flatten)]
+    metrics: metal_core::service::MetricsArgs,
     /// validator's own SQLite projection file (overrides validator.database).
     #[arg(long)]
     database: Option<PathBuf>,
@@ -33,6 +35,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     metal_core::service::init_tracing(args.common.log_format);
     let mut config = args.common.load().context("loading config")?;
+    args.metrics
+        .serve(&config, "validator")
+        .context("cannot serve metrics")?;
     if let Some(database) = args.database {
         config.validator.database = database;
     }

@@ -17,6 +17,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: metal_core::service::CommonArgs,
+    #[command(flatten)]
+    metrics: metal_core::service::MetricsArgs,
     /// Address to listen on, e.g. 127.0.0.1:8090 (overrides web.listen).
     #[arg(long)]
     listen: Option<String>,
@@ -30,6 +32,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     metal_core::service::init_tracing(args.common.log_format);
     let mut config = args.common.load().context("loading config")?;
+    args.metrics
+        .serve(&config, "web")
+        .context("cannot serve metrics")?;
     if let Some(listen) = args.listen {
         config.web.listen = listen;
     }

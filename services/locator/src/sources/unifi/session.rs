@@ -280,7 +280,7 @@ impl ControllerHttp {
             .await
             .map_err(transport)?;
         let headers = response.headers().clone();
-        let reply = read(response).await?;
+        let reply = self.counted("login", read(response).await)?;
         match api::login(&reply, username, OffsetDateTime::now_utc()) {
             LoginOutcome::Accepted => {}
             LoginOutcome::Refused(failure) => return Err(failure),
@@ -328,7 +328,10 @@ impl ControllerHttp {
         if let Some(csrf) = csrf {
             request = request.header("X-CSRF-Token", csrf);
         }
-        let response = request.send().await.map_err(transport)?;
+        let response = match request.send().await.map_err(transport) {
+            Ok(response) => response,
+            Err(failure) => return self.counted("read", Err(failure)),
+        };
         {
             let mut stored = lock(&self.session);
             if let Some(stored) = stored.as_mut() {
@@ -340,11 +343,38 @@ impl ControllerHttp {
                 }
             }
         }
-        read(response).await
+        self.counted("read", read(response).await)
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply, Failure> {
-        read(request.send().await.map_err(transport)?).await
+        let reply = match request.send().await.map_err(transport) {
+            Ok(response) => read(response).await,
+            Err(failure) => Err(failure),
+        };
+        self.counted("read", reply)
+    }
+
+    /// Counts a request to this controller by what it was for and how it ended.
+    fn counted(
+        &self,
+        request: &'static str,
+        reply: Result<Reply, Failure>,
+    ) -> Result<Reply, Failure> {
+        let outcome = match &reply {
+            Ok(reply) if (200..300).contains(&reply.status) => "ok",
+            Ok(reply) if reply.status < 500 => "4xx",
+            Ok(_) => "5xx",
+            Err(Failure::Transport(_)) => "unreachable",
+            Err(_) => "error",
+        };
+        metrics::counter!(
+            metal_core::metrics::UNIFI_REQUESTS,
+            "controller" => self.name.clone(),
+            "request" => request,
+            "outcome" => outcome
+        )
+        .increment(1);
+        reply
     }
 }
 
