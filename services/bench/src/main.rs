@@ -180,8 +180,13 @@ async fn main() -> anyhow::Result<()> {
         let raw = raw_read(&stream, last).await?;
         let path = dir.path().join(format!("replay-{round}.db"));
         let started = Instant::now();
-        let (projection, applied) =
-            inventory_projector::replay::rebuild(&stream, &path, last).await?;
+        let (projection, applied) = inventory_projector::replay::rebuild(
+            &stream,
+            &path,
+            last,
+            &inventory_projector::replay::ReplayMeter::default(),
+        )
+        .await?;
         let replay = started.elapsed();
         anyhow::ensure!(applied == last, "replay applied {applied} of {last}");
         anyhow::ensure!(projection.last_sequence()? == last, "replay stopped early");

@@ -84,6 +84,7 @@ pub async fn run(
         live,
         database,
         replay_lock: Arc::new(tokio::sync::Mutex::new(())),
+        replay_meter: Arc::default(),
     };
     let served = service::serve(context, shutdown.wait())
         .await

@@ -3,12 +3,13 @@
 //! compare canonical export digests and swap the fresh file in atomically.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use metal_core::jetstream::{follow_stream, last_sequence, JetStreamError, StoredMessage};
-use metal_core::query::ReplayReport;
+use metal_core::query::{ReplayProgress, ReplayReport};
 use metal_projection::follow::{FollowError, MAX_BATCH};
 use metal_projection::{
     export, replace_file, Applied, LiveProjection, Projection, ProjectionError,
@@ -31,6 +32,48 @@ pub enum ReplayError {
     StreamEnded { wanted: u64, reached: u64 },
     #[error("replay could not catch up with the live projection within {0:?}")]
     Deadline(Duration),
+}
+
+/// How far the replay running now has got, for the status query and metrics.
+#[derive(Debug, Default)]
+pub struct ReplayMeter {
+    running: AtomicBool,
+    applied: AtomicU64,
+    target: AtomicU64,
+}
+
+impl ReplayMeter {
+    /// The running replay's progress; `None` when none runs.
+    pub fn progress(&self) -> Option<ReplayProgress> {
+        self.running
+            .load(Ordering::Relaxed)
+            .then(|| ReplayProgress {
+                applied: self.applied.load(Ordering::Relaxed),
+                target_sequence: self.target.load(Ordering::Relaxed),
+            })
+    }
+
+    fn start(&self, target: u64) {
+        self.applied.store(0, Ordering::Relaxed);
+        self.target.store(target, Ordering::Relaxed);
+        self.running.store(true, Ordering::Relaxed);
+        metrics::gauge!(metal_core::metrics::REPLAY_APPLIED).set(0.0);
+        metrics::gauge!(metal_core::metrics::REPLAY_TARGET).set(target as f64);
+    }
+
+    fn applied(&self, count: u64) {
+        self.applied.fetch_add(count, Ordering::Relaxed);
+        metrics::gauge!(metal_core::metrics::REPLAY_APPLIED).increment(count as f64);
+    }
+}
+
+/// Marks the meter's replay over when dropped, however it ended.
+struct Running<'a>(&'a ReplayMeter);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Where the fresh projection is built: next to the live file, under a temporary name.
@@ -56,6 +99,7 @@ pub async fn catch_up(
     stream: &Stream,
     mut projection: Projection,
     until: u64,
+    meter: &ReplayMeter,
 ) -> Result<(Projection, u64), ReplayError> {
     let mut applied = 0u64;
     let mut reached = projection
@@ -98,7 +142,7 @@ pub async fn catch_up(
         .await?;
         projection = back;
         applied += counted;
-        metrics::gauge!(metal_core::metrics::REPLAY_APPLIED).increment(counted as f64);
+        meter.applied(counted);
         reached = last;
     }
     Ok((projection, applied))
@@ -110,6 +154,7 @@ pub async fn rebuild(
     stream: &Stream,
     path: &Path,
     until: u64,
+    meter: &ReplayMeter,
 ) -> Result<(Projection, u64), ReplayError> {
     let path = path.to_path_buf();
     let fresh = blocking(move || {
@@ -130,7 +175,7 @@ pub async fn rebuild(
         Projection::open_scratch(&path)
     })
     .await?;
-    catch_up(stream, fresh, until).await
+    catch_up(stream, fresh, until, meter).await
 }
 
 /// Rebuilds the live projection at `live_path` from the stream and swaps it in.
@@ -138,6 +183,7 @@ pub async fn replay(
     stream: &Stream,
     live: &LiveProjection,
     live_path: &Path,
+    meter: &ReplayMeter,
 ) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
     let tail = last_sequence(&mut stream.clone())
@@ -145,9 +191,9 @@ pub async fn replay(
         .map_err(ReplayError::Stream)?;
     let fresh_path = fresh_path(live_path);
     tracing::info!(tail, fresh = %fresh_path.display(), "replay started");
-    metrics::gauge!(metal_core::metrics::REPLAY_APPLIED).set(0.0);
-    metrics::gauge!(metal_core::metrics::REPLAY_TARGET).set(tail as f64);
-    let (mut fresh, mut events_applied) = rebuild(stream, &fresh_path, tail).await?;
+    meter.start(tail);
+    let _running = Running(meter);
+    let (mut fresh, mut events_applied) = rebuild(stream, &fresh_path, tail, meter).await?;
     if let Some(damage) = live.damage() {
         // The follow loop waits for the repair: nothing to catch up with, nothing to compare.
         let paused = live.pause().await;
@@ -173,9 +219,10 @@ pub async fn replay(
             .map_err(ReplayError::Live)?
             .map_err(ReplayError::Projection)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let caught_up = tokio::time::timeout(remaining, catch_up(stream, fresh, live_sequence))
-            .await
-            .map_err(|_| ReplayError::Deadline(SYNC_DEADLINE))??;
+        let caught_up =
+            tokio::time::timeout(remaining, catch_up(stream, fresh, live_sequence, meter))
+                .await
+                .map_err(|_| ReplayError::Deadline(SYNC_DEADLINE))??;
         fresh = caught_up.0;
         events_applied += caught_up.1;
         let fresh_sequence = fresh.last_sequence().map_err(ReplayError::Projection)?;
@@ -258,4 +305,33 @@ async fn swap(
         .map_err(ReplayError::Projection)?;
     live.announce(result.last_sequence);
     Ok(result)
+}
+
+#[cfg(test)]
+mod meter_tests {
+    use super::*;
+
+    #[test]
+    fn the_meter_shows_a_running_replay_and_nothing_after_it() {
+        let meter = ReplayMeter::default();
+        assert_eq!(meter.progress(), None);
+        {
+            meter.start(1000);
+            let _running = Running(&meter);
+            meter.applied(250);
+            meter.applied(250);
+            assert_eq!(
+                meter.progress(),
+                Some(ReplayProgress {
+                    applied: 500,
+                    target_sequence: 1000
+                })
+            );
+        }
+        assert_eq!(
+            meter.progress(),
+            None,
+            "a replay that ended, however, is over"
+        );
+    }
 }

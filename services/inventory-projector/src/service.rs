@@ -25,6 +25,8 @@ pub struct QueryContext {
     pub database: PathBuf,
     /// One replay at a time; a second request waits for the first.
     pub replay_lock: Arc<tokio::sync::Mutex<()>>,
+    /// How far the running replay has got, for the status.
+    pub replay_meter: Arc<crate::replay::ReplayMeter>,
 }
 
 /// The endpoints: (name, subject).
@@ -119,6 +121,7 @@ async fn status(context: &QueryContext) -> Result<Vec<u8>, QueryError> {
         .await
         .map_err(|error| QueryError::internal(&error))?
         .map_err(|error| QueryError::internal(&error))?;
+    status.replay = context.replay_meter.progress();
     match metal_core::jetstream::last_sequence(&mut context.stream.clone()).await {
         Ok(end) => status.stream_last_sequence = Some(end),
         Err(error) => {
@@ -130,9 +133,14 @@ async fn status(context: &QueryContext) -> Result<Vec<u8>, QueryError> {
 
 async fn run_replay(context: &QueryContext) -> Result<Vec<u8>, QueryError> {
     let _one_at_a_time = context.replay_lock.lock().await;
-    let report = replay(&context.stream, &context.live, &context.database)
-        .await
-        .map_err(|error| QueryError::internal(&error))?;
+    let report = replay(
+        &context.stream,
+        &context.live,
+        &context.database,
+        &context.replay_meter,
+    )
+    .await
+    .map_err(|error| QueryError::internal(&error))?;
     serde_json::to_vec(&report).map_err(|error| QueryError::internal(&error))
 }
 

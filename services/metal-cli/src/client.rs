@@ -204,7 +204,12 @@ pub struct Export {
     pub sequence: u64,
 }
 
-pub async fn export(client: &async_nats::Client, timeout: Duration) -> Result<Export, CliError> {
+/// `received` is told the bytes received so far after each chunk.
+pub async fn export(
+    client: &async_nats::Client,
+    timeout: Duration,
+    mut received: impl FnMut(usize),
+) -> Result<Export, CliError> {
     use futures::StreamExt;
     let subject = metal_core::subjects::QUERY_EXPORT;
     let inbox = client.new_inbox();
@@ -261,6 +266,7 @@ pub async fn export(client: &async_nats::Client, timeout: Duration) -> Result<Ex
             }
         }
         bytes.extend_from_slice(&message.payload);
+        received(bytes.len());
     }
 }
 

@@ -68,48 +68,9 @@ pub async fn onboard(
         Err(code) => return Ok(code),
     };
     let machine_id = MachineId::from_bmc_mac(&mac);
-    let request_id = Uuid::new_v4();
-    let request = serde_json::json!({
-        "bmc_mac": mac.to_string(),
-        "request_id": request_id,
-        "requested_by": options.requested_by,
-    });
     // NATS may be away for a while: storing the request waits for it, within the timeout.
     let deadline = tokio::time::Instant::now() + options.timeout;
-    let ack = client::publish_until_stored(
-        client,
-        subjects::ONBOARD_REQUESTED,
-        &request_id.to_string(),
-        request.to_string().into(),
-        deadline,
-    )
-    .await?;
-    if let Some(spec) = &options.expect {
-        // Published after the request, so the projection has the machine when it applies
-        // the assignment, and before the scrape, so the validator sees it with the inventory.
-        let assignment = Envelope {
-            event_id: derived_event_id(request_id, subjects::SPEC_ASSIGNED),
-            event_type: subjects::SPEC_ASSIGNED.to_string(),
-            machine_id: Some(machine_id),
-            bmc_mac: Some(mac),
-            time: time::OffsetDateTime::now_utc(),
-            correlation_id: request_id,
-            causation_id: Some(request_id),
-            data: serde_json::to_value(SpecAssigned {
-                spec: spec.clone(),
-                requested_by: options.requested_by.clone(),
-            })
-            .map_err(|e| CliError::Other(format!("cannot encode the spec assignment: {e}")))?,
-        };
-        client::publish_until_stored(
-            client,
-            subjects::SPEC_ASSIGNED,
-            &assignment.event_id.to_string(),
-            assignment.to_json_bytes().into(),
-            deadline,
-        )
-        .await?;
-    }
+    let (request_id, ack) = request_onboarding(client, mac, &options, deadline).await?;
     if options.json {
         print_json(&serde_json::json!({
             "request_id": request_id, "machine_id": machine_id, "bmc_mac": mac, "sequence": ack.sequence
@@ -151,6 +112,58 @@ pub async fn onboard(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Publishes the onboarding request of `mac` (and its spec assignment with `--expect`),
+/// waiting for NATS until `deadline`; the request id and where the stream stored it.
+pub(crate) async fn request_onboarding(
+    client: &async_nats::Client,
+    mac: Mac,
+    options: &OnboardOptions,
+    deadline: tokio::time::Instant,
+) -> Result<(Uuid, async_nats::jetstream::publish::PublishAck), CliError> {
+    let machine_id = MachineId::from_bmc_mac(&mac);
+    let request_id = Uuid::new_v4();
+    let request = serde_json::json!({
+        "bmc_mac": mac.to_string(),
+        "request_id": request_id,
+        "requested_by": options.requested_by,
+    });
+    let ack = client::publish_until_stored(
+        client,
+        subjects::ONBOARD_REQUESTED,
+        &request_id.to_string(),
+        request.to_string().into(),
+        deadline,
+    )
+    .await?;
+    if let Some(spec) = &options.expect {
+        // Published after the request, so the projection has the machine when it applies
+        // the assignment, and before the scrape, so the validator sees it with the inventory.
+        let assignment = Envelope {
+            event_id: derived_event_id(request_id, subjects::SPEC_ASSIGNED),
+            event_type: subjects::SPEC_ASSIGNED.to_string(),
+            machine_id: Some(machine_id),
+            bmc_mac: Some(mac),
+            time: time::OffsetDateTime::now_utc(),
+            correlation_id: request_id,
+            causation_id: Some(request_id),
+            data: serde_json::to_value(SpecAssigned {
+                spec: spec.clone(),
+                requested_by: options.requested_by.clone(),
+            })
+            .map_err(|e| CliError::Other(format!("cannot encode the spec assignment: {e}")))?,
+        };
+        client::publish_until_stored(
+            client,
+            subjects::SPEC_ASSIGNED,
+            &assignment.event_id.to_string(),
+            assignment.to_json_bytes().into(),
+            deadline,
+        )
+        .await?;
+    }
+    Ok((request_id, ack))
 }
 
 async fn follow(
@@ -371,13 +384,32 @@ pub async fn replay(
     json: bool,
     timeout: Duration,
 ) -> Result<ExitCode, CliError> {
-    let report: ReplayReport = client::query(
-        client,
-        subjects::QUERY_REPLAY,
-        &serde_json::json!({}),
-        timeout,
-    )
-    .await?;
+    let progress = crate::many::bar(0, "replaying ");
+    // The projector reports how far the rebuild has got in its status meanwhile.
+    let watch = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let status: Result<Status, _> = client::query(
+                client,
+                subjects::QUERY_STATUS,
+                &serde_json::json!({}),
+                Duration::from_secs(2),
+            )
+            .await;
+            if let Some(replay) = status.ok().and_then(|s| s.replay) {
+                progress.set_length(replay.target_sequence);
+                progress.set_position(replay.applied.min(replay.target_sequence));
+            }
+        }
+    };
+    let request = serde_json::json!({});
+    let replayed = client::query(client, subjects::QUERY_REPLAY, &request, timeout);
+    let report: Result<ReplayReport, CliError> = tokio::select! {
+        report = replayed => report,
+        never = watch => never,
+    };
+    progress.finish_and_clear();
+    let report = report?;
     print_as(&report, json, render::replay);
     Ok(if report.identical || report.repaired_damage.is_some() {
         ExitCode::SUCCESS
@@ -390,7 +422,18 @@ pub async fn export(
     client: &async_nats::Client,
     output: Option<&Path>,
 ) -> Result<ExitCode, CliError> {
-    let export = client::export(client, Duration::from_secs(30)).await?;
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_message("exporting");
+    let export = client::export(client, Duration::from_secs(30), |bytes| {
+        progress.set_message(format!(
+            "exporting: {} received",
+            indicatif::HumanBytes(bytes as u64)
+        ));
+        progress.tick();
+    })
+    .await;
+    progress.finish_and_clear();
+    let export = export?;
     // `-` is stdout, as for most tools, not a file named "-".
     match output.filter(|path| *path != Path::new("-")) {
         Some(path) => std::fs::write(path, &export.bytes)

@@ -5,6 +5,7 @@
 //!   asking the inventory query service (run by inventory-projector).
 //! - [`render`]: pure formatting of query replies and events for people.
 //! - [`commands`]: one function per subcommand, returning the process exit code.
+//! - [`many`]: `onboard --file`: many MACs requested and followed together, with a progress bar.
 //! - [`rescan`]: `rescan` (walk a machine again, say what changed) and `raw` (a scrape's
 //!   raw documents as a mockup folder).
 //! - [`provision`]: `tag`, `provision` and `power`: requests about one known machine,
@@ -19,6 +20,7 @@ pub mod client;
 pub mod commands;
 pub mod expect;
 pub mod fleet;
+pub mod many;
 pub mod provision;
 pub mod render;
 pub mod rescan;

@@ -24,9 +24,17 @@ struct Cli {
 enum Command {
     /// Onboard a server by its BMC's MAC address (aa:bb:cc:dd:ee:ff, AA-BB-..., aabb.ccdd.eeff
     /// or aabbccddeeff) and follow it until it is inventoried. Exit code 0 only on success.
+    ///
+    /// With --file, onboard every MAC of a file at once (one a line, `#` comments), with a
+    /// progress bar on a terminal; it lists the machines that failed and exits 1 if any
+    /// did, and onboards nothing (exit 2) when a line is not a MAC.
     Onboard {
         /// The BMC's MAC address.
-        mac: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        mac: Option<String>,
+        /// A file of BMC MACs, one a line, to onboard together.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
         /// The hardware spec the machine must meet (a name in the validator's specs file,
         /// docs/hardware-specs.md); waits for the validator's verdict too, and exits 1 when
         /// the hardware breaks it.
@@ -366,7 +374,7 @@ async fn main() -> ExitCode {
     metal_core::service::init_tracing_with(cli.common.log_format, "warn");
     // Bad input is reported before anything touches the network.
     let given_mac = match &cli.command {
-        Command::Onboard { mac, .. } => Some(("onboard", mac)),
+        Command::Onboard { mac: Some(mac), .. } => Some(("onboard", mac)),
         Command::Locate { mac, .. } => Some(("locate", mac)),
         Command::Tag { mac, .. } => Some(("tag", mac)),
         Command::Expect { mac, .. } => Some(("expect", mac)),
@@ -386,14 +394,24 @@ async fn main() -> ExitCode {
         } => provision::tag_change(tags, remove)
             .err()
             .map(|problem| format!("cannot tag {mac}: {problem}")),
-        Command::Expect { mac, spec, .. }
-        | Command::Onboard {
-            mac,
-            expect: Some(spec),
-            ..
-        } => metal_cli::expect::spec_name(spec)
+        Command::Expect { mac, spec, .. } => metal_cli::expect::spec_name(spec)
             .err()
             .map(|problem| format!("cannot expect {mac} to meet {spec:?}: {problem}")),
+        Command::Onboard {
+            file: Some(file),
+            expect,
+            ..
+        } => metal_cli::many::load_macs(file).err().or_else(|| {
+            let spec = expect.as_ref()?;
+            metal_cli::expect::spec_name(spec)
+                .err()
+                .map(|problem| format!("cannot expect machines to meet {spec:?}: {problem}"))
+        }),
+        Command::Onboard {
+            expect: Some(spec), ..
+        } => metal_cli::expect::spec_name(spec)
+            .err()
+            .map(|problem| format!("cannot expect machines to meet {spec:?}: {problem}")),
         Command::Provision {
             mac,
             profile: Some(profile),
@@ -438,24 +456,25 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Onboard {
             mac,
+            file,
             expect,
             no_wait,
             json,
             timeout,
             requested_by,
         } => {
-            commands::onboard(
-                &client,
-                &mac,
-                OnboardOptions {
-                    expect,
-                    no_wait,
-                    json,
-                    timeout: Duration::from_secs(timeout),
-                    requested_by,
-                },
-            )
-            .await
+            let options = OnboardOptions {
+                expect,
+                no_wait,
+                json,
+                timeout: Duration::from_secs(timeout),
+                requested_by,
+            };
+            match (mac, file) {
+                (Some(mac), _) => commands::onboard(&client, &mac, options).await,
+                (None, Some(file)) => metal_cli::many::onboard_file(&client, &file, options).await,
+                (None, None) => Ok(ExitCode::from(2)),
+            }
         }
         Command::Expect {
             mac,

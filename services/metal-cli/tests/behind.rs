@@ -39,6 +39,7 @@ async fn an_inventory_behind_the_stream_is_noted_by_metal_cli() {
         live,
         database: std::path::PathBuf::from(":memory:"),
         replay_lock: Arc::new(tokio::sync::Mutex::new(())),
+        replay_meter: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = tokio::spawn(inventory_projector::service::serve(context, async {
@@ -89,6 +90,7 @@ fn an_inventory_that_applied_everything_gets_no_note() {
         machines: 1,
         database: String::new(),
         stream_last_sequence: end,
+        replay: None,
     };
     assert_eq!(metal_cli::commands::behind_note(&status(3, Some(3))), None);
     assert_eq!(metal_cli::commands::behind_note(&status(3, None)), None);

@@ -319,6 +319,17 @@ pub struct Status {
     /// the stream, or from an older projector).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_last_sequence: Option<u64>,
+    /// How far the replay running now has got (absent when none runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayProgress>,
+}
+
+/// A running replay: messages applied so far into the rebuilt projection, and the stream
+/// sequence it rebuilds up to before catching up with the live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayProgress {
+    pub applied: u64,
+    pub target_sequence: u64,
 }
 
 impl Status {

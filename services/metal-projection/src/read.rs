@@ -591,6 +591,7 @@ impl Projection {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| ":memory:".to_string()),
             stream_last_sequence: None,
+            replay: None,
         })
     }
 
