@@ -744,6 +744,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "\ngoal (boot-api ÷ trivial ≥ 0.7 and boot-api p99 < 5 ms, boot events included): {verdict}"
     );
+    bench::summary_row(
+        "boot",
+        &format!("{} machines", args.machines),
+        &format!(
+            "boot-api ÷ trivial = {ratio:.3}, p99 {boot_p99:.2} ms, peak RSS {:.0} MiB",
+            mib(peak_rss)
+        ),
+        "≥ 0.7, p99 < 5 ms",
+        verdict,
+    );
 
     drop(trivial);
     drop(boot_api);

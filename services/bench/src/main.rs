@@ -208,5 +208,13 @@ async fn main() -> anyhow::Result<()> {
         "| {last} | {raw_rate:.0} | {replay_rate:.0} | {:.3} |",
         replay_rate / raw_rate
     );
+    let ratio = replay_rate / raw_rate;
+    bench::summary_row(
+        "replay",
+        &format!("{last} events"),
+        &format!("replay ÷ raw ordered read = {ratio:.3}"),
+        "≥ 0.5",
+        bench::verdict(ratio >= 0.5),
+    );
     Ok(())
 }

@@ -553,6 +553,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         t_single.as_secs_f64(),
         scraper_rss_kib as f64 / 1024.0
     );
+    bench::summary_row(
+        "scrape",
+        &format!("{n} BMCs, {} ms each call", args.latency_ms),
+        &format!(
+            "wall ÷ T_cap = {ratio:.3}, scraper peak RSS {:.0} MiB",
+            scraper_rss_kib as f64 / 1024.0
+        ),
+        "≤ 1.3",
+        bench::verdict(ratio <= 1.3),
+    );
     println!(
         "{}",
         serde_json::json!({

@@ -364,6 +364,16 @@ async fn main() -> anyhow::Result<()> {
         ms(worst),
         if worst < GOAL { "met" } else { "NOT met" }
     );
+    bench::summary_row(
+        "web",
+        &format!("{} machines", args.machines),
+        &format!(
+            "first page and machine page worst {:.3} ms server time",
+            ms(worst)
+        ),
+        &format!("< {} ms", GOAL.as_millis()),
+        bench::verdict(worst < GOAL),
+    );
     if args.keep {
         let kept = dir.keep();
         println!("kept {}", kept.display());
