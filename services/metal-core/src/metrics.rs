@@ -20,9 +20,10 @@ pub const CONSUMER_PENDING: &str = "metal_consumer_pending";
 pub const CONSUMER_ACK_PENDING: &str = "metal_consumer_ack_pending";
 /// A durable consumer's inputs delivered more than once and not yet acked, by `consumer`.
 pub const CONSUMER_REDELIVERED: &str = "metal_consumer_redelivered";
-/// Stream messages a projection applied, by `projection` (following or replaying).
+/// Stream messages this process's projection applied while following the stream (one
+/// projection a process, so no label).
 pub const PROJECTION_APPLIED: &str = "metal_projection_applied_total";
-/// The last stream sequence a projection applied, by `projection`.
+/// The last stream sequence this process's projection applied.
 pub const PROJECTION_SEQUENCE: &str = "metal_projection_last_sequence";
 /// Messages a running replay has applied so far, and the sequence it runs to.
 pub const REPLAY_APPLIED: &str = "metal_replay_applied";
@@ -30,7 +31,8 @@ pub const REPLAY_TARGET: &str = "metal_replay_target_sequence";
 /// Seconds each Redfish request took, by `outcome` (`ok`, an HTTP status class such as
 /// `4xx`, `timeout`, `unreachable`, `too_large`, `error`).
 pub const REDFISH_SECONDS: &str = "metal_redfish_request_seconds";
-/// Requests to UniFi controllers, by `controller` and `outcome`.
+/// Requests to UniFi controllers, by `controller`, `request` (`login`, `read`) and
+/// `outcome` (`ok`, `4xx`, `5xx`, `unreachable`, `error`).
 pub const UNIFI_REQUESTS: &str = "metal_unifi_requests_total";
 /// Boot requests answered, by `path` (`pixiecore`, `ipxe`) and `outcome` (`served`,
 /// `ignored`, `unknown`).
@@ -117,7 +119,7 @@ fn describe() {
     );
     describe_counter!(
         UNIFI_REQUESTS,
-        "Requests to UniFi controllers, by controller and outcome"
+        "Requests to UniFi controllers, by controller, request and outcome"
     );
     describe_counter!(BOOT_REQUESTS, "Boot requests answered, by path and outcome");
     describe_counter!(PHONE_HOMES, "Phone-homes answered, by outcome");

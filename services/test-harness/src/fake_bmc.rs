@@ -562,6 +562,20 @@ impl FakeFleet {
             .unwrap_or_default()
     }
 
+    /// When BMC `i` got its first request and sent its last answer (bodies included);
+    /// `None` before any.
+    pub fn busy_window(&self, i: usize) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+        let bmc = &self.bmcs[i];
+        let at = |ns: u64| std::time::UNIX_EPOCH + Duration::from_nanos(ns);
+        match (
+            bmc.first_request_ns.load(Ordering::SeqCst),
+            bmc.last_answer_ns.load(Ordering::SeqCst),
+        ) {
+            (0, _) | (_, 0) => None,
+            (first, last) => Some((at(first), at(last))),
+        }
+    }
+
     pub fn stats(&self, i: usize) -> BmcStats {
         let bmc = &self.bmcs[i];
         BmcStats {
@@ -693,6 +707,12 @@ impl InFlight {
     fn enter(bmc: Arc<Bmc>) -> InFlight {
         bmc.in_flight.enter();
         bmc.fleet.enter();
+        let _ = bmc.first_request_ns.compare_exchange(
+            0,
+            unix_nanos(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
         InFlight(bmc)
     }
 }
@@ -701,7 +721,16 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.leave();
         self.0.fleet.leave();
+        self.0
+            .last_answer_ns
+            .fetch_max(unix_nanos(), Ordering::SeqCst);
     }
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 struct Guarded {
@@ -754,6 +783,9 @@ struct Bmc {
     writes: Mutex<Vec<RecordedWrite>>,
     /// The live system, with a [`PowerSpec`] and a synthetic tree.
     power: Mutex<Option<LivePower>>,
+    /// When its first request came and its last answer went, in Unix nanoseconds (0: none).
+    first_request_ns: AtomicU64,
+    last_answer_ns: AtomicU64,
 }
 
 /// The synthetic system's settings as PATCHes and resets left them.
@@ -1027,6 +1059,8 @@ impl Bmc {
             unauthorized: AtomicU64::new(0),
             writes: Mutex::new(Vec::new()),
             power: Mutex::new(power),
+            first_request_ns: AtomicU64::new(0),
+            last_answer_ns: AtomicU64::new(0),
             spec,
         }
     }
