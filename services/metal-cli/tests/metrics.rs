@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use metal_core::{subjects, Decoded, Mac};
 use test_harness::fake_bmc::{self, FakeBmcSpec, FakeFleet, PowerSpec, ResetTypes};
-use test_harness::nats::{free_port, NatsServer};
+use test_harness::nats::{free_ports, NatsServer};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -101,7 +101,9 @@ async fn every_service_counts_what_it_did_at_its_metrics_listener() {
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let boot = format!("127.0.0.1:{}", free_port());
+    // Seven distinct ports at once: boot-api's, then one metrics listener per service.
+    let ports = free_ports(7);
+    let boot = format!("127.0.0.1:{}", ports[0]);
     let services = [
         "locator",
         "redfish-scraper",
@@ -110,9 +112,9 @@ async fn every_service_counts_what_it_did_at_its_metrics_listener() {
         "boot-api",
         "web",
     ];
-    let listen: Vec<String> = services
+    let listen: Vec<String> = ports[1..]
         .iter()
-        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .map(|port| format!("127.0.0.1:{port}"))
         .collect();
     let mut section = "[metrics]\n".to_string();
     for (service, address) in services.iter().zip(&listen).take(5) {

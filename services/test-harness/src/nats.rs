@@ -28,10 +28,26 @@ pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
 
 /// A free TCP port on 127.0.0.1 (bound then released; the OS rarely hands it out again at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|error| panic!("cannot find a free loopback port: {error}"))
+    free_ports(1)[0]
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1: all bound at once, then released, so none of
+/// them is handed out twice here (picking them one by one can give the same port again).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|error| panic!("cannot find a free loopback port: {error}"))
+        })
+        .collect();
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .unwrap_or_else(|error| panic!("cannot read a bound port: {error}"))
+        })
+        .collect()
 }
 
 pub struct NatsServer {
@@ -70,9 +86,12 @@ impl NatsServer {
     }
 
     fn start_with(store: Option<&Path>, setup: ServerSetup) -> NatsServer {
+        NatsServer::start_on(free_port(), store, setup)
+    }
+
+    fn start_on(port: u16, store: Option<&Path>, setup: ServerSetup) -> NatsServer {
         let binary = nats_server_binary();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create temp dir: {e}"));
-        let port = free_port();
         let store = store.map_or_else(|| dir.path().join("store"), Path::to_path_buf);
         let config = format!(
             "listen: 127.0.0.1:{port}\nmax_payload: 16MB\njetstream {{\n  store_dir: {store:?}\n}}\n{}\n",
@@ -185,7 +204,9 @@ impl NatsCluster {
     /// Starts `size` nodes; JetStream is ready once they have elected a meta leader, a few
     /// seconds later (callers retry their first stream creation).
     pub fn start(size: usize) -> NatsCluster {
-        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        // Client and route ports chosen together, so no node's two ports coincide.
+        let ports = free_ports(2 * size);
+        let (route_ports, client_ports) = ports.split_at(size);
         let nodes = (0..size)
             .map(|i| {
                 let routes: Vec<String> = route_ports
@@ -199,10 +220,14 @@ impl NatsCluster {
                     route_ports[i],
                     routes.join(", ")
                 );
-                NatsServer::start_with_setup(ServerSetup {
-                    config,
-                    env: Vec::new(),
-                })
+                NatsServer::start_on(
+                    client_ports[i],
+                    None,
+                    ServerSetup {
+                        config,
+                        env: Vec::new(),
+                    },
+                )
             })
             .collect();
         NatsCluster { nodes }
