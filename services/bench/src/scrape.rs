@@ -158,18 +158,9 @@ fn config_toml(
     redfish: &RedfishConfig,
     database: &Path,
 ) -> String {
-    let mut text = format!(
-        "nats_url = \"{nats_url}\"\n\n[locator]\nsources = [\"static\"]\nredfish_scheme = \"http\"\nstatic = [\n"
-    );
-    for index in 0..fleet.len() {
-        text.push_str(&format!(
-            "  {{ bmc_mac = \"{}\", address = \"{}\" }},\n",
-            fake_bmc::synthetic_bmc_mac(index),
-            fleet.base_url(index)
-        ));
-    }
+    let mut text = format!("nats_url = \"{nats_url}\"\n\n{}", fleet.locator_toml());
     text.push_str(&format!(
-        "]\n\n[redfish]\nusername = \"{}\"\npassword_env = \"{}\"\nrequest_timeout_secs = {}\nscrape_deadline_secs = {}\nretries = {}\nper_bmc_concurrency = {}\nglobal_concurrency = {}\n\n[projector]\ndatabase = {:?}\n",
+        "\n[redfish]\nusername = \"{}\"\npassword_env = \"{}\"\nrequest_timeout_secs = {}\nscrape_deadline_secs = {}\nretries = {}\nper_bmc_concurrency = {}\nglobal_concurrency = {}\n\n[projector]\ndatabase = {:?}\n",
         redfish.username,
         redfish.password_env,
         redfish.request_timeout_secs,

@@ -398,20 +398,13 @@ async fn main() -> ExitCode {
             .err()
             .map(|problem| format!("cannot expect {mac} to meet {spec:?}: {problem}")),
         Command::Onboard {
-            file: Some(file),
-            expect,
+            mac,
+            expect: Some(spec),
             ..
-        } => metal_cli::many::load_macs(file).err().or_else(|| {
-            let spec = expect.as_ref()?;
-            metal_cli::expect::spec_name(spec)
-                .err()
-                .map(|problem| format!("cannot expect machines to meet {spec:?}: {problem}"))
+        } => metal_cli::expect::spec_name(spec).err().map(|problem| {
+            let which = mac.as_deref().unwrap_or("the machines");
+            format!("cannot expect {which} to meet {spec:?}: {problem}")
         }),
-        Command::Onboard {
-            expect: Some(spec), ..
-        } => metal_cli::expect::spec_name(spec)
-            .err()
-            .map(|problem| format!("cannot expect machines to meet {spec:?}: {problem}")),
         Command::Provision {
             mac,
             profile: Some(profile),
@@ -425,6 +418,19 @@ async fn main() -> ExitCode {
         eprintln!("metal-cli: {problem}");
         return ExitCode::from(2);
     }
+    // A file of MACs is read once, here: a line that is not a MAC onboards nothing.
+    let file_macs = match &cli.command {
+        Command::Onboard {
+            file: Some(file), ..
+        } => match metal_cli::many::load_macs(file) {
+            Ok(macs) => Some(macs),
+            Err(problem) => {
+                eprintln!("metal-cli: {problem}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     // Checking a profiles file needs no NATS; its dry run connects if it can.
     if let Command::Profiles {
         command: ProfilesCommand::Check { file, json },
@@ -456,7 +462,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Onboard {
             mac,
-            file,
+            file: _,
             expect,
             no_wait,
             json,
@@ -470,9 +476,9 @@ async fn main() -> ExitCode {
                 timeout: Duration::from_secs(timeout),
                 requested_by,
             };
-            match (mac, file) {
+            match (mac, file_macs) {
                 (Some(mac), _) => commands::onboard(&client, &mac, options).await,
-                (None, Some(file)) => metal_cli::many::onboard_file(&client, &file, options).await,
+                (None, Some(macs)) => metal_cli::many::onboard_many(&client, macs, options).await,
                 (None, None) => Ok(ExitCode::from(2)),
             }
         }

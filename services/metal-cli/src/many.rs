@@ -1,7 +1,7 @@
 //! `onboard --file`: many BMC MACs at once, one request each, followed together with a
 //! progress bar (on a terminal) until every machine is inventoried or has failed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::render;
 /// MAC is an error naming it.
 pub fn read_macs(text: &str) -> Result<Vec<Mac>, Vec<String>> {
     let mut macs = Vec::new();
-    let mut first_line: HashMap<Mac, usize> = HashMap::new();
+    let mut seen = HashSet::new();
     let mut problems = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
@@ -30,7 +30,7 @@ pub fn read_macs(text: &str) -> Result<Vec<Mac>, Vec<String>> {
         }
         match Mac::parse_device(word) {
             Ok(mac) => {
-                if first_line.insert(mac, number).is_none() {
+                if seen.insert(mac) {
                     macs.push(mac);
                 }
             }
@@ -81,21 +81,14 @@ pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Requests every MAC of `path` and follows them all (unless `no_wait`): exit 0 when
-/// every machine is inventoried (and, with `--expect`, meets its spec), 1 when some
-/// failed or the time ran out, 2 when the file has a line that is not a MAC.
-pub async fn onboard_file(
+/// Requests every MAC of `macs` (from [`load_macs`]) and follows them all (unless
+/// `no_wait`): exit 0 when every machine is inventoried (and, with `--expect`, meets its
+/// spec), 1 when some failed or the time ran out.
+pub async fn onboard_many(
     client: &async_nats::Client,
-    path: &std::path::Path,
+    macs: Vec<Mac>,
     options: OnboardOptions,
 ) -> Result<ExitCode, CliError> {
-    let macs = match load_macs(path) {
-        Ok(macs) => macs,
-        Err(problem) => {
-            eprintln!("metal-cli: {problem}");
-            return Ok(ExitCode::from(2));
-        }
-    };
     let deadline = tokio::time::Instant::now() + options.timeout;
     let requesting = bar(macs.len() as u64, "requesting ");
     let mut requests: HashMap<Uuid, Mac> = HashMap::new();

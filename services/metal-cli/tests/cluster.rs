@@ -288,14 +288,9 @@ async fn the_stream_leader_dies_mid_onboarding_and_mid_provisioning_and_nothing_
     // through the election; it comes back 5 s later.
     for i in 0..MACHINES {
         let event = common::provision_request(bmc_mac(i), common::PROCESS_PROFILE, "cluster-test");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Err(error) = metal_core::jetstream::publish_event(&js, &event).await {
-            assert!(
-                Instant::now() < deadline,
-                "cannot request provisioning: {error}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        metal_core::jetstream::publish_event_patiently(&js, &event, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("cannot request provisioning: {e}"));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let reset = |counts: &BTreeMap<(String, String), usize>| {

@@ -24,7 +24,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use metal_core::events::{PowerDone, PowerStep};
 use metal_core::ids::METAL_NAMESPACE;
-use metal_core::jetstream::{publish_encoded, publish_event, StoredMessage};
+use metal_core::jetstream::{publish_encoded_patiently, publish_event_patiently, StoredMessage};
 use metal_core::{subjects, Decoded, Envelope, Mac, MachineId};
 use metal_projection::{BootRecords, Projection};
 use test_harness::fake_bmc::{self, FakeBmcSpec, FakeFleet, PowerSpec, ResetTypes};
@@ -50,6 +50,8 @@ const MIN_KILLS: u32 = 3;
 const PROFILE: &str = common::PROCESS_PROFILE;
 /// Every BMC answers each request after this long, so scrapes overlap the kills.
 const BMC_LATENCY: Duration = Duration::from_millis(20);
+/// How long the operator's requests wait for NATS to store them (it may be restarting).
+const PATIENCE: Duration = Duration::from_secs(120);
 /// The whole run, chaos included, must be over by then.
 const RUN_DEADLINE: Duration = Duration::from_secs(900);
 
@@ -114,25 +116,6 @@ impl Seen {
             }
         }
         self.messages.push(message);
-    }
-}
-
-/// Publishes until the stream stores it (the same message id each time), through restarts
-/// of the server.
-async fn publish_patiently(js: &jetstream::Context, subject: &str, id: Uuid, payload: Bytes) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match publish_encoded(js, subject, id, payload.clone()).await {
-            Ok(_) => return,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "cannot publish {subject} {id} for 2 min: {}",
-                    metal_core::error_chain(&error)
-                );
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
     }
 }
 
@@ -278,13 +261,15 @@ async fn every_process_killed_at_random_loses_and_doubles_nothing() {
             "request_id": id,
             "requested_by": "crash-test",
         });
-        publish_patiently(
+        publish_encoded_patiently(
             &js,
             subjects::ONBOARD_REQUESTED,
             id,
             Bytes::from(payload.to_string()),
+            PATIENCE,
         )
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("cannot request {mac}: {}", metal_core::error_chain(&e)));
     }
 
     // Then provisions each machine once it is validated, and netboots it once its BMC reset
@@ -316,14 +301,9 @@ async fn every_process_killed_at_random_loses_and_doubles_nothing() {
         }
         for index in validated {
             let event = common::provision_request(bmc_mac(index), PROFILE, "crash-test");
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while let Err(error) = publish_event(&js, &event).await {
-                assert!(
-                    Instant::now() < deadline,
-                    "cannot request provisioning: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            publish_event_patiently(&js, &event, PATIENCE)
+                .await
+                .unwrap_or_else(|e| panic!("cannot request provisioning: {e}"));
             provisioned[index] = true;
         }
         for index in reset {

@@ -285,6 +285,17 @@ pub async fn publish_encoded_patiently(
     }
 }
 
+/// [`publish_event`], trying again for up to `patience` as
+/// [`publish_encoded_patiently`] does.
+pub async fn publish_event_patiently(
+    js: &jetstream::Context,
+    event: &Envelope,
+    patience: Duration,
+) -> Result<jetstream::publish::PublishAck, JetStreamError> {
+    let payload = Bytes::from(event.to_json_bytes());
+    publish_encoded_patiently(js, &event.event_type, event.event_id, payload, patience).await
+}
+
 /// nats/object-store-machine-raw.json: the raw bundle bucket.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

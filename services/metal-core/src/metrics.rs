@@ -3,6 +3,7 @@
 //! labels of the metrics several services record are here, each described once.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -58,6 +59,15 @@ pub enum MetricsError {
     Serve { address: SocketAddr, reason: String },
 }
 
+/// Set once [`serve`] has installed the recorder.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process serves metrics: work done only to feed them (reading a consumer's
+/// counts from the server) is skipped otherwise.
+pub fn serving() -> bool {
+    SERVING.load(Ordering::Relaxed)
+}
+
 /// Installs the Prometheus recorder and serves `GET /metrics` on `listen` from the current
 /// Tokio runtime, for the rest of the process; the address it listens on.
 pub fn serve(listen: &str) -> Result<SocketAddr, MetricsError> {
@@ -74,6 +84,7 @@ pub fn serve(listen: &str) -> Result<SocketAddr, MetricsError> {
         .map_err(|e| serve_error(e.to_string()))?
         .install()
         .map_err(|e| serve_error(e.to_string()))?;
+    SERVING.store(true, Ordering::Relaxed);
     describe();
     tracing::info!(%address, "serving Prometheus metrics at /metrics");
     Ok(address)

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::envelope::{Decoded, Envelope};
 use crate::events::InputAbandoned;
 use crate::ids::{derived_event_id, METAL_NAMESPACE};
-use crate::jetstream::{publish_event, StoredMessage};
+use crate::jetstream::{publish_event, publish_event_patiently, StoredMessage};
 use crate::subjects;
 
 /// The longest reason kept in a dead letter, in characters.
@@ -88,7 +88,9 @@ pub async fn run<H: Handler>(
     let name: Arc<str> = Arc::from(info.name.as_str());
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut in_flight = JoinSet::new();
-    let gauges = tokio::spawn(report_consumer(consumer.clone(), name.clone()));
+    // Reading the consumer's counts costs the server a request; only metrics want them.
+    let gauges = crate::metrics::serving()
+        .then(|| tokio::spawn(report_consumer(consumer.clone(), name.clone())));
     let mut shutdown = std::pin::pin!(shutdown);
     'pulling: loop {
         while in_flight.try_join_next().is_some() {}
@@ -152,7 +154,9 @@ pub async fn run<H: Handler>(
             }
         }
     }
-    gauges.abort();
+    if let Some(gauges) = gauges {
+        gauges.abort();
+    }
     if !in_flight.is_empty() {
         tracing::info!(consumer = %name, inputs = in_flight.len(), "stopping: finishing the inputs in hand");
         let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -331,7 +335,7 @@ async fn handle_input<H: Handler>(
     match outcome {
         Ok(Outcome::Publish(events)) => {
             for event in &events {
-                match publish_patiently(js, event).await {
+                match publish_event_patiently(js, event, PUBLISH_PATIENCE).await {
                     Ok(ack) => {
                         metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "type" => event.event_type.clone()).increment(1);
                         tracing::debug!(event_type = %event.event_type, sequence = ack.sequence, duplicate = ack.duplicate, "published")
@@ -379,22 +383,6 @@ async fn handle_input<H: Handler>(
             Finished::Abandoned
         }
     }
-}
-
-/// Publishes `event`, trying again for up to [`PUBLISH_PATIENCE`] while JetStream cannot
-/// take it for now.
-async fn publish_patiently(
-    js: &jetstream::Context,
-    event: &Envelope,
-) -> Result<jetstream::publish::PublishAck, crate::jetstream::JetStreamError> {
-    crate::jetstream::publish_encoded_patiently(
-        js,
-        &event.event_type,
-        event.event_id,
-        bytes::Bytes::from(event.to_json_bytes()),
-        PUBLISH_PATIENCE,
-    )
-    .await
 }
 
 /// Acks an input once its answers are stored (waiting for the server to confirm the ack).

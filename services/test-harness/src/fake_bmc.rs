@@ -562,6 +562,22 @@ impl FakeFleet {
             .unwrap_or_default()
     }
 
+    /// A config's `[locator]` section that finds every BMC of the fleet: the static source
+    /// mapping each synthetic BMC MAC to its loopback address, over plain HTTP.
+    pub fn locator_toml(&self) -> String {
+        let mut text = "[locator]\nsources = [\"static\"]\nredfish_scheme = \"http\"\nstatic = [\n"
+            .to_string();
+        for index in 0..self.len() {
+            text.push_str(&format!(
+                "  {{ bmc_mac = \"{}\", address = \"{}\" }},\n",
+                synthetic_bmc_mac(index),
+                self.base_url(index)
+            ));
+        }
+        text.push_str("]\n");
+        text
+    }
+
     /// When BMC `i` got its first request and sent its last answer (bodies included);
     /// `None` before any.
     pub fn busy_window(&self, i: usize) -> Option<(std::time::SystemTime, std::time::SystemTime)> {

@@ -696,19 +696,10 @@ pub fn write_process_config(
     boot_listen: &str,
     extra: &str,
 ) -> PathBuf {
-    let mut text = format!(
-        "nats_url = \"{nats_url}\"\n\n[locator]\nsources = [\"static\"]\nredfish_scheme = \"http\"\nstatic = [\n"
-    );
-    for index in 0..fleet.len() {
-        text.push_str(&format!(
-            "  {{ bmc_mac = \"{}\", address = \"{}\" }},\n",
-            test_harness::fake_bmc::synthetic_bmc_mac(index),
-            fleet.base_url(index)
-        ));
-    }
+    let mut text = format!("nats_url = \"{nats_url}\"\n\n{}", fleet.locator_toml());
     let path = |name: &str| format!("{:?}", dir.join(name).display().to_string());
     text.push_str(&format!(
-        "]\n\n[redfish]\nusername = \"metal\"\npassword_env = \"PROCESS_TEST_UNSET_PASSWORD\"\n\
+        "\n[redfish]\nusername = \"metal\"\npassword_env = \"PROCESS_TEST_UNSET_PASSWORD\"\n\
          request_timeout_secs = 5\nretries = 1\n\n\
          [projector]\ndatabase = {}\n\n\
          [boot_api]\nlisten = \"{boot_listen}\"\npublic_url = \"http://{boot_listen}\"\ndatabase = {}\n\
