@@ -64,6 +64,10 @@ struct Args {
     /// Keep the work directory (config, logs, wrk script, boot-api's projection).
     #[arg(long)]
     keep: bool,
+    /// Skip the inventory-projector's part: its catch-up over the same stream, queries and
+    /// a replay, with its peak RSS after each.
+    #[arg(long)]
+    no_projector: bool,
     /// Keep the stream's store and boot-api's projection in this directory, and start from
     /// them when an earlier run with the same `--machines` left them there: no publishing,
     /// catch-up or provision answers, so a run takes about 2 minutes instead of 10. For
@@ -193,6 +197,132 @@ fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         }
     }
     bail!("no {field} in /proc/{pid}/status")
+}
+
+/// What the inventory-projector's part measured.
+struct ProjectorFigures {
+    events: u64,
+    catch_up: Duration,
+    rss_caught_up: u64,
+    rss_queried: u64,
+    replay: Duration,
+    rss_replayed: u64,
+}
+
+/// Starts the inventory-projector on the same stream with a fresh projection and measures
+/// its peak RSS once it has caught up, after the queries an operator makes (status, a
+/// machine, its history, the unknown MACs, the firmware drift) and after a replay (a second
+/// projection built beside the live one). The projector is stopped before the load runs.
+async fn measure_projector(
+    bin_dir: &Path,
+    work: &Path,
+    nats_url: &str,
+    client: &async_nats::Client,
+    stream: &mut jetstream::stream::Stream,
+) -> anyhow::Result<ProjectorFigures> {
+    let events = last_sequence(stream).await?;
+    let config = work.join("projector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "nats_url = \"{nats_url}\"\n\n[projector]\ndatabase = {:?}\n",
+            work.join("inventory.db").display().to_string()
+        ),
+    )?;
+    let config_arg = config.display().to_string();
+    eprintln!("starting inventory-projector on the same stream ({events} events)");
+    let started = Instant::now();
+    let mut projector = Service::spawn(
+        "inventory-projector",
+        &bin_dir.join("inventory-projector"),
+        BUILD,
+        &["--config", &config_arg, "--nats-url", nats_url],
+        work,
+        |_| {},
+    )?;
+    let ask = |subject: &'static str, payload: String, timeout: Duration| async move {
+        // The client's own request timeout (10 s) is shorter than a replay.
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(timeout));
+        let reply = client
+            .send_request(subject, request)
+            .await
+            .with_context(|| format!("{subject} failed or timed out after {timeout:?}"))?;
+        if let Some(code) = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Service-Error-Code"))
+        {
+            bail!(
+                "{subject} answered error {code}: {}",
+                String::from_utf8_lossy(&reply.payload)
+            );
+        }
+        Ok(reply.payload)
+    };
+    loop {
+        projector.check_running()?;
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "inventory-projector did not catch up within 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(payload) = ask(subjects::QUERY_STATUS, "{}".into(), Duration::from_secs(5)).await
+        else {
+            continue;
+        };
+        let status: metal_core::query::Status = serde_json::from_slice(&payload)?;
+        if status.last_sequence >= events {
+            break;
+        }
+    }
+    let catch_up = started.elapsed();
+    let rss_caught_up = status_kib(projector.pid(), "VmHWM")?;
+    eprintln!(
+        "inventory-projector caught up after {:.1} s; peak RSS {:.0} MiB",
+        catch_up.as_secs_f64(),
+        mib(rss_caught_up)
+    );
+    let last_bmc = bmc_mac(0);
+    let query_timeout = Duration::from_secs(60);
+    for subject in [subjects::QUERY_MACHINE, subjects::QUERY_HISTORY] {
+        ask(subject, last_bmc.clone(), query_timeout).await?;
+    }
+    for subject in [subjects::QUERY_UNKNOWN, subjects::QUERY_DRIFT] {
+        ask(subject, "{}".into(), query_timeout).await?;
+    }
+    let rss_queried = status_kib(projector.pid(), "VmHWM")?;
+    let replay_started = Instant::now();
+    let report = ask(
+        subjects::QUERY_REPLAY,
+        "{}".into(),
+        Duration::from_secs(1800),
+    )
+    .await?;
+    let replay = replay_started.elapsed();
+    let report: metal_core::query::ReplayReport = serde_json::from_slice(&report)?;
+    anyhow::ensure!(
+        report.identical,
+        "the projector's replay differs from its live projection"
+    );
+    let rss_replayed = status_kib(projector.pid(), "VmHWM")?;
+    eprintln!(
+        "inventory-projector replayed {} events in {:.1} s (identical); peak RSS after queries {:.0} MiB, after the replay {:.0} MiB",
+        report.events_applied,
+        replay.as_secs_f64(),
+        mib(rss_queried),
+        mib(rss_replayed)
+    );
+    projector.stop(Duration::from_secs(10));
+    Ok(ProjectorFigures {
+        events,
+        catch_up,
+        rss_caught_up,
+        rss_queried,
+        replay,
+        rss_replayed,
+    })
 }
 
 fn mib(kib: u64) -> f64 {
@@ -630,6 +760,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         String::from_utf8_lossy(&body)
     );
 
+    let projector = if args.no_projector {
+        None
+    } else {
+        Some(measure_projector(&bin_dir, work.path(), &server.url(), &client, &mut stream).await?)
+    };
+
     // The baseline answers boot-api's own answer for the last machine, as a constant.
     let body_file = work.path().join("trivial-body.json");
     std::fs::write(&body_file, &body)?;
@@ -689,6 +825,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         events.push(Events { during, total });
     }
     let peak_rss = status_kib(boot_api.pid(), "VmHWM")?;
+    eprintln!(
+        "boot-api after the load: peak RSS {:.0} MiB, RSS now {:.0} MiB",
+        mib(peak_rss),
+        mib(status_kib(boot_api.pid(), "VmRSS")?)
+    );
     let dropped = dropped_events(boot_api.log());
     let served_total = stored_on(&stream, subjects::BOOT_SERVED).await? - served_before;
 
@@ -727,6 +868,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
         mib(rss_after_catch_up),
         mib(peak_rss)
     );
+    if let Some(projector) = &projector {
+        println!();
+        println!("| inventory-projector, same stream | catch-up (s) | peak RSS caught up (MiB) | after queries (MiB) | replay (s) | after replay (MiB) |");
+        println!("|---|---|---|---|---|---|");
+        println!(
+            "| {} machines, {} events | {:.1} | {:.0} | {:.0} | {:.1} | {:.0} |",
+            args.machines,
+            projector.events,
+            projector.catch_up.as_secs_f64(),
+            mib(projector.rss_caught_up),
+            mib(projector.rss_queried),
+            projector.replay.as_secs_f64(),
+            mib(projector.rss_replayed),
+        );
+        bench::summary_row(
+            "projector memory",
+            &format!("{} machines", args.machines),
+            &format!(
+                "peak RSS {:.0} MiB (caught up {:.0}, after a replay {:.0})",
+                mib(projector.rss_replayed),
+                mib(projector.rss_caught_up),
+                mib(projector.rss_replayed)
+            ),
+            "≤ 150 MB",
+            bench::verdict(projector.rss_replayed as f64 * 1024.0 <= 150e6),
+        );
+    }
     // The goal counts boot events in: it is judged only if the best boot-api round stored
     // some while it was loaded.
     let best_round = boot_runs
@@ -753,6 +921,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         "≥ 0.7, p99 < 5 ms",
         verdict,
+    );
+    bench::summary_row(
+        "boot-api memory",
+        &format!("{} machines", args.machines),
+        &format!(
+            "peak RSS {:.0} MiB (caught up {:.0})",
+            mib(peak_rss),
+            mib(rss_after_catch_up)
+        ),
+        "≤ 150 MB",
+        bench::verdict(peak_rss as f64 * 1024.0 <= 150e6),
     );
 
     drop(trivial);

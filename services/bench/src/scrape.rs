@@ -51,6 +51,11 @@ struct Args {
     /// METAL_REDFISH_PASSWORD (a fixed one when unset).
     #[arg(long, value_enum, default_value_t = AuthMode::None)]
     auth: AuthMode,
+    /// Publish the requests this many milliseconds apart instead of all at once (0). Spaced
+    /// so that the fleet never fills the scrape slots, each onboarding's overhead is the
+    /// pipeline's own time, with no queue in it: the issue's overhead goal is judged then.
+    #[arg(long, default_value_t = 0)]
+    spacing_ms: u64,
     /// `redfish.request_timeout_secs`.
     #[arg(long, default_value_t = 15)]
     request_timeout_secs: u64,
@@ -135,8 +140,9 @@ struct Progress {
     /// Stream sequence of the latest `machine.hardware.scraped`.
     last_scraped_sequence: u64,
     failures: Vec<String>,
-    /// When the stream stored each machine's request and its inventory.
+    /// When the stream stored each machine's request, its location and its inventory.
     requested: HashMap<MachineId, OffsetDateTime>,
+    located_at: HashMap<MachineId, OffsetDateTime>,
     inventoried: HashMap<MachineId, OffsetDateTime>,
 }
 
@@ -287,6 +293,9 @@ async fn follow(
             subjects::BMC_LOCATED => {
                 progress.located += 1;
                 progress.last_located = Some(message.published);
+                if let Some(machine) = machine() {
+                    progress.located_at.insert(machine, message.published);
+                }
             }
             subjects::HARDWARE_SCRAPED => {
                 progress.scraped += 1;
@@ -312,32 +321,53 @@ async fn follow(
     Ok(())
 }
 
-/// Per machine, each sorted, in ms: the overhead, from the stream storing its request to
-/// the stream storing its inventory less the time its BMC was busy (its first request to
-/// its last answer); and the tail of it, from the BMC's last answer to the stored inventory.
-/// The overhead is the pipeline's own time: the locator, waiting for a scrape slot (the
-/// caps' queue, when the fleet is larger than `global_concurrency`), storing the raw
-/// documents and the events; the tail is the last two alone.
-fn overheads_ms(progress: &Progress, macs: &[Mac], fleet: &FakeFleet) -> (Vec<f64>, Vec<f64>) {
-    let (mut overheads, mut tails): (Vec<f64>, Vec<f64>) = macs
-        .iter()
-        .enumerate()
-        .filter_map(|(index, mac)| {
-            let machine = MachineId::from_bmc_mac(mac);
-            let requested = progress.requested.get(&machine)?;
-            let inventoried = progress.inventoried.get(&machine)?;
-            let (first, last) = fleet.busy_window(index)?;
-            let busy = last.duration_since(first).ok()?.as_secs_f64();
-            let tail = (*inventoried - OffsetDateTime::from(last)).as_seconds_f64();
-            Some((
-                ((*inventoried - *requested).as_seconds_f64() - busy) * 1000.0,
-                tail * 1000.0,
-            ))
-        })
-        .unzip();
-    overheads.sort_by(f64::total_cmp);
-    tails.sort_by(f64::total_cmp);
-    (overheads, tails)
+/// Each machine's overhead and its three stages, in ms, each sorted on its own.
+#[derive(Default)]
+struct Overheads {
+    /// From the stream storing the request to the stream storing the inventory, less the
+    /// time the BMC was busy (its first request to its last answer): the pipeline's own
+    /// time, which is the sum of the three stages below.
+    total: Vec<f64>,
+    /// Request stored → `machine.bmc.located` stored: the locator.
+    locate: Vec<f64>,
+    /// `machine.bmc.located` stored → the BMC's first request: the scraper's pull and, when
+    /// the fleet is larger than `global_concurrency`, the wait for a scrape slot.
+    handoff: Vec<f64>,
+    /// The BMC's last answer → the inventory stored: the raw documents into the object
+    /// store, then the event.
+    tail: Vec<f64>,
+}
+
+fn overheads_ms(progress: &Progress, macs: &[Mac], fleet: &FakeFleet) -> Overheads {
+    let ms = |from: OffsetDateTime, to: OffsetDateTime| (to - from).as_seconds_f64() * 1000.0;
+    let mut overheads = Overheads::default();
+    for (index, mac) in macs.iter().enumerate() {
+        let machine = MachineId::from_bmc_mac(mac);
+        let (Some(requested), Some(located), Some(inventoried), Some((first, last))) = (
+            progress.requested.get(&machine),
+            progress.located_at.get(&machine),
+            progress.inventoried.get(&machine),
+            fleet.busy_window(index),
+        ) else {
+            continue;
+        };
+        let (first, last) = (OffsetDateTime::from(first), OffsetDateTime::from(last));
+        overheads
+            .total
+            .push(ms(*requested, *inventoried) - ms(first, last));
+        overheads.locate.push(ms(*requested, *located));
+        overheads.handoff.push(ms(*located, first));
+        overheads.tail.push(ms(last, *inventoried));
+    }
+    for values in [
+        &mut overheads.total,
+        &mut overheads.locate,
+        &mut overheads.handoff,
+        &mut overheads.tail,
+    ] {
+        values.sort_by(f64::total_cmp);
+    }
+    overheads
 }
 
 /// The `q` quantile of sorted values (NaN when there are none).
@@ -463,28 +493,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|index| fake_bmc::synthetic_bmc_mac(index).parse())
         .collect::<Result<_, _>>()
         .map_err(|error| anyhow::anyhow!("synthetic MAC: {error}"))?;
-    eprintln!(
-        "onboarding {n} BMCs at once (global_concurrency {}, per_bmc {per_bmc})",
-        args.global_concurrency
-    );
+    let spacing = Duration::from_millis(args.spacing_ms);
+    if spacing.is_zero() {
+        eprintln!(
+            "onboarding {n} BMCs at once (global_concurrency {}, per_bmc {per_bmc})",
+            args.global_concurrency
+        );
+    } else {
+        eprintln!(
+            "onboarding {n} BMCs, one every {} ms (global_concurrency {}, per_bmc {per_bmc})",
+            args.spacing_ms, args.global_concurrency
+        );
+    }
     let start_time = OffsetDateTime::now_utc();
     let started = Instant::now();
     // PubAcks awaited as they come, a bounded number pending: the JetStream context holds
     // at most 5,000 unanswered publishes and waits for a permit beyond that.
-    futures::stream::iter(0..n)
-        .map(|index| {
-            let js = js.clone();
-            async move {
-                let payload = fake_bmc::synthetic_bmc_mac(index);
-                js.publish(subjects::ONBOARD_REQUESTED, payload.into())
-                    .await?
-                    .await
-            }
-        })
-        .buffer_unordered(1024)
-        .try_for_each(|_| async { Ok(()) })
-        .await
-        .context("publishing the onboarding requests")?;
+    // Spaced requests are sent on a timer, each without waiting for the last one's ack.
+    let mut pace = tokio::time::interval(spacing.max(Duration::from_micros(1)));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    futures::stream::unfold((0..n, pace), |(mut indices, mut pace)| async move {
+        let index = indices.next()?;
+        if !spacing.is_zero() {
+            pace.tick().await;
+        }
+        Some((index, (indices, pace)))
+    })
+    .map(|index| {
+        let js = js.clone();
+        async move {
+            let payload = fake_bmc::synthetic_bmc_mac(index);
+            js.publish(subjects::ONBOARD_REQUESTED, payload.into())
+                .await?
+                .await
+        }
+    })
+    .buffer_unordered(1024)
+    .try_for_each(|_| async { Ok(()) })
+    .await
+    .context("publishing the onboarding requests")?;
     let published = started.elapsed();
 
     let deadline = started + Duration::from_secs(args.timeout_secs);
@@ -562,9 +609,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let peak_per_bmc = (0..n).map(|i| fleet.peak_in_flight(i)).max().unwrap_or(0);
     let t_throughput =
         total_requests as f64 * latency.as_secs_f64() / args.global_concurrency.max(1) as f64;
-    let t_cap = t_single.as_secs_f64().max(t_throughput);
+    // Spaced requests: the last one cannot finish before it is sent and scraped.
+    let t_spaced = (n - 1) as f64 * spacing.as_secs_f64() + t_single.as_secs_f64();
+    let t_cap = t_single.as_secs_f64().max(t_throughput).max(t_spaced);
     let ratio = wall.as_secs_f64() / t_cap;
-    let (last_located, last_scraped, (overheads, tails)) = {
+    let (last_located, last_scraped, overheads) = {
         let progress = progress.lock().unwrap_or_else(|e| e.into_inner());
         (
             seconds_since(start_time, progress.last_located),
@@ -573,14 +622,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
     };
     let (overhead_p50, overhead_p99, overhead_max) = (
-        percentile(&overheads, 0.50),
-        percentile(&overheads, 0.99),
-        overheads.last().copied().unwrap_or(f64::NAN),
+        percentile(&overheads.total, 0.50),
+        percentile(&overheads.total, 0.99),
+        overheads.total.last().copied().unwrap_or(f64::NAN),
     );
-    let (tail_p50, tail_p99) = (percentile(&tails, 0.50), percentile(&tails, 0.99));
+    let stage = |values: &[f64]| (percentile(values, 0.50), percentile(values, 0.99));
+    let (locate, handoff, tail) = (
+        stage(&overheads.locate),
+        stage(&overheads.handoff),
+        stage(&overheads.tail),
+    );
     eprintln!(
-        "request → inventory stored, the BMC's own time taken out, over {} machines: p50 {overhead_p50:.1} ms, p99 {overhead_p99:.1} ms, max {overhead_max:.1} ms; of it, last BMC answer → inventory stored: p50 {tail_p50:.1} ms, p99 {tail_p99:.1} ms",
-        overheads.len()
+        "request → inventory stored, the BMC's own time taken out, over {} machines: p50 {overhead_p50:.1} ms, p99 {overhead_p99:.1} ms, max {overhead_max:.1} ms",
+        overheads.total.len()
+    );
+    eprintln!(
+        "  stages (p50 / p99 ms): locate {:.1} / {:.1}; located → BMC's first request {:.1} / {:.1}; BMC's last answer → inventory stored {:.1} / {:.1}",
+        locate.0, locate.1, handoff.0, handoff.1, tail.0, tail.1
     );
     eprintln!(
         "published {n} requests in {:.2} s; last bmc.located at {last_located:.2} s, \
@@ -597,25 +655,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .join(", ")
     );
 
-    println!("| BMCs | latency (ms) | global | per BMC | wall (s) | T_single (s) | requests | T_cap (s) | wall ÷ T_cap | peak in flight (total / per BMC) | scraper peak RSS (MiB) |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| BMCs | spacing (ms) | latency (ms) | global | per BMC | wall (s) | T_single (s) | requests | T_cap (s) | wall ÷ T_cap | overhead p50 / p99 (ms) | peak in flight (total / per BMC) | scraper peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {n} | {} | {} | {per_bmc} | {:.2} | {:.3} | {total_requests} | {t_cap:.2} | {ratio:.3} | {peak_total} / {peak_per_bmc} | {:.1} |",
+        "| {n} | {} | {} | {} | {per_bmc} | {:.2} | {:.3} | {total_requests} | {t_cap:.2} | {ratio:.3} | {overhead_p50:.1} / {overhead_p99:.1} | {peak_total} / {peak_per_bmc} | {:.1} |",
+        args.spacing_ms,
         args.latency_ms,
         args.global_concurrency,
         wall.as_secs_f64(),
         t_single.as_secs_f64(),
         scraper_rss_kib as f64 / 1024.0
     );
+    // At once, a fleet larger than the slots queues for them, and the overhead is mostly
+    // that queue (which T_cap counts); spaced, the overhead is the pipeline's own and is
+    // what the goal judges.
+    let (size, goal, met) = if spacing.is_zero() {
+        (
+            format!("{n} BMCs at once, {} ms each call", args.latency_ms),
+            "≤ 1.3",
+            ratio <= 1.3,
+        )
+    } else {
+        (
+            format!(
+                "{n} BMCs one every {} ms, {} ms each call",
+                args.spacing_ms, args.latency_ms
+            ),
+            "≤ 1.3; overhead p99 ≤ 20 ms",
+            ratio <= 1.3 && overhead_p99 <= 20.0,
+        )
+    };
     bench::summary_row(
         "scrape",
-        &format!("{n} BMCs, {} ms each call", args.latency_ms),
+        &size,
         &format!(
             "wall ÷ T_cap = {ratio:.3}; overhead p50 {overhead_p50:.1} ms, p99 {overhead_p99:.1} ms; scraper peak RSS {:.0} MiB",
             scraper_rss_kib as f64 / 1024.0
         ),
-        "≤ 1.3; p99 ≤ 20 ms",
-        bench::verdict(ratio <= 1.3 && overhead_p99 <= 20.0),
+        goal,
+        bench::verdict(met),
     );
     println!(
         "{}",
@@ -628,7 +706,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "auth": format!("{:?}", args.auth).to_lowercase(),
             "wall_s": wall.as_secs_f64(),
             "overhead_ms": {"p50": overhead_p50, "p99": overhead_p99, "max": overhead_max},
-            "tail_ms": {"p50": tail_p50, "p99": tail_p99},
+            "spacing_ms": args.spacing_ms,
+            "locate_ms": {"p50": locate.0, "p99": locate.1},
+            "handoff_ms": {"p50": handoff.0, "p99": handoff.1},
+            "tail_ms": {"p50": tail.0, "p99": tail.1},
             "publish_s": published.as_secs_f64(),
             "last_located_s": last_located,
             "last_scraped_s": last_scraped,

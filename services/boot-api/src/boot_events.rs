@@ -221,7 +221,7 @@ impl BootEvents {
                     mac,
                     path,
                     provision_id: provisioning.provision_id,
-                    profile: provisioning.profile.clone(),
+                    profile: provisioning.profile.to_string(),
                 };
                 let event_type = subjects::BOOT_SERVED;
                 let correlation = provisioning.provision_id;
@@ -253,7 +253,8 @@ impl BootEvents {
             Ok(json) => Some(QueuedEvent {
                 event_type,
                 event_id,
-                payload: Bytes::from(json),
+                // Exactly as long as the JSON: a storm queues tens of thousands.
+                payload: Bytes::from(json.into_boxed_slice()),
             }),
             Err(error) => {
                 tracing::warn!(error = %metal_core::error_chain(&error), "boot event not encoded");

@@ -136,8 +136,8 @@ fn spec(state: &AppState, target: &BootTarget, mac: Mac) -> Option<BootSpec> {
         },
     );
     Some(BootSpec {
-        kernel: provisioning.kernel.clone(),
-        initrd: provisioning.initrd.clone(),
+        kernel: provisioning.kernel.to_string(),
+        initrd: provisioning.initrd.to_vec(),
         cmdline,
         message: format!(
             "metal: {} profile {} on machine {}",
@@ -172,10 +172,13 @@ async fn pixiecore(
     };
     match &lookup.decision {
         BootDecision::Serve(target) => {
-            // What `Json(spec)` answers (serialising four strings cannot fail).
+            // What `Json(spec)` answers (serialising four strings cannot fail). The kept
+            // copy is exactly as long as the answer: the serialiser's buffer grows by
+            // doubling, and 100,000 kept answers would hold twice their size.
             let render = || {
                 let spec = spec(state, target, mac)?;
-                serde_json::to_vec(&spec).ok().map(Bytes::from)
+                let json = serde_json::to_vec(&spec).ok()?;
+                Some(Bytes::from(json.into_boxed_slice()))
             };
             let json = match &lookup.nic {
                 Some(slot) => slot.get_or_render(shared.renderer, render),
@@ -417,7 +420,7 @@ async fn phone_home(state: AppState, id: &str, outcome: Outcome, request: Reques
             subjects::INSTALL_COMPLETED,
             serde_json::to_value(InstallCompleted {
                 provision_id,
-                profile: provisioning.profile.clone(),
+                profile: provisioning.profile.to_string(),
             }),
         ),
         Outcome::Wiped => {
@@ -446,7 +449,7 @@ async fn phone_home(state: AppState, id: &str, outcome: Outcome, request: Reques
                 subjects::WIPE_COMPLETED,
                 serde_json::to_value(WipeCompleted {
                     provision_id,
-                    profile: provisioning.profile.clone(),
+                    profile: provisioning.profile.to_string(),
                     redfish_url,
                 }),
             )
@@ -455,7 +458,7 @@ async fn phone_home(state: AppState, id: &str, outcome: Outcome, request: Reques
             subjects::INSTALL_FAILED,
             serde_json::to_value(InstallFailed {
                 provision_id,
-                profile: provisioning.profile.clone(),
+                profile: provisioning.profile.to_string(),
                 reason: parsed
                     .reason
                     .as_deref()

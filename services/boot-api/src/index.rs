@@ -7,9 +7,9 @@
 //! token, cmdline or JSON work and no lookup besides this one; replacing the entry when the
 //! machine changes drops both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::body::Bytes;
 use metal_core::query::Provisioning;
@@ -186,6 +186,43 @@ fn add(by_mac: &mut ByMac, entry: &Arc<Entry>, nic: usize) {
 pub struct BootIndex {
     by_mac: RwLock<ByMac>,
     machines: RwLock<Machines>,
+    shared: Mutex<SharedTexts>,
+}
+
+/// Most distinct profile texts [`SharedTexts`] keeps; past it, it starts afresh (sharing
+/// is only a saving, never needed for an answer).
+const MAX_SHARED_TEXTS: usize = 4096;
+
+/// One copy of each profile text (name, kernel, initrd list, cmdline template) for all
+/// the machines whose provisioning has it: every armed machine of a profile repeats them.
+#[derive(Debug, Default)]
+struct SharedTexts {
+    texts: HashSet<Arc<str>>,
+    lists: HashSet<Arc<[String]>>,
+}
+
+/// Points `value` at the copy `kept` has of it, or keeps it there as the first.
+fn share_one<T: ?Sized + Eq + std::hash::Hash>(kept: &mut HashSet<Arc<T>>, value: &mut Arc<T>) {
+    match kept.get(value) {
+        Some(first) => *value = Arc::clone(first),
+        None => {
+            if kept.len() >= MAX_SHARED_TEXTS {
+                kept.clear();
+            }
+            kept.insert(Arc::clone(value));
+        }
+    }
+}
+
+impl SharedTexts {
+    fn share(&mut self, target: &mut BootTarget) {
+        if let Some(provisioning) = &mut target.provisioning {
+            share_one(&mut self.texts, &mut provisioning.profile);
+            share_one(&mut self.texts, &mut provisioning.kernel);
+            share_one(&mut self.texts, &mut provisioning.cmdline);
+            share_one(&mut self.lists, &mut provisioning.initrd);
+        }
+    }
 }
 
 // Updates never leave a map half-written across a panic that matters: a machine is
@@ -208,10 +245,16 @@ impl BootIndex {
     /// Replaces these machines' entries. Boot requests wait only while the maps change:
     /// new entries are built before, old ones (and their answers) freed after.
     pub fn update(&self, targets: Vec<BootTarget>) {
-        let entries: Vec<Arc<Entry>> = targets
-            .into_iter()
-            .map(|target| Arc::new(Entry::new(target)))
-            .collect();
+        let entries: Vec<Arc<Entry>> = {
+            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            targets
+                .into_iter()
+                .map(|mut target| {
+                    shared.share(&mut target);
+                    Arc::new(Entry::new(target))
+                })
+                .collect()
+        };
         let mut replaced = Vec::with_capacity(entries.len());
         let mut machines = write(&self.machines);
         let mut by_mac = write(&self.by_mac);
@@ -320,10 +363,10 @@ mod tests {
             macs: macs.to_vec(),
             provisioning: Some(Provisioning {
                 provision_id: uuid::Uuid::from_u128(100 + id),
-                profile: "G1".to_string(),
-                kernel: "http://images/vmlinuz".to_string(),
-                initrd: Vec::new(),
-                cmdline: String::new(),
+                profile: "G1".into(),
+                kernel: "http://images/vmlinuz".into(),
+                initrd: Vec::new().into(),
+                cmdline: "console=ttyS0".into(),
                 assigned_at: time::OffsetDateTime::UNIX_EPOCH,
                 purpose: Default::default(),
             }),
@@ -370,6 +413,34 @@ mod tests {
         index.update(vec![target(4, armed, &[mac(4), mac(4)])]);
         assert_eq!(reason(&index, &mac(4)), "MAC shared by 2 machines");
         assert_eq!(index.len(), 4);
+    }
+
+    #[test]
+    fn machines_of_one_profile_share_its_texts() {
+        // Each target's texts are separate allocations, as read from the projection.
+        let index = BootIndex::new(vec![
+            target(1, MachineState::Provisioning, &[mac(1)]),
+            target(2, MachineState::Provisioning, &[mac(2)]),
+        ]);
+        index.update(vec![target(3, MachineState::Provisioning, &[mac(3)])]);
+        let provisioning = |id: u128| {
+            index
+                .machine(&MachineId(uuid::Uuid::from_u128(id)))
+                .and_then(|t| t.provisioning.clone())
+                .expect("provisioned")
+        };
+        let (one, two, three) = (provisioning(1), provisioning(2), provisioning(3));
+        for other in [&two, &three] {
+            assert!(Arc::ptr_eq(&one.cmdline, &other.cmdline));
+            assert!(Arc::ptr_eq(&one.kernel, &other.kernel));
+            assert!(Arc::ptr_eq(&one.profile, &other.profile));
+            assert!(Arc::ptr_eq(&one.initrd, &other.initrd));
+        }
+        assert_eq!(&*three.cmdline, "console=ttyS0");
+        assert_ne!(
+            one.provision_id, two.provision_id,
+            "only the texts are shared"
+        );
     }
 
     #[test]

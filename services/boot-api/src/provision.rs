@@ -303,7 +303,7 @@ pub fn overdue(index: &BootIndex, deadline: Duration, now: OffsetDateTime) -> Ve
         .filter_map(|(target, p)| {
             let data = InstallFailed {
                 provision_id: p.provision_id,
-                profile: p.profile.clone(),
+                profile: p.profile.to_string(),
                 reason: format!(
                     "timeout: no phone-home within {} s of arming",
                     deadline.as_secs()

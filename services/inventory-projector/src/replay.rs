@@ -12,7 +12,7 @@ use metal_core::jetstream::{follow_stream, last_sequence, JetStreamError, Stored
 use metal_core::query::{ReplayProgress, ReplayReport};
 use metal_projection::follow::{FollowError, MAX_BATCH};
 use metal_projection::{
-    export, replace_file, Applied, LiveProjection, Projection, ProjectionError,
+    replace_file, Applied, DecodedMessage, LiveProjection, Projection, ProjectionError,
 };
 
 /// Longest the live projection stays paused while the fresh one catches up to it.
@@ -92,17 +92,33 @@ async fn blocking<T: Send + 'static>(
         .map_err(ReplayError::Projection)
 }
 
+/// Most messages one replay transaction applies: the scratch file has no journal, so a
+/// large transaction costs nothing but the dirty pages it holds in the page cache.
+const REPLAY_TRANSACTION: usize = 8 * MAX_BATCH;
+
+/// Messages read and decoded together. Decoded, a scraped inventory is a tree of maps
+/// several times its JSON's size, so chunks are small and few wait: replay's memory stays
+/// bounded by a few chunks, not by a transaction's worth of decoded messages.
+const READ_CHUNK: usize = 256;
+
+/// Decoded chunks waiting for the writer: the stream is read while SQLite writes.
+const READ_AHEAD: usize = 2;
+
 /// Applies the stream to `projection` from its last sequence + 1 up to and including
-/// `until`, in batches, with a separate ordered read. Returns the projection and how many
-/// messages it applied.
+/// `until`, with a separate ordered read. Returns the projection and how many messages it
+/// applied.
+///
+/// The read, the decoding and the writes are pipelined: this task reads chunks, has each
+/// decoded on the blocking pool and hands it to a blocking thread, which applies whatever
+/// has arrived (up to [`REPLAY_TRANSACTION`] messages) in one transaction while the next
+/// chunks are read and decoded.
 pub async fn catch_up(
     stream: &Stream,
-    mut projection: Projection,
+    projection: Projection,
     until: u64,
     meter: &ReplayMeter,
 ) -> Result<(Projection, u64), ReplayError> {
-    let mut applied = 0u64;
-    let mut reached = projection
+    let reached = projection
         .last_sequence()
         .map_err(ReplayError::Projection)?;
     if reached >= until {
@@ -111,39 +127,98 @@ pub async fn catch_up(
     let messages = follow_stream(stream, reached + 1)
         .await
         .map_err(ReplayError::Stream)?;
-    let mut chunks = Box::pin(messages.ready_chunks(MAX_BATCH));
+    let (chunks_in, chunks_out) = tokio::sync::mpsc::channel::<Vec<DecodedMessage>>(READ_AHEAD);
+    let (counts_in, mut counts_out) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let writer =
+        tokio::task::spawn_blocking(move || write_chunks(projection, chunks_out, counts_in));
+    let read = read_chunks(messages, reached, until, chunks_in, &mut counts_out, meter).await;
+    // The writer stops when the reader has dropped its sender, or on its own error.
+    let written = writer.await.map_err(ReplayError::Task)?;
+    while let Ok(count) = counts_out.try_recv() {
+        meter.applied(count);
+    }
+    let (projection, applied) = written.map_err(ReplayError::Projection)?;
+    read?;
+    Ok((projection, applied))
+}
+
+/// The reading half of [`catch_up`]: sends chunks of messages up to `until` to the writer
+/// until it has sent `until` (or the stream has a gap there), passing the writer's counts
+/// on to the meter meanwhile.
+async fn read_chunks(
+    messages: impl futures::Stream<Item = Result<StoredMessage, JetStreamError>>,
+    mut reached: u64,
+    until: u64,
+    chunks: tokio::sync::mpsc::Sender<Vec<DecodedMessage>>,
+    counts: &mut tokio::sync::mpsc::UnboundedReceiver<u64>,
+    meter: &ReplayMeter,
+) -> Result<(), ReplayError> {
+    let mut messages = std::pin::pin!(messages.ready_chunks(READ_CHUNK));
     while reached < until {
-        let Some(chunk) = chunks.next().await else {
+        while let Ok(count) = counts.try_recv() {
+            meter.applied(count);
+        }
+        let Some(chunk) = messages.next().await else {
             return Err(ReplayError::StreamEnded {
                 wanted: until,
                 reached,
             });
         };
-        let batch: Vec<StoredMessage> = chunk
+        let chunk: Vec<StoredMessage> = chunk
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(ReplayError::Stream)?
             .into_iter()
             .filter(|m| m.sequence <= until)
             .collect();
-        if batch.is_empty() {
+        let Some(last) = chunk.last().map(|m| m.sequence) else {
             // Everything in this chunk is past `until`: there is a gap in the stream.
-            return Ok((projection, applied));
-        }
-        let (back, counted, last) = blocking(move || {
-            let results = projection.apply_batch(&batch)?;
-            let counted = results
-                .iter()
-                .filter(|r| **r != Applied::AlreadyApplied)
-                .count() as u64;
-            let last = projection.last_sequence()?;
-            Ok((projection, counted, last))
-        })
-        .await?;
-        projection = back;
-        applied += counted;
-        meter.applied(counted);
+            return Ok(());
+        };
         reached = last;
+        let decoded = tokio::task::spawn_blocking(move || {
+            chunk
+                .into_iter()
+                .map(DecodedMessage::new)
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(ReplayError::Task)?;
+        if chunks.send(decoded).await.is_err() {
+            // The writer stopped: its error is the one to report.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The writing half of [`catch_up`], on a blocking thread: applies the chunks as they come,
+/// those waiting (up to [`REPLAY_TRANSACTION`] messages) in one transaction, and
+/// reports how many messages each transaction applied.
+fn write_chunks(
+    mut projection: Projection,
+    mut chunks: tokio::sync::mpsc::Receiver<Vec<DecodedMessage>>,
+    counts: tokio::sync::mpsc::UnboundedSender<u64>,
+) -> Result<(Projection, u64), ProjectionError> {
+    let mut applied = 0u64;
+    while let Some(first) = chunks.blocking_recv() {
+        // The chunks waiting now join the first one's transaction, up to its size.
+        let mut taken = first.len();
+        let waiting = std::iter::from_fn(|| {
+            if taken >= REPLAY_TRANSACTION {
+                return None;
+            }
+            let next = chunks.try_recv().ok()?;
+            taken += next.len();
+            Some(next)
+        });
+        let counted = projection
+            .apply_decoded_chunks(std::iter::once(first).chain(waiting))?
+            .iter()
+            .filter(|r| **r != Applied::AlreadyApplied)
+            .count() as u64;
+        applied += counted;
+        let _ = counts.send(counted);
     }
     Ok((projection, applied))
 }
@@ -193,7 +268,14 @@ pub async fn replay(
     tracing::info!(tail, fresh = %fresh_path.display(), "replay started");
     meter.start(tail);
     let _running = Running(meter);
-    let (mut fresh, mut events_applied) = rebuild(stream, &fresh_path, tail, meter).await?;
+    let (fresh, mut events_applied) = rebuild(stream, &fresh_path, tail, meter).await?;
+    // Before the live projection is paused: the sorts take seconds at fleet scale.
+    let mut fresh = blocking(move || {
+        let mut fresh = fresh;
+        fresh.build_deferred_indexes()?;
+        Ok(fresh)
+    })
+    .await?;
     if let Some(damage) = live.damage() {
         // The follow loop waits for the repair: nothing to catch up with, nothing to compare.
         let paused = live.pause().await;
@@ -275,10 +357,10 @@ async fn swap(
             let (last_sequence, old_digest) = if damaged {
                 (fresh.last_sequence()?, String::new())
             } else {
-                let old = export::digest(&projection.canonical_export()?);
+                let old = projection.export_digest()?;
                 (projection.last_sequence()?, old)
             };
-            let new_digest = export::digest(&fresh.canonical_export()?);
+            let new_digest = fresh.export_digest()?;
             fresh.close()?;
             let old = std::mem::replace(projection, Projection::open_in_memory()?);
             let closed = if damaged {

@@ -144,18 +144,40 @@ async fn run_replay(context: &QueryContext) -> Result<Vec<u8>, QueryError> {
     serde_json::to_vec(&report).map_err(|error| QueryError::internal(&error))
 }
 
-/// Streams the canonical export to the reply subject in chunks, then an empty message with
-/// the digest and sequence headers.
+/// Streams the canonical export to the reply subject in chunks as it is written (at
+/// 100,000 machines it is about a gigabyte, never held whole), then an empty message with
+/// the digest and sequence headers; an error midway is answered as an error message.
 async fn send_export(context: &QueryContext, request: &Request) {
-    let exported = context
-        .live
-        .with(
-            |projection| -> Result<(Vec<u8>, u64), metal_projection::ProjectionError> {
-                Ok((projection.canonical_export()?, projection.last_sequence()?))
-            },
-        )
-        .await;
-    let (bytes, sequence) = match exported {
+    let Some(reply) = request.message.reply.clone() else {
+        return;
+    };
+    let (chunks_in, mut chunks_out) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let exported = context.live.with(
+        move |projection| -> Result<(String, u64), metal_projection::ProjectionError> {
+            let sequence = projection.last_sequence()?;
+            let mut out = export::Digesting::new(ChunkWriter {
+                chunks: chunks_in,
+                buffer: Vec::with_capacity(EXPORT_CHUNK_BYTES),
+            });
+            projection.write_canonical_export(&mut out)?;
+            let (mut chunks, digest) = out.finish();
+            chunks
+                .send_buffer()
+                .map_err(metal_projection::ProjectionError::Export)?;
+            Ok((digest, sequence))
+        },
+    );
+    let forward = async {
+        while let Some(chunk) = chunks_out.recv().await {
+            if let Err(error) = context.client.publish(reply.clone(), chunk).await {
+                tracing::warn!(error = %metal_core::error_chain(&error), "cannot send export chunk");
+                // Dropping the receiver stops the export at its next chunk.
+                return;
+            }
+        }
+    };
+    let (exported, ()) = tokio::join!(exported, forward);
+    let (digest, sequence) = match exported {
         Ok(Ok(done)) => done,
         Ok(Err(error)) => {
             return respond(
@@ -174,24 +196,6 @@ async fn send_export(context: &QueryContext, request: &Request) {
             .await
         }
     };
-    let Some(reply) = request.message.reply.clone() else {
-        return;
-    };
-    let digest = export::digest(&bytes);
-    let bytes = Bytes::from(bytes);
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let end = (offset + EXPORT_CHUNK_BYTES).min(bytes.len());
-        if let Err(error) = context
-            .client
-            .publish(reply.clone(), bytes.slice(offset..end))
-            .await
-        {
-            tracing::warn!(error = %metal_core::error_chain(&error), "cannot send export chunk");
-            return;
-        }
-        offset = end;
-    }
     let mut headers = HeaderMap::new();
     headers.insert(EXPORT_DIGEST_HEADER, digest.as_str());
     headers.insert(EXPORT_SEQUENCE_HEADER, sequence.to_string().as_str());
@@ -203,4 +207,90 @@ async fn send_export(context: &QueryContext, request: &Request) {
         tracing::warn!(error = %metal_core::error_chain(&error), "cannot send export trailer");
     }
     let _ = context.client.flush().await;
+}
+
+/// Cuts what is written into `EXPORT_CHUNK_BYTES` messages and hands each to the task that
+/// publishes them, waiting while it is behind.
+struct ChunkWriter {
+    chunks: tokio::sync::mpsc::Sender<Bytes>,
+    buffer: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send_buffer(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(EXPORT_CHUNK_BYTES));
+        self.chunks.blocking_send(Bytes::from(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the export's reply is no longer being sent",
+            )
+        })
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let room = EXPORT_CHUNK_BYTES - self.buffer.len();
+        let taken = bytes.len().min(room);
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        if self.buffer.len() >= EXPORT_CHUNK_BYTES {
+            self.send_buffer()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn an_export_is_cut_into_whole_chunks_that_add_up_to_it() {
+        let (chunks_in, mut chunks_out) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let written: Vec<u8> = (0..EXPORT_CHUNK_BYTES * 5 / 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let expected = written.clone();
+        let writer = std::thread::spawn(move || {
+            let mut out = export::Digesting::new(ChunkWriter {
+                chunks: chunks_in,
+                buffer: Vec::new(),
+            });
+            for piece in written.chunks(7919) {
+                out.write_all(piece).unwrap();
+            }
+            let (mut chunks, digest) = out.finish();
+            chunks.send_buffer().unwrap();
+            digest
+        });
+        let mut received = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(chunk) = chunks_out.blocking_recv() {
+            sizes.push(chunk.len());
+            received.extend_from_slice(&chunk);
+        }
+        let digest = writer.join().unwrap();
+        assert_eq!(
+            sizes,
+            [
+                EXPORT_CHUNK_BYTES,
+                EXPORT_CHUNK_BYTES,
+                EXPORT_CHUNK_BYTES / 2
+            ]
+        );
+        assert!(
+            received == expected,
+            "the chunks add up to what was written"
+        );
+        assert_eq!(digest, export::digest(&expected));
+    }
 }

@@ -197,7 +197,7 @@ async fn dry_run(client: &async_nats::Client, profiles: &Profiles) -> Result<Dry
             bmc_mac: detail.machine.bmc_mac,
             state: detail.machine.state,
             would_take: profiles.choose(&facts).map(|p| p.name.clone()),
-            current_profile: detail.provisioning.as_ref().map(|p| p.profile.clone()),
+            current_profile: detail.provisioning.as_ref().map(|p| p.profile.to_string()),
             facts,
         });
     }

@@ -325,7 +325,7 @@ async fn tags_profiles_provisioning_unknown_macs_and_the_ansible_inventory() {
     let armed = system.show(&intel_id).await;
     assert_eq!(armed.machine.state, MachineState::Provisioning);
     let provisioning = armed.provisioning.clone().expect("provisioning");
-    assert_eq!(provisioning.profile, "G1");
+    assert_eq!(&*provisioning.profile, "G1");
     let spec = system.boot("52:54:00:bb:10:01", 200).await;
     let key = boot_api::TokenKey::new("test", E2E_TOKEN_KEY.as_bytes().to_vec()).unwrap();
     let token = key.token(armed.machine.machine_id, provisioning.provision_id);
@@ -609,7 +609,7 @@ async fn onboard_provision_netboot_phone_home_and_replay_on_sushys_fake_driver()
     assert!(output.status.success(), "provision: {}", printed(&output));
     let armed = system.show(&bmc.to_string()).await;
     let provisioning = armed.provisioning.clone().expect("provisioning");
-    assert_eq!(provisioning.profile, "G1");
+    assert_eq!(&*provisioning.profile, "G1");
     assert!(armed.machine.state.is_armed());
     // The emulator reports the boot target Pxe and, once its power change lands, On.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

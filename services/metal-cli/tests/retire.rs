@@ -183,7 +183,7 @@ async fn reprovision_then_retire_with_a_wipe_and_without_on_sushys_fake_driver()
     let wiping = wait_state(&system, &bmc_a.to_string(), MachineState::Wiping).await;
     let wipe = wiping.provisioning.expect("the wipe's provisioning");
     assert_eq!(wipe.purpose, Purpose::Wipe);
-    assert_eq!(wipe.profile, "WIPE");
+    assert_eq!(&*wipe.profile, "WIPE");
     let events = test_harness::stream::read_events(&system.client).await;
     let request = events
         .iter()

@@ -79,9 +79,10 @@ impl Envelope {
         })
     }
 
-    /// Reads `data` as the typed payload of this event type.
+    /// Reads `data` as the typed payload of this event type (from the value in place: a
+    /// scraped inventory's tree is not copied first).
     pub fn data_as<D: for<'de> Deserialize<'de>>(&self) -> Result<D, EnvelopeError> {
-        serde_json::from_value(self.data.clone()).map_err(|source| EnvelopeError::Data {
+        D::deserialize(&self.data).map_err(|source| EnvelopeError::Data {
             event_type: self.event_type.clone(),
             source,
         })

@@ -9,6 +9,8 @@
 //! request's reply subject in chunks of at most [`EXPORT_CHUNK_BYTES`], then one empty
 //! message with the headers [`EXPORT_DIGEST_HEADER`] and [`EXPORT_SEQUENCE_HEADER`].
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -275,11 +277,17 @@ pub struct ReplayReport {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Provisioning {
     pub provision_id: Uuid,
-    pub profile: String,
-    pub kernel: String,
-    pub initrd: Vec<String>,
+    // The profile's texts are shared (`Arc`): a fleet has a few profiles, and boot-api
+    // keeps every armed machine's provisioning in memory, one copy per profile.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub profile: Arc<str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub kernel: Arc<str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub initrd: Arc<[String]>,
     /// The cmdline template (the token is rendered only when boot-api answers).
-    pub cmdline: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub cmdline: Arc<str>,
     #[serde(with = "time::serde::rfc3339")]
     pub assigned_at: OffsetDateTime,
     /// Install, or the wipe before retirement.

@@ -64,25 +64,84 @@ impl Projection {
         tx.commit().map_err(sql("committing"))?;
         Ok(out)
     }
+
+    /// Applies chunks of messages decoded beforehand (on another thread, while this one
+    /// writes) in one transaction, each chunk dropped once applied; the result equals
+    /// [`Projection::apply_batch`] of all their messages.
+    pub fn apply_decoded_chunks(
+        &mut self,
+        chunks: impl IntoIterator<Item = Vec<DecodedMessage>>,
+    ) -> Result<Vec<Applied>, ProjectionError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql("starting transaction"))?;
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend(apply_in(&tx, &chunk, self.boot_records)?);
+        }
+        tx.commit().map_err(sql("committing"))?;
+        Ok(out)
+    }
+}
+
+/// A stream message with its decoding, made ahead of applying it.
+pub struct DecodedMessage {
+    message: StoredMessage,
+    decoded: Decoded,
+}
+
+impl DecodedMessage {
+    pub fn new(message: StoredMessage) -> DecodedMessage {
+        let decoded = message.decode();
+        DecodedMessage { message, decoded }
+    }
+}
+
+/// A message `apply_in` can apply: stored, and decoded now or before.
+trait Applicable {
+    fn stored(&self) -> &StoredMessage;
+    /// The decoding, made now unless it was made before.
+    fn decoded(&self) -> std::borrow::Cow<'_, Decoded>;
+}
+
+impl Applicable for StoredMessage {
+    fn stored(&self) -> &StoredMessage {
+        self
+    }
+
+    fn decoded(&self) -> std::borrow::Cow<'_, Decoded> {
+        std::borrow::Cow::Owned(self.decode())
+    }
+}
+
+impl Applicable for DecodedMessage {
+    fn stored(&self) -> &StoredMessage {
+        &self.message
+    }
+
+    fn decoded(&self) -> std::borrow::Cow<'_, Decoded> {
+        std::borrow::Cow::Borrowed(&self.decoded)
+    }
 }
 
 /// Applies `messages` inside `tx`. The stored last sequence is read once and written once:
 /// a boot storm's skipped events cost boot-api nothing else in SQLite.
 fn apply_in(
     tx: &Transaction<'_>,
-    messages: &[StoredMessage],
+    messages: &[impl Applicable],
     boot_records: BootRecords,
 ) -> Result<Vec<Applied>, ProjectionError> {
     let stored = schema::last_sequence(tx)?;
     let mut last = stored;
     let mut out = Vec::with_capacity(messages.len());
     for message in messages {
-        if message.sequence <= last {
+        if message.stored().sequence <= last {
             out.push(Applied::AlreadyApplied);
             continue;
         }
         out.push(apply_message(tx, message, boot_records)?);
-        last = message.sequence;
+        last = message.stored().sequence;
     }
     if last != stored {
         execute_cached(
@@ -98,19 +157,20 @@ fn apply_in(
 /// One message newer than the stored last sequence; the caller stores the sequence.
 fn apply_message(
     tx: &Transaction<'_>,
-    message: &StoredMessage,
+    applicable: &impl Applicable,
     boot_records: BootRecords,
 ) -> Result<Applied, ProjectionError> {
+    let message = applicable.stored();
     let skipped =
         boot_records == BootRecords::Skipped && subjects::is_boot_record(&message.subject);
     let decoded = if skipped {
         None
     } else {
-        Some(message.decode())
+        Some(applicable.decoded())
     };
-    let applied = match decoded {
+    let applied = match decoded.as_deref() {
         None => Applied::SequenceOnly,
-        Some(Decoded::Event(envelope)) => apply_event(tx, message.sequence, &envelope)?,
+        Some(Decoded::Event(envelope)) => apply_event(tx, message.sequence, envelope)?,
         Some(Decoded::RejectedRequest { .. }) => Applied::SequenceOnly,
         Some(Decoded::Malformed { subject, reason }) => {
             let id = raw_request_event_id(subjects::STREAM, message.sequence);
@@ -120,7 +180,7 @@ fn apply_message(
                     sequence: message.sequence,
                     event_id: id,
                     machine_id: None,
-                    event_type: &subject,
+                    event_type: subject,
                     time: message.published,
                     correlation_id: id,
                     causation_id: None,

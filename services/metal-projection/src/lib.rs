@@ -27,12 +27,18 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-pub use apply::Applied;
+pub use apply::{Applied, DecodedMessage};
 pub use follow::{FollowError, LiveProjection};
 pub use read::{BootFacts, BootTarget, MachinesPage, MachinesQuery, RescanCandidate};
 
-/// SQLite page cache per connection, in KiB (negative `cache_size` means KiB).
-const PAGE_CACHE_KIB: i64 = -64 * 1024;
+/// SQLite page cache of a serving connection, in KiB (negative `cache_size` means KiB).
+/// Small: it counts in the service's memory for as long as it runs (the goal is 150 MB at
+/// 100,000 machines), and a page it misses is a read from the OS's file cache.
+const LIVE_PAGE_CACHE_KIB: i64 = -16 * 1024;
+
+/// The same for a scratch file being rebuilt from the stream: large, since a rebuild
+/// inserts rows all over every table and lives only as long as the replay.
+const SCRATCH_PAGE_CACHE_KIB: i64 = -64 * 1024;
 
 /// WAL pages between automatic checkpoints (SQLite's default is 1,000): a checkpoint writes
 /// every page the WAL holds back into the file, so a page many small batches dirtied
@@ -66,6 +72,8 @@ pub enum ProjectionError {
     },
     #[error("projection database holds a value that cannot be read: {0}")]
     Corrupt(String),
+    #[error("cannot write the canonical export")]
+    Export(#[source] std::io::Error),
     #[error("projection database {path} failed its integrity check: {findings}")]
     FailedCheck { path: PathBuf, findings: String },
     #[error("{0:?} is neither a machine id nor a MAC address")]
@@ -134,6 +142,10 @@ pub struct Projection {
     conn: Connection,
     path: Option<PathBuf>,
     boot_records: BootRecords,
+    /// A scratch file's secondary indexes, dropped while it is built and created again by
+    /// [`Projection::close`]: applying never reads them, and one sorted build at the end
+    /// costs less than keeping them up to date row by row.
+    deferred_indexes: Vec<String>,
 }
 
 impl Projection {
@@ -185,11 +197,34 @@ impl Projection {
         })
     }
 
+    /// Creates the secondary indexes a scratch file was built without (nothing for any
+    /// other projection, or once done); [`Projection::close`] does it too.
+    pub fn build_deferred_indexes(&mut self) -> Result<(), ProjectionError> {
+        if self.deferred_indexes.is_empty() {
+            return Ok(());
+        }
+        // Building an index sorts in up to `cache_size` of memory besides the page cache: a
+        // serving connection's size bounds both, the memory the large rebuild cache frees
+        // being reused for the sort.
+        self.conn
+            .pragma_update(None, "cache_size", LIVE_PAGE_CACHE_KIB)
+            .map_err(sql("shrinking the page cache"))?;
+        for index in std::mem::take(&mut self.deferred_indexes) {
+            self.conn
+                .execute_batch(&index)
+                .map_err(sql("building a deferred index"))?;
+        }
+        Ok(())
+    }
+
     /// Opens a scratch file to rebuild from the stream: no journal and no fsync, since a
     /// crash midway only loses a file the next rebuild starts afresh. Close it and
     /// [`Projection::open`] it before serving from it.
+    /// Its secondary indexes are built when it is closed.
     pub fn open_scratch(path: &Path) -> Result<Projection, ProjectionError> {
-        Projection::open_with(path, Durability::Scratch)
+        let mut projection = Projection::open_with(path, Durability::Scratch)?;
+        projection.deferred_indexes = schema::drop_secondary_indexes(&projection.conn)?;
+        Ok(projection)
     }
 
     fn open_with(path: &Path, durability: Durability) -> Result<Projection, ProjectionError> {
@@ -220,13 +255,18 @@ impl Projection {
             .map_err(open_error)?;
         // A scraped inventory touches a few dozen rows across six tables; with SQLite's
         // default 2 MiB page cache, replay spends its time re-reading pages from the OS.
-        conn.pragma_update(None, "cache_size", PAGE_CACHE_KIB)
+        let cache_kib = match durability {
+            Durability::Wal => LIVE_PAGE_CACHE_KIB,
+            Durability::Scratch => SCRATCH_PAGE_CACHE_KIB,
+        };
+        conn.pragma_update(None, "cache_size", cache_kib)
             .map_err(open_error)?;
         conn.set_prepared_statement_cache_capacity(64);
         let mut projection = Projection {
             conn,
             path: Some(path.to_path_buf()),
             boot_records: BootRecords::Applied,
+            deferred_indexes: Vec::new(),
         };
         schema::migrate(&mut projection.conn)?;
         Ok(projection)
@@ -242,6 +282,7 @@ impl Projection {
             conn,
             path: None,
             boot_records: BootRecords::Applied,
+            deferred_indexes: Vec::new(),
         };
         schema::migrate(&mut projection.conn)?;
         Ok(projection)
@@ -265,7 +306,8 @@ impl Projection {
 
     /// Checkpoints the WAL and closes the connection, so the file stands alone
     /// (no `-wal`/`-shm` left behind) and may be renamed.
-    pub fn close(self) -> Result<(), ProjectionError> {
+    pub fn close(mut self) -> Result<(), ProjectionError> {
+        self.build_deferred_indexes()?;
         if self.path.is_some() {
             self.conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))

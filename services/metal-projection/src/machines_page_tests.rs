@@ -126,7 +126,7 @@ fn expected(projection: &Projection, query: &MachinesQuery) -> (Vec<MachineRow>,
             .unwrap()
             .unwrap();
         if let Some(profile) = &query.profile {
-            if detail.provisioning.as_ref().map(|p| &p.profile) != Some(profile) {
+            if detail.provisioning.as_ref().map(|p| &*p.profile) != Some(profile.as_str()) {
                 continue;
             }
         }

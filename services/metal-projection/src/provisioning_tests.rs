@@ -102,7 +102,7 @@ fn a_provisioning_runs_from_armed_to_installed() {
     let detail = projection.machine(BMC).unwrap().unwrap();
     let provisioning = detail.provisioning.unwrap();
     assert_eq!(provisioning.provision_id, p.event_id);
-    assert_eq!(provisioning.profile, "G1");
+    assert_eq!(&*provisioning.profile, "G1");
     assert!(
         provisioning.cmdline.contains("{token}"),
         "the template, never a token"

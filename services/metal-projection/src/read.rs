@@ -177,10 +177,10 @@ fn parse_provisioning(
         .map_err(|e| ProjectionError::Corrupt(format!("boot spec {spec:?}: {e}")))?;
     Ok(Provisioning {
         provision_id: parse_uuid(provision_id)?,
-        profile,
-        kernel: spec.kernel,
-        initrd: spec.initrd,
-        cmdline: spec.cmdline,
+        profile: profile.into(),
+        kernel: spec.kernel.into(),
+        initrd: spec.initrd.into(),
+        cmdline: spec.cmdline.into(),
         assigned_at: parse_time(assigned_at)?,
         purpose: spec.purpose,
     })

@@ -224,6 +224,28 @@ pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     tx.commit().map_err(sql("committing migration"))
 }
 
+/// Drops every index the schema created with `CREATE INDEX` (not those behind primary keys
+/// and `UNIQUE` constraints, which applying reads) and returns their exact statements, so
+/// that running them again restores the same schema.
+pub(crate) fn drop_secondary_indexes(conn: &Connection) -> Result<Vec<String>, ProjectionError> {
+    let indexes: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL
+             ORDER BY name",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(sql("listing indexes"))?;
+    for (name, _) in &indexes {
+        conn.execute_batch(&format!("DROP INDEX \"{name}\""))
+            .map_err(sql("dropping an index until the rebuild ends"))?;
+    }
+    Ok(indexes.into_iter().map(|(_, sql)| sql).collect())
+}
+
 pub(crate) fn last_sequence(conn: &Connection) -> Result<u64, ProjectionError> {
     let value: Option<i64> = conn
         .prepare_cached("SELECT last_sequence FROM meta WHERE id = 1")

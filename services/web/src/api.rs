@@ -679,7 +679,7 @@ fn machines_page_scan(
         if let Some(profile) = &filter.profile {
             let matches = target
                 .and_then(|t| t.provisioning.as_ref())
-                .is_some_and(|p| &p.profile == profile);
+                .is_some_and(|p| *p.profile == **profile);
             if !matches {
                 continue;
             }

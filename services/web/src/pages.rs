@@ -263,7 +263,9 @@ async fn fleet_page(pages: &Pages, raw: Option<&str>) -> Result<String, ApiError
                 .map(|row| {
                     Ok(FleetRow {
                         row: row.clone(),
-                        profile: p.provisioning(row.machine_id)?.map(|x| x.profile),
+                        profile: p
+                            .provisioning(row.machine_id)?
+                            .map(|x| x.profile.to_string()),
                         last_event: last.remove(&row.machine_id),
                     })
                 })
