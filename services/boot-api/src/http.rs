@@ -174,7 +174,7 @@ async fn pixiecore(
         BootDecision::Serve(target) => {
             // What `Json(spec)` answers (serialising four strings cannot fail). The kept
             // copy is exactly as long as the answer: the serialiser's buffer grows by
-            // doubling, and 100,000 kept answers would hold twice their size.
+            // doubling, and every kept answer would carry its unused capacity.
             let render = || {
                 let spec = spec(state, target, mac)?;
                 let json = serde_json::to_vec(&spec).ok()?;
