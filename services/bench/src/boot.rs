@@ -83,7 +83,7 @@ const REUSE_MARKER: &str = "machines";
 const TOKEN_KEY: &str = "boot-bench-install-token-key-0123456789";
 
 /// How to build the binaries this benchmark runs.
-const BUILD: &str = "cargo build --release -p bench -p boot-api";
+const BUILD: &str = "cargo build --release -p bench -p boot-api -p inventory-projector";
 /// Messages published before waiting for acks (the JetStream context allows 5,000).
 const PUBLISH_IN_FLIGHT: usize = 4_096;
 
@@ -284,10 +284,10 @@ async fn measure_projector(
         catch_up.as_secs_f64(),
         mib(rss_caught_up)
     );
-    let last_bmc = bmc_mac(0);
+    let first_bmc = bmc_mac(0);
     let query_timeout = Duration::from_secs(60);
     for subject in [subjects::QUERY_MACHINE, subjects::QUERY_HISTORY] {
-        ask(subject, last_bmc.clone(), query_timeout).await?;
+        ask(subject, first_bmc.clone(), query_timeout).await?;
     }
     for subject in [subjects::QUERY_UNKNOWN, subjects::QUERY_DRIFT] {
         ask(subject, "{}".into(), query_timeout).await?;
