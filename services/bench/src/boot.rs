@@ -12,7 +12,6 @@
 
 use std::fmt::Write as _;
 use std::future::IntoFuture;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,21 +183,6 @@ async fn set_up_fleet(
     Ok(())
 }
 
-/// A field of /proc/<pid>/status in KiB (`VmHWM`: peak resident set; `VmRSS`: now).
-fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::File::open(format!("/proc/{pid}/status"))?;
-    for line in BufReader::new(status).lines() {
-        let line = line?;
-        if let Some(rest) = line
-            .strip_prefix(field)
-            .and_then(|rest| rest.strip_prefix(':'))
-        {
-            return Ok(rest.trim().trim_end_matches("kB").trim().parse()?);
-        }
-    }
-    bail!("no {field} in /proc/{pid}/status")
-}
-
 /// What the inventory-projector's part measured.
 struct ProjectorFigures {
     events: u64,
@@ -240,27 +224,6 @@ async fn measure_projector(
         work,
         |_| {},
     )?;
-    let ask = |subject: &'static str, payload: String, timeout: Duration| async move {
-        // The client's own request timeout (10 s) is shorter than a replay.
-        let request = async_nats::Request::new()
-            .payload(payload.into())
-            .timeout(Some(timeout));
-        let reply = client
-            .send_request(subject, request)
-            .await
-            .with_context(|| format!("{subject} failed or timed out after {timeout:?}"))?;
-        if let Some(code) = reply
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Service-Error-Code"))
-        {
-            bail!(
-                "{subject} answered error {code}: {}",
-                String::from_utf8_lossy(&reply.payload)
-            );
-        }
-        Ok(reply.payload)
-    };
     loop {
         projector.check_running()?;
         anyhow::ensure!(
@@ -268,7 +231,8 @@ async fn measure_projector(
             "inventory-projector did not catch up within 30 minutes"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let Ok(payload) = ask(subjects::QUERY_STATUS, "{}".into(), Duration::from_secs(5)).await
+        let Ok(payload) =
+            bench::ask(client, subjects::QUERY_STATUS, "{}", Duration::from_secs(5)).await
         else {
             continue;
         };
@@ -278,7 +242,7 @@ async fn measure_projector(
         }
     }
     let catch_up = started.elapsed();
-    let rss_caught_up = status_kib(projector.pid(), "VmHWM")?;
+    let rss_caught_up = bench::proc_status_kib(projector.pid(), "VmHWM")?;
     eprintln!(
         "inventory-projector caught up after {:.1} s; peak RSS {:.0} MiB",
         catch_up.as_secs_f64(),
@@ -287,16 +251,17 @@ async fn measure_projector(
     let first_bmc = bmc_mac(0);
     let query_timeout = Duration::from_secs(60);
     for subject in [subjects::QUERY_MACHINE, subjects::QUERY_HISTORY] {
-        ask(subject, first_bmc.clone(), query_timeout).await?;
+        bench::ask(client, subject, &first_bmc, query_timeout).await?;
     }
     for subject in [subjects::QUERY_UNKNOWN, subjects::QUERY_DRIFT] {
-        ask(subject, "{}".into(), query_timeout).await?;
+        bench::ask(client, subject, "{}", query_timeout).await?;
     }
-    let rss_queried = status_kib(projector.pid(), "VmHWM")?;
+    let rss_queried = bench::proc_status_kib(projector.pid(), "VmHWM")?;
     let replay_started = Instant::now();
-    let report = ask(
+    let report = bench::ask(
+        client,
         subjects::QUERY_REPLAY,
-        "{}".into(),
+        "{}",
         Duration::from_secs(1800),
     )
     .await?;
@@ -306,7 +271,7 @@ async fn measure_projector(
         report.identical,
         "the projector's replay differs from its live projection"
     );
-    let rss_replayed = status_kib(projector.pid(), "VmHWM")?;
+    let rss_replayed = bench::proc_status_kib(projector.pid(), "VmHWM")?;
     eprintln!(
         "inventory-projector replayed {} events in {:.1} s (identical); peak RSS after queries {:.0} MiB, after the replay {:.0} MiB",
         report.events_applied,
@@ -733,7 +698,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "boot-api serves the last machine after {:.1} s (peak RSS {:.0} MiB)",
         catch_up.as_secs_f64(),
-        mib(status_kib(boot_api.pid(), "VmHWM")?)
+        mib(bench::proc_status_kib(boot_api.pid(), "VmHWM")?)
     );
     wait_consumer_drained(&stream, &mut boot_api, catch_up_timeout).await?;
     let drained = started.elapsed();
@@ -743,7 +708,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "boot-api answered {refused} provision requests with machine.provision.failed (see its log)"
     );
     let settled = wait_idle(&mut boot_api, catch_up_timeout).await?;
-    let rss_after_catch_up = status_kib(boot_api.pid(), "VmHWM")?;
+    let rss_after_catch_up = bench::proc_status_kib(boot_api.pid(), "VmHWM")?;
     eprintln!(
         "boot-api answered all {} provision requests (duplicates of the stored assignments) after {:.1} s, idle {:.1} s later; peak RSS {:.0} MiB",
         args.machines,
@@ -824,11 +789,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         boot_runs.push(boot);
         events.push(Events { during, total });
     }
-    let peak_rss = status_kib(boot_api.pid(), "VmHWM")?;
+    let peak_rss = bench::proc_status_kib(boot_api.pid(), "VmHWM")?;
     eprintln!(
         "boot-api after the load: peak RSS {:.0} MiB, RSS now {:.0} MiB",
         mib(peak_rss),
-        mib(status_kib(boot_api.pid(), "VmRSS")?)
+        mib(bench::proc_status_kib(boot_api.pid(), "VmRSS")?)
     );
     let dropped = dropped_events(boot_api.log());
     let served_total = stored_on(&stream, subjects::BOOT_SERVED).await? - served_before;

@@ -13,7 +13,6 @@
 //! path at `per_bmc_concurrency`) and the total is what the fleet counted.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -115,18 +114,6 @@ fn spawn_service(
             };
         },
     )
-}
-
-/// `VmHWM` (peak resident set) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::File::open(format!("/proc/{pid}/status"))?;
-    for line in BufReader::new(status).lines() {
-        let line = line?;
-        if let Some(rest) = line.strip_prefix("VmHWM:") {
-            return Ok(rest.trim().trim_end_matches("kB").trim().parse()?);
-        }
-    }
-    bail!("no VmHWM in /proc/{pid}/status")
 }
 
 /// What the stream follower has seen since the onboarding requests went out.
@@ -249,20 +236,8 @@ async fn query<T: serde::de::DeserializeOwned>(
     client: &async_nats::Client,
     subject: &str,
 ) -> anyhow::Result<T> {
-    let reply = tokio::time::timeout(
-        Duration::from_secs(30),
-        client.request(subject.to_string(), "{}".into()),
-    )
-    .await
-    .with_context(|| format!("{subject} timed out"))??;
-    if let Some(code) = reply
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error-Code"))
-    {
-        bail!("{subject} answered error {code}");
-    }
-    Ok(serde_json::from_slice(&reply.payload)?)
+    let payload = bench::ask(client, subject, "{}", Duration::from_secs(30)).await?;
+    Ok(serde_json::from_slice(&payload)?)
 }
 
 async fn status(client: &async_nats::Client) -> anyhow::Result<Status> {
@@ -599,7 +574,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut peak_rss = Vec::new();
     for service in &services {
-        peak_rss.push((service.name().to_string(), peak_rss_kib(service.pid())?));
+        peak_rss.push((
+            service.name().to_string(),
+            bench::proc_status_kib(service.pid(), "VmHWM")?,
+        ));
     }
     drop(services);
     let scraper_rss_kib = peak_rss[1].1;
