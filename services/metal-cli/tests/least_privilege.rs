@@ -149,7 +149,17 @@ async fn the_pipeline_runs_with_a_nats_user_per_service_and_none_steps_outside_i
         !std::path::Path::new("-").exists(),
         "export --output - writes to stdout, not to a file named -"
     );
-    let (status, page) = http_get(&format!("{}/machines/{BMC}", system.web_url)).await;
+    // web follows the stream into its own projection, and the pipeline above can finish
+    // before web has caught up with it (it once answered from sequence 0).
+    let page_url = format!("{}/machines/{BMC}", system.web_url);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let (status, page) = loop {
+        let (status, page) = http_get(&page_url).await;
+        if status == 200 || tokio::time::Instant::now() >= deadline {
+            break (status, page);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(status, 200, "{page}");
 
     let events = test_harness::stream::read_all(&system.client).await;
