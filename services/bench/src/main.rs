@@ -3,7 +3,8 @@
 //!
 //! It starts its own nats-server (test harness), fills the stream with realistic
 //! onboardings (raw request, `bmc.located`, `hardware.scraped` carrying the DMTF mockup's
-//! inventory with per-machine MACs), then alternates raw reads and replays.
+//! inventory with per-machine MACs), then alternates raw reads, reads that also decode as
+//! replay does but write nothing (replay's ceiling were SQLite free), and replays.
 
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
@@ -142,6 +143,41 @@ async fn raw_read(
     Ok(started.elapsed())
 }
 
+/// Reads the stream as replay does and decodes it as replay does, on the blocking pool two
+/// chunks ahead, but writes nothing: how fast replay could go if SQLite cost nothing.
+async fn decode_only(
+    stream: &async_nats::jetstream::stream::Stream,
+    last: u64,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let messages = follow_stream(stream, 1).await?;
+    let decoded = messages
+        .ready_chunks(256)
+        .map(|chunk| {
+            tokio::task::spawn_blocking(move || {
+                let chunk = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+                let last_sequence = chunk.last().map_or(0, |m| m.sequence);
+                let count = chunk
+                    .into_iter()
+                    .map(metal_projection::DecodedMessage::new)
+                    .count() as u64;
+                Ok::<_, metal_core::jetstream::JetStreamError>((count, last_sequence))
+            })
+        })
+        .buffered(2);
+    let mut decoded = std::pin::pin!(decoded);
+    let mut count = 0u64;
+    while let Some(chunk) = decoded.next().await {
+        let (chunk_count, last_sequence) = chunk??;
+        count += chunk_count;
+        if last_sequence >= last {
+            break;
+        }
+    }
+    anyhow::ensure!(count == last, "decoded {count} of {last} messages");
+    Ok(started.elapsed())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -176,8 +212,10 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut best_raw = Duration::MAX;
     let mut best_replay = Duration::MAX;
+    let mut best_decode = Duration::MAX;
     for round in 1..=args.rounds {
         let raw = raw_read(&stream, last).await?;
+        let decode = decode_only(&stream, last).await?;
         let path = dir.path().join(format!("replay-{round}.db"));
         let started = Instant::now();
         let (projection, applied) = inventory_projector::replay::rebuild(
@@ -194,21 +232,25 @@ async fn main() -> anyhow::Result<()> {
         let replay = started.elapsed();
         std::fs::remove_file(&path)?;
         eprintln!(
-            "round {round}: raw read {:.0} events/s, replay {:.0} events/s",
+            "round {round}: raw read {:.0} events/s, read and decode {:.0} events/s, replay {:.0} events/s",
             last as f64 / raw.as_secs_f64(),
+            last as f64 / decode.as_secs_f64(),
             last as f64 / replay.as_secs_f64()
         );
         best_raw = best_raw.min(raw);
+        best_decode = best_decode.min(decode);
         best_replay = best_replay.min(replay);
     }
     let raw_rate = last as f64 / best_raw.as_secs_f64();
     let replay_rate = last as f64 / best_replay.as_secs_f64();
+    let decode_rate = last as f64 / best_decode.as_secs_f64();
     println!(
-        "| events | raw ordered read (events/s) | replay into SQLite (events/s) | replay ÷ raw |"
+        "| events | raw ordered read (events/s) | read and decode, no writes (events/s) | replay into SQLite (events/s) | decode ÷ raw | replay ÷ raw |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     println!(
-        "| {last} | {raw_rate:.0} | {replay_rate:.0} | {:.3} |",
+        "| {last} | {raw_rate:.0} | {decode_rate:.0} | {replay_rate:.0} | {:.3} | {:.3} |",
+        decode_rate / raw_rate,
         replay_rate / raw_rate
     );
     let ratio = replay_rate / raw_rate;

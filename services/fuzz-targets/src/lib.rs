@@ -5,7 +5,8 @@
 //!
 //! Each function must return for any input, without a panic, in bounded time and memory;
 //! where a result can be checked against another (a MAC's text parses back to the same
-//! MAC; bad input applied to a projection is recorded, never an error), it asserts so.
+//! MAC; bad input applied to a projection is recorded, never an error; replay's typed
+//! decoding of an inventory agrees with the tree every service decodes), it asserts so.
 //! The cargo-fuzz targets in services/fuzz call them; tests/corpus.rs runs the committed
 //! corpus (services/fuzz/corpus/<target>/) through them on stable, so every crash a fuzz
 //! run found, once added there, stays a test.
@@ -16,6 +17,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metal_core::envelope::StreamPosition;
+use metal_core::events::HardwareScraped;
 use metal_core::jetstream::StoredMessage;
 use metal_core::{subjects, Mac};
 use serde_json::Value;
@@ -93,7 +95,7 @@ fn event_on(subject: &str, payload: &[u8]) {
         payload: bytes::Bytes::copy_from_slice(payload),
         published,
     };
-    let _ = metal_core::envelope::decode(
+    let decoded = metal_core::envelope::decode(
         subject,
         None,
         payload,
@@ -103,6 +105,24 @@ fn event_on(subject: &str, payload: &[u8]) {
             published,
         },
     );
+    // Replay decodes scraped inventories typed, without the tree: where it accepts a
+    // message, the tree must decode it to the same header and data.
+    if let Some((header, data)) =
+        metal_core::envelope::decode_event_as::<HardwareScraped>(subject, payload)
+    {
+        let metal_core::Decoded::Event(envelope) = decoded else {
+            panic!("typed decoding accepted what the tree calls {decoded:?}");
+        };
+        assert_eq!(
+            envelope.data_as::<HardwareScraped>().ok().as_ref(),
+            Some(&data)
+        );
+        let tree_header = metal_core::Envelope {
+            data: Value::Null,
+            ..envelope
+        };
+        assert_eq!(tree_header, header);
+    }
     let mut projection =
         metal_projection::Projection::open_in_memory().expect("an in-memory projection");
     if let Err(error) = projection.apply(&message) {

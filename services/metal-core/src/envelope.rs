@@ -137,6 +137,52 @@ impl EnvelopeOf<'_, ()> {
     }
 }
 
+/// An envelope read with its `data` typed straight from the JSON text, skipping the
+/// `serde_json::Value` tree [`decode`] builds: for the large events replay decodes in bulk.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedEnvelope<D> {
+    event_id: Uuid,
+    #[serde(rename = "type")]
+    event_type: String,
+    machine_id: Option<MachineId>,
+    bmc_mac: Option<Mac>,
+    #[serde(with = "time::serde::rfc3339")]
+    time: OffsetDateTime,
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    data: D,
+}
+
+/// Decodes an event of type `D` without the intermediate tree. `Some((header, data))` only
+/// where [`decode`] gives `Decoded::Event(envelope)` whose header equals `header` (whose
+/// `data` is null) and `envelope.data_as::<D>()` gives `data`; `None` otherwise, and then
+/// [`decode`] says what the message is. Duplicate keys, which the tree keeps the last of
+/// and typed decoding rejects, are such a `None`.
+pub fn decode_event_as<D: for<'de> Deserialize<'de>>(
+    subject: &str,
+    payload: &[u8],
+) -> Option<(Envelope, D)> {
+    if subject == subjects::ONBOARD_REQUESTED {
+        return None;
+    }
+    let typed: TypedEnvelope<D> = serde_json::from_slice(payload).ok()?;
+    if typed.event_type != subject {
+        return None;
+    }
+    let header = Envelope {
+        event_id: typed.event_id,
+        event_type: typed.event_type,
+        machine_id: typed.machine_id,
+        bmc_mac: typed.bmc_mac,
+        time: typed.time,
+        correlation_id: typed.correlation_id,
+        causation_id: typed.causation_id,
+        data: serde_json::Value::Null,
+    };
+    Some((header, typed.data))
+}
+
 /// Where a message sits in the stream; raw requests derive their identity from it.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamPosition<'a> {
@@ -245,7 +291,98 @@ fn decode_onboard_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{BootPath, BootServed};
+    use crate::events::{BmcLocated, BootPath, BootServed};
+
+    fn position() -> StreamPosition<'static> {
+        StreamPosition {
+            stream: subjects::STREAM,
+            sequence: 9,
+            published: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    /// What `decode` and `data_as` make of a payload, in `decode_event_as`'s terms.
+    fn through_the_tree(subject: &str, payload: &[u8]) -> Option<(Envelope, BmcLocated)> {
+        match decode(subject, None, payload, position()) {
+            Decoded::Event(envelope) => {
+                let data = envelope.data_as::<BmcLocated>().ok()?;
+                Some((
+                    Envelope {
+                        data: serde_json::Value::Null,
+                        ..envelope
+                    },
+                    data,
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn typed_decoding_agrees_with_the_tree_or_declines() {
+        let cause = Envelope {
+            event_id: Uuid::from_u128(1),
+            event_type: subjects::ONBOARD_REQUESTED.into(),
+            machine_id: Some(MachineId(Uuid::from_u128(2))),
+            bmc_mac: Some(Mac::from_bytes([2, 0, 0, 0, 0, 1])),
+            time: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            correlation_id: Uuid::from_u128(1),
+            causation_id: None,
+            data: serde_json::Value::Null,
+        };
+        let located = BmcLocated {
+            bmc_ip: Some("192.0.2.7".into()),
+            redfish_url: "https://192.0.2.7".into(),
+            source: "static".into(),
+            ..Default::default()
+        };
+        let event =
+            Envelope::answering(&cause, subjects::BMC_LOCATED, &located, cause.time).unwrap();
+        let good = event.to_json_bytes();
+        let typed = decode_event_as::<BmcLocated>(subjects::BMC_LOCATED, &good);
+        assert!(typed.is_some(), "a well-formed event decodes");
+        assert_eq!(typed, through_the_tree(subjects::BMC_LOCATED, &good));
+        assert_eq!(typed.map(|(_, data)| data), Some(located));
+
+        let text = String::from_utf8(good).unwrap();
+        let declined = [
+            // The tree keeps the last of duplicate keys; typed decoding refuses them.
+            (
+                subjects::BMC_LOCATED,
+                text.replace("\"source\":", "\"source\":\"unifi\",\"source\":"),
+                true,
+            ),
+            (subjects::BOOT_SERVED, text.clone(), false),
+            (
+                subjects::BMC_LOCATED,
+                text.replace("\"source\":", "\"surprise\":1,\"source\":"),
+                false,
+            ),
+            (
+                subjects::BMC_LOCATED,
+                text.replace("\"causation_id\":", "\"extra\":1,\"causation_id\":"),
+                false,
+            ),
+            (
+                subjects::BMC_LOCATED,
+                text[..text.len() - 1].to_string(),
+                false,
+            ),
+            (subjects::ONBOARD_REQUESTED, text.clone(), false),
+        ];
+        for (subject, payload, tree_accepts) in declined {
+            assert_eq!(
+                decode_event_as::<BmcLocated>(subject, payload.as_bytes()),
+                None,
+                "{subject}: {payload}"
+            );
+            assert_eq!(
+                through_the_tree(subject, payload.as_bytes()).is_some(),
+                tree_accepts,
+                "{subject}: {payload}"
+            );
+        }
+    }
 
     #[test]
     fn an_envelope_encoded_from_typed_data_decodes_like_one_built_with_a_value() {

@@ -89,12 +89,82 @@ impl Projection {
 pub struct DecodedMessage {
     message: StoredMessage,
     decoded: Decoded,
+    /// A scraped inventory's typed data and what applying it writes, when decoding it
+    /// typed was possible; then `decoded` holds the header, with null data.
+    scrape: Option<Box<PreparedScrape>>,
 }
 
 impl DecodedMessage {
+    /// Decodes `message`. A scraped inventory, the bulk of a stream, is decoded typed
+    /// straight from its JSON and its document encoded here, so that the thread applying
+    /// it only writes.
     pub fn new(message: StoredMessage) -> DecodedMessage {
+        if message.subject == subjects::HARDWARE_SCRAPED {
+            if let Some((header, data)) = metal_core::envelope::decode_event_as::<HardwareScraped>(
+                &message.subject,
+                &message.payload,
+            ) {
+                let facts = ScrapeFacts::of(&data.inventory);
+                return DecodedMessage {
+                    message,
+                    decoded: Decoded::Event(header),
+                    scrape: Some(Box::new(PreparedScrape { data, facts })),
+                };
+            }
+        }
         let decoded = message.decode();
-        DecodedMessage { message, decoded }
+        DecodedMessage {
+            message,
+            decoded,
+            scrape: None,
+        }
+    }
+}
+
+/// A scraped inventory's data with what applying it writes, worked out beforehand.
+struct PreparedScrape {
+    data: HardwareScraped,
+    facts: ScrapeFacts,
+}
+
+/// What applying a scraped inventory writes besides its hardware rows, worked out from the
+/// inventory alone.
+struct ScrapeFacts {
+    /// The stored JSON document, or why it could not be encoded.
+    document: Result<String, String>,
+    system_model: Option<String>,
+    vendor: Option<&'static str>,
+    cpu_count: u64,
+    memory_mib: u64,
+    host_nic_count: u64,
+    drive_count: u64,
+    /// The timeline's line.
+    line: String,
+}
+
+impl ScrapeFacts {
+    fn of(inventory: &Inventory) -> ScrapeFacts {
+        let summary = InventorySummary::of(inventory);
+        let cpu_count: u64 = summary.systems.iter().map(|s| s.processors.count).sum();
+        let memory_mib = inventory.memory_mib();
+        let host_nic_count = inventory.host_nic_macs().len() as u64;
+        let drive_count: u64 = summary.systems.iter().map(|s| s.drives.len() as u64).sum();
+        let vendor = inventory.cpu_vendor().map(vendor_name);
+        let line = format!(
+            "inventory: {} system(s), {cpu_count} CPU(s) ({}), {memory_mib} MiB, {host_nic_count} host NIC(s), {drive_count} drive(s)",
+            summary.systems.len(),
+            vendor.unwrap_or("mixed or unknown vendor"),
+        );
+        ScrapeFacts {
+            document: serde_json::to_string(inventory).map_err(|e| e.to_string()),
+            system_model: summary.systems.iter().find_map(|s| s.model.clone()),
+            vendor,
+            cpu_count,
+            memory_mib,
+            host_nic_count,
+            drive_count,
+            line,
+        }
     }
 }
 
@@ -103,6 +173,10 @@ trait Applicable {
     fn stored(&self) -> &StoredMessage;
     /// The decoding, made now unless it was made before.
     fn decoded(&self) -> std::borrow::Cow<'_, Decoded>;
+    /// A scraped inventory prepared with its decoding.
+    fn prepared_scrape(&self) -> Option<&PreparedScrape> {
+        None
+    }
 }
 
 impl Applicable for StoredMessage {
@@ -122,6 +196,10 @@ impl Applicable for DecodedMessage {
 
     fn decoded(&self) -> std::borrow::Cow<'_, Decoded> {
         std::borrow::Cow::Borrowed(&self.decoded)
+    }
+
+    fn prepared_scrape(&self) -> Option<&PreparedScrape> {
+        self.scrape.as_deref()
     }
 }
 
@@ -170,7 +248,9 @@ fn apply_message(
     };
     let applied = match decoded.as_deref() {
         None => Applied::SequenceOnly,
-        Some(Decoded::Event(envelope)) => apply_event(tx, message.sequence, envelope)?,
+        Some(Decoded::Event(envelope)) => {
+            apply_event(tx, message.sequence, envelope, applicable.prepared_scrape())?
+        }
         Some(Decoded::RejectedRequest { .. }) => Applied::SequenceOnly,
         Some(Decoded::Malformed { subject, reason }) => {
             let id = raw_request_event_id(subjects::STREAM, message.sequence);
@@ -218,10 +298,12 @@ impl Effect {
     }
 }
 
+/// `scrape` is the event's data and facts when it is a scraped inventory decoded ahead.
 fn apply_event(
     tx: &Transaction<'_>,
     sequence: u64,
     envelope: &Envelope,
+    scrape: Option<&PreparedScrape>,
 ) -> Result<Applied, ProjectionError> {
     let seen: Option<i64> = tx
         .prepare_cached("SELECT sequence FROM events WHERE event_id = ?1")
@@ -255,9 +337,12 @@ fn apply_event(
             Ok(data) => on_locate_failed(tx, envelope, &data)?,
             Err(error) => bad_data(&error),
         },
-        subjects::HARDWARE_SCRAPED => match envelope.data_as::<HardwareScraped>() {
-            Ok(data) => on_scraped(tx, envelope, &data)?,
-            Err(error) => bad_data(&error),
+        subjects::HARDWARE_SCRAPED => match scrape {
+            Some(PreparedScrape { data, facts }) => on_scraped(tx, envelope, data, facts)?,
+            None => match envelope.data_as::<HardwareScraped>() {
+                Ok(data) => on_scraped(tx, envelope, &data, &ScrapeFacts::of(&data.inventory))?,
+                Err(error) => bad_data(&error),
+            },
         },
         subjects::SCRAPE_FAILED => match envelope.data_as::<ScrapeFailed>() {
             Ok(data) => on_scrape_failed(tx, envelope, &data)?,
@@ -441,6 +526,14 @@ enum Answers {
     Rescan,
 }
 
+/// The machine an event answers a current request of.
+struct Answering {
+    machine_id: MachineId,
+    answers: Answers,
+    /// Whether an inventory was stored for it, and so hardware rows may exist.
+    inventoried: bool,
+}
+
 /// Whether `envelope` answers the machine's current request (onboarding only, unless
 /// `rescans` says answers to the current rescan count too). Returns the reason to ignore
 /// it otherwise.
@@ -448,29 +541,37 @@ fn current_machine_answering(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     rescans: bool,
-) -> Result<Result<(MachineId, Answers), String>, ProjectionError> {
+) -> Result<Result<Answering, String>, ProjectionError> {
     let Some(machine_id) = envelope.machine_id else {
         return Ok(Err("event names no machine".to_string()));
     };
-    let current: Option<(String, Option<String>)> = tx
+    let current: Option<(String, Option<String>, bool)> = tx
         .prepare_cached(
-            "SELECT correlation_id, rescan_correlation_id FROM machines WHERE machine_id = ?1",
+            "SELECT correlation_id, rescan_correlation_id, inventory_event_id IS NOT NULL
+             FROM machines WHERE machine_id = ?1",
         )
         .and_then(|mut statement| {
             statement.query_row(params![machine_id.to_string()], |row| {
-                Ok((row.get(0)?, row.get(1)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
         })
         .optional()
         .map_err(sql("reading machine"))?;
     let correlation = envelope.correlation_id.to_string();
+    let answering = |answers, inventoried| Answering {
+        machine_id,
+        answers,
+        inventoried,
+    };
     Ok(match current {
         None => Err(format!("machine {machine_id} was never onboarded")),
-        Some((current, _)) if current == correlation => Ok((machine_id, Answers::Onboarding)),
-        Some((_, Some(rescan))) if rescans && rescan == correlation => {
-            Ok((machine_id, Answers::Rescan))
+        Some((current, _, inventoried)) if current == correlation => {
+            Ok(answering(Answers::Onboarding, inventoried))
         }
-        Some((current, _)) => Err(format!(
+        Some((_, Some(rescan), inventoried)) if rescans && rescan == correlation => {
+            Ok(answering(Answers::Rescan, inventoried))
+        }
+        Some((current, _, _)) => Err(format!(
             "stale: answers request {}, current request is {current}",
             envelope.correlation_id
         )),
@@ -482,7 +583,7 @@ fn current_machine(
     tx: &Transaction<'_>,
     envelope: &Envelope,
 ) -> Result<Result<MachineId, String>, ProjectionError> {
-    Ok(current_machine_answering(tx, envelope, false)?.map(|(id, _)| id))
+    Ok(current_machine_answering(tx, envelope, false)?.map(|answering| answering.machine_id))
 }
 
 fn on_rescan_requested(
@@ -634,15 +735,18 @@ fn on_scrape_failed(
     ) {
         lifecycle::bmc_outcome(tx, machine_id, envelope, outcome, Some(&reason))?;
     }
-    if let Ok((machine_id, answers)) = current_machine_answering(tx, envelope, true)? {
-        if answers == Answers::Rescan {
-            // A failed rescan is history, not a downgrade: the last good inventory, the
-            // state and so bootability stay.
-            return Ok(Effect {
-                applied: Applied::Changed(machine_id),
-                summary: format!("rescan failed, keeping the last inventory: {reason}"),
-            });
-        }
+    if let Ok(Answering {
+        machine_id,
+        answers: Answers::Rescan,
+        ..
+    }) = current_machine_answering(tx, envelope, true)?
+    {
+        // A failed rescan is history, not a downgrade: the last good inventory, the
+        // state and so bootability stay.
+        return Ok(Effect {
+            applied: Applied::Changed(machine_id),
+            summary: format!("rescan failed, keeping the last inventory: {reason}"),
+        });
     }
     set_failed(tx, envelope, "scrape_failed", &reason)
 }
@@ -659,20 +763,9 @@ fn on_scraped(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     data: &HardwareScraped,
+    facts: &ScrapeFacts,
 ) -> Result<Effect, ProjectionError> {
-    let inventory = &data.inventory;
-    let summary = InventorySummary::of(inventory);
-    let cpu_count: u64 = summary.systems.iter().map(|s| s.processors.count).sum();
-    let memory_mib = inventory.memory_mib();
-    let host_nic_count = inventory.host_nic_macs().len() as u64;
-    let drive_count: u64 = summary.systems.iter().map(|s| s.drives.len() as u64).sum();
-    let vendor = inventory.cpu_vendor().map(vendor_name);
-    let system_model = summary.systems.iter().find_map(|s| s.model.clone());
-    let line = format!(
-        "inventory: {} system(s), {cpu_count} CPU(s) ({}), {memory_mib} MiB, {host_nic_count} host NIC(s), {drive_count} drive(s)",
-        summary.systems.len(),
-        vendor.unwrap_or("mixed or unknown vendor"),
-    );
+    let line = facts.line.clone();
     if let Some(machine_id) = envelope.machine_id {
         lifecycle::bmc_outcome(
             tx,
@@ -682,7 +775,11 @@ fn on_scraped(
             None,
         )?;
     }
-    let (machine_id, answers) = match current_machine_answering(tx, envelope, true)? {
+    let Answering {
+        machine_id,
+        answers,
+        inventoried,
+    } = match current_machine_answering(tx, envelope, true)? {
         Ok(found) => found,
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
     };
@@ -709,17 +806,19 @@ fn on_scraped(
             data.redfish_url,
             format_time(envelope.time),
             envelope.event_id.to_string(),
-            system_model,
-            vendor,
-            cpu_count as i64,
-            memory_mib as i64,
-            host_nic_count as i64,
-            drive_count as i64,
+            facts.system_model,
+            facts.vendor,
+            facts.cpu_count as i64,
+            facts.memory_mib as i64,
+            facts.host_nic_count as i64,
+            facts.drive_count as i64,
             state,
         ],
     )
     .map_err(sql("recording inventory"))?;
-    let document = serde_json::to_string(inventory)
+    let document = facts
+        .document
+        .as_deref()
         .map_err(|e| ProjectionError::Corrupt(format!("inventory of {id}: {e}")))?;
     execute_cached(
         tx,
@@ -728,7 +827,7 @@ fn on_scraped(
         params![id, document],
     )
     .map_err(sql("recording inventory"))?;
-    replace_hardware(tx, &id, inventory)?;
+    replace_hardware(tx, &id, &data.inventory, inventoried)?;
     Ok(Effect {
         applied: Applied::Changed(machine_id),
         summary: line,
@@ -736,19 +835,27 @@ fn on_scraped(
 }
 
 /// Replaces the machine's NIC, CPU, memory, drive and firmware rows with the inventory's.
-/// Duplicate keys inside one inventory keep the last entry, never fail.
+/// Duplicate keys inside one inventory keep the last entry, never fail. A machine never
+/// `inventoried` before has no rows to delete (they are only written with its inventory):
+/// a rebuild, where every machine's first inventory comes, skips five lookups.
 fn replace_hardware(
     tx: &Transaction<'_>,
     machine_id: &str,
     inventory: &Inventory,
+    inventoried: bool,
 ) -> Result<(), ProjectionError> {
-    for delete in [
-        "DELETE FROM nics WHERE machine_id = ?1",
-        "DELETE FROM processors WHERE machine_id = ?1",
-        "DELETE FROM memory WHERE machine_id = ?1",
-        "DELETE FROM drives WHERE machine_id = ?1",
-        "DELETE FROM firmware WHERE machine_id = ?1",
-    ] {
+    let deletes = if inventoried {
+        &[
+            "DELETE FROM nics WHERE machine_id = ?1",
+            "DELETE FROM processors WHERE machine_id = ?1",
+            "DELETE FROM memory WHERE machine_id = ?1",
+            "DELETE FROM drives WHERE machine_id = ?1",
+            "DELETE FROM firmware WHERE machine_id = ?1",
+        ][..]
+    } else {
+        &[]
+    };
+    for delete in deletes {
         tx.prepare_cached(delete)
             .and_then(|mut statement| statement.execute(params![machine_id]))
             .map_err(sql("clearing hardware rows"))?;
@@ -893,4 +1000,54 @@ fn insert_timeline(tx: &Transaction<'_>, row: &TimelineRow<'_>) -> Result<(), Pr
     })
     .map_err(sql("inserting timeline row"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod decoded_tests {
+    use super::*;
+    use crate::fixtures::{inventory, onboarding};
+
+    #[test]
+    fn a_scraped_inventory_is_decoded_typed_with_its_facts_ahead() {
+        let messages = onboarding(
+            1,
+            "aa:bb:cc:00:30:01",
+            inventory("DL380", "Intel Xeon", &["52:54:00:00:30:01"]),
+        );
+        let mut duplicated = messages[2].clone();
+        let text = String::from_utf8(duplicated.payload.to_vec()).unwrap();
+        duplicated.payload = text
+            .replace("\"redfish_url\":", "\"redfish_url\":\"x\",\"redfish_url\":")
+            .into();
+        let decoded: Vec<DecodedMessage> = messages
+            .into_iter()
+            .chain([duplicated])
+            .map(DecodedMessage::new)
+            .collect();
+
+        let prepared = decoded[2].scrape.as_deref().expect("decoded typed");
+        let Decoded::Event(header) = &decoded[2].decoded else {
+            panic!("not an event: {:?}", decoded[2].decoded);
+        };
+        let Decoded::Event(whole) = decoded[2].message.decode() else {
+            panic!("the scraped fixture is not an event");
+        };
+        assert_eq!(header.data, serde_json::Value::Null);
+        assert_eq!(header.event_id, whole.event_id);
+        assert_eq!(
+            Some(&prepared.data),
+            whole.data_as::<HardwareScraped>().ok().as_ref()
+        );
+        assert_eq!(
+            prepared.facts.document.as_deref().ok(),
+            serde_json::to_string(&prepared.data.inventory)
+                .ok()
+                .as_deref()
+        );
+        assert!(decoded[1].scrape.is_none(), "only scraped inventories");
+        assert!(
+            decoded[3].scrape.is_none(),
+            "duplicate keys go through the tree, which keeps the last"
+        );
+    }
 }

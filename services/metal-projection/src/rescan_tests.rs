@@ -6,7 +6,8 @@ use metal_core::query::MachineState;
 use metal_core::MachineId;
 
 use crate::fixtures::{
-    at, bmc_lost, inventory, located, mac, onboarding, request, rescan, scrape_failed_kind, stored,
+    at, bmc_lost, inventory, located, mac, onboarding, request, rescan, scrape_failed_kind,
+    scraped, stored,
 };
 use crate::tests::check;
 
@@ -143,4 +144,33 @@ fn rescan_candidates_carry_bmc_health_and_last_inventory() {
 fn rescan_candidates_of_an_empty_projection() {
     let projection = check(&[], &[]);
     assert_eq!(projection.rescan_candidates().unwrap(), Vec::new());
+}
+
+#[test]
+fn a_rescan_replaces_the_hardware_rows_of_the_inventory_before() {
+    const FIRST_NIC: &str = "52:54:00:00:20:01";
+    const SECOND_NIC: &str = "52:54:00:00:20:02";
+    const NEW_NIC: &str = "52:54:00:00:20:03";
+    let mut messages = onboarding(
+        1,
+        RESCANNED,
+        inventory("DL380", "Intel Xeon", &[FIRST_NIC, SECOND_NIC]),
+    );
+    let request = rescan(4, RESCANNED, Some(3));
+    // One NIC fewer: the first slot has a new MAC, the second slot is gone.
+    let answer = scraped(&request, inventory("DL380", "Intel Xeon", &[NEW_NIC]));
+    messages.push(stored(4, &request));
+    messages.push(stored(5, &answer));
+
+    let projection = check(
+        &messages,
+        &[(RESCANNED, Some(MachineState::Inventoried), None)],
+    );
+    assert_eq!(projection.resolve(NEW_NIC).unwrap(), Some(id(RESCANNED)));
+    assert_eq!(projection.resolve(FIRST_NIC).unwrap(), None);
+    assert_eq!(
+        projection.resolve(SECOND_NIC).unwrap(),
+        None,
+        "the slot only the first inventory had is gone"
+    );
 }
