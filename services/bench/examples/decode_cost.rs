@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use metal_core::envelope::{decode, decode_event_as, StreamPosition};
-use metal_core::events::{BmcLocated, HardwareScraped};
-use metal_core::{subjects, Decoded, Envelope, Mac, MachineId};
+use metal_core::events::HardwareScraped;
+use metal_core::{subjects, Decoded};
 
 const ROUNDS: u32 = 20_000;
 
@@ -25,40 +25,9 @@ fn per_call(what: &str, mut call: impl FnMut()) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mockup = test_harness::paths::redfish_mockups_dir().join("dmtf-public-rackmount1");
-    let inventory = redfish_scraper::walk::walk(
-        &redfish_scraper::source::MockupDirSource::new(&mockup),
-        redfish_scraper::walk::WalkLimits::default(),
-    )
-    .await?
-    .inventory;
+    let inventory = bench::mockup_inventory().await?;
     let now = time::OffsetDateTime::now_utc();
-    let bmc = Mac::from_bytes([0x02, 0x4d, 0, 0, 0, 1]);
-    let request_id = uuid::Uuid::from_u64_pair(0x6465_636f_6465_0000, 1);
-    let request = Envelope {
-        event_id: request_id,
-        event_type: subjects::ONBOARD_REQUESTED.into(),
-        machine_id: Some(MachineId::from_bmc_mac(&bmc)),
-        bmc_mac: Some(bmc),
-        time: now,
-        correlation_id: request_id,
-        causation_id: None,
-        data: serde_json::Value::Null,
-    };
-    let located = BmcLocated {
-        bmc_ip: Some("127.0.0.1".into()),
-        redfish_url: "http://127.0.0.1:8000".into(),
-        source: "static".into(),
-        ..Default::default()
-    };
-    let located = Envelope::answering(&request, subjects::BMC_LOCATED, &located, now)?;
-    let scraped = HardwareScraped {
-        redfish_url: "http://127.0.0.1:8000".into(),
-        inventory,
-        raw: None,
-    };
-    let payload =
-        Envelope::answering(&located, subjects::HARDWARE_SCRAPED, &scraped, now)?.to_json_bytes();
+    let [_, _, (_, payload)] = bench::onboarding_messages(1, inventory.clone(), now)?;
     let position = StreamPosition {
         stream: subjects::STREAM,
         sequence: 3,
@@ -85,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         std::hint::black_box(serde_json::from_slice::<serde::de::IgnoredAny>(&payload).ok());
     });
     per_call("encoding the stored document", || {
-        std::hint::black_box(serde_json::to_string(&scraped.inventory).ok());
+        std::hint::black_box(serde_json::to_string(&inventory).ok());
     });
     Ok(())
 }

@@ -9,14 +9,11 @@
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
-use metal_core::events::{BmcLocated, HardwareScraped};
 use metal_core::inventory::Inventory;
 use metal_core::jetstream::{ensure_stream, follow_stream, last_sequence};
-use metal_core::{subjects, Envelope, Mac, MachineId};
+use metal_core::Mac;
 
 /// Replay benchmark: replay events/s ÷ raw JetStream ordered-read events/s, same stream, same run.
 #[derive(Parser, Debug)]
@@ -62,53 +59,7 @@ async fn fill(
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let now = time::OffsetDateTime::now_utc();
     for index in 0..machines {
-        let bytes = index.to_be_bytes();
-        let bmc = Mac::from_bytes([0x02, 0x4d, bytes[4], bytes[5], bytes[6], bytes[7]]);
-        let request_id = uuid::Uuid::from_u64_pair(0x6265_6e63_6800_0000, index);
-        let request = Envelope {
-            event_id: request_id,
-            event_type: subjects::ONBOARD_REQUESTED.into(),
-            machine_id: Some(MachineId::from_bmc_mac(&bmc)),
-            bmc_mac: Some(bmc),
-            time: now,
-            correlation_id: request_id,
-            causation_id: None,
-            data: serde_json::Value::Null,
-        };
-        let located = Envelope::answering(
-            &request,
-            subjects::BMC_LOCATED,
-            &BmcLocated {
-                bmc_ip: Some("127.0.0.1".into()),
-                redfish_url: "http://127.0.0.1:8000".into(),
-                source: "static".into(),
-                ..Default::default()
-            },
-            now,
-        )?;
-        let scraped = Envelope::answering(
-            &located,
-            subjects::HARDWARE_SCRAPED,
-            &HardwareScraped {
-                redfish_url: "http://127.0.0.1:8000".into(),
-                inventory: machine_inventory(template, index),
-                raw: None,
-            },
-            now,
-        )?;
-        let raw =
-            serde_json::json!({"bmc_mac": bmc.to_string(), "request_id": request_id}).to_string();
-        let messages: [(String, Bytes); 3] = [
-            (subjects::ONBOARD_REQUESTED.into(), Bytes::from(raw)),
-            (
-                located.event_type.clone(),
-                Bytes::from(located.to_json_bytes()),
-            ),
-            (
-                scraped.event_type.clone(),
-                Bytes::from(scraped.to_json_bytes()),
-            ),
-        ];
+        let messages = bench::onboarding_messages(index, machine_inventory(template, index), now)?;
         for (subject, payload) in messages {
             in_flight.push(js.publish(subject, payload).await?.into_future());
             if in_flight.len() >= 512 {
@@ -182,14 +133,7 @@ async fn decode_only(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let machines = args.events.div_ceil(3);
-    let mockup = test_harness::paths::redfish_mockups_dir().join("dmtf-public-rackmount1");
-    let template = redfish_scraper::walk::walk(
-        &redfish_scraper::source::MockupDirSource::new(&mockup),
-        redfish_scraper::walk::WalkLimits::default(),
-    )
-    .await
-    .with_context(|| format!("walking {}", mockup.display()))?
-    .inventory;
+    let template = bench::mockup_inventory().await?;
 
     let server = test_harness::nats::NatsServer::start();
     let client = server.connect().await;
