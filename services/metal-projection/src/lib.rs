@@ -294,6 +294,15 @@ impl Projection {
         self
     }
 
+    /// The same projection with a page cache of `kib` KiB instead of the serving default
+    /// (16 MiB), for a service that answers from memory of its own and only writes here.
+    pub fn with_page_cache_kib(self, kib: u32) -> Result<Projection, ProjectionError> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))
+            .map_err(sql("sizing the page cache"))?;
+        Ok(self)
+    }
+
     /// The file this projection lives in (`None` in memory).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

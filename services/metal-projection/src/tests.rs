@@ -713,3 +713,17 @@ fn garbage_pages_fail_the_integrity_check_as_damage() {
     let chain = metal_core::error_chain(&error);
     assert!(chain.contains("integrity"), "{chain}");
 }
+
+#[test]
+fn a_service_sizes_its_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let projection = Projection::open(&dir.path().join("sized.db"))
+        .unwrap()
+        .with_page_cache_kib(4096)
+        .unwrap();
+    let cache_size: i64 = projection
+        .conn
+        .query_row("PRAGMA cache_size", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(cache_size, -4096, "negative: KiB, not pages");
+}
