@@ -94,8 +94,9 @@ async fn raw_read(
     Ok(started.elapsed())
 }
 
-/// Reads the stream as replay does and decodes it as replay does, on the blocking pool two
-/// chunks ahead, but writes nothing: how fast replay could go if SQLite cost nothing.
+/// Reads the stream as replay does and decodes it as replay does, in replay's chunks on the
+/// blocking pool as many ahead, but writes nothing: how fast replay could go if SQLite cost
+/// nothing.
 async fn decode_only(
     stream: &async_nats::jetstream::stream::Stream,
     last: u64,
@@ -103,7 +104,7 @@ async fn decode_only(
     let started = Instant::now();
     let messages = follow_stream(stream, 1).await?;
     let decoded = messages
-        .ready_chunks(256)
+        .ready_chunks(inventory_projector::replay::READ_CHUNK)
         .map(|chunk| {
             tokio::task::spawn_blocking(move || {
                 let chunk = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -115,7 +116,7 @@ async fn decode_only(
                 Ok::<_, metal_core::jetstream::JetStreamError>((count, last_sequence))
             })
         })
-        .buffered(2);
+        .buffered(inventory_projector::replay::READ_AHEAD);
     let mut decoded = std::pin::pin!(decoded);
     let mut count = 0u64;
     while let Some(chunk) = decoded.next().await {

@@ -99,10 +99,10 @@ const REPLAY_TRANSACTION: usize = 8 * MAX_BATCH;
 /// Messages read and decoded together. Decoded, a scraped inventory is a tree of maps
 /// several times its JSON's size, so chunks are small and few wait: replay's memory stays
 /// bounded by a few chunks, not by a transaction's worth of decoded messages.
-const READ_CHUNK: usize = 256;
+pub const READ_CHUNK: usize = 256;
 
 /// Decoded chunks waiting for the writer: the stream is read while SQLite writes.
-const READ_AHEAD: usize = 2;
+pub const READ_AHEAD: usize = 2;
 
 /// Applies the stream to `projection` from its last sequence + 1 up to and including
 /// `until`, with a separate ordered read. Returns the projection and how many messages it
