@@ -529,6 +529,8 @@ enum Answers {
 /// The machine an event answers a current request of.
 struct Answering {
     machine_id: MachineId,
+    /// Its integer key, which its inventory's rows are stored under.
+    machine_key: i64,
     answers: Answers,
     /// Whether an inventory was stored for it, and so hardware rows may exist.
     inventoried: bool,
@@ -545,33 +547,35 @@ fn current_machine_answering(
     let Some(machine_id) = envelope.machine_id else {
         return Ok(Err("event names no machine".to_string()));
     };
-    let current: Option<(String, Option<String>, bool)> = tx
+    let current: Option<(String, Option<String>, bool, i64)> = tx
         .prepare_cached(
-            "SELECT correlation_id, rescan_correlation_id, inventory_event_id IS NOT NULL
+            "SELECT correlation_id, rescan_correlation_id, inventory_event_id IS NOT NULL,
+                 machine_key
              FROM machines WHERE machine_id = ?1",
         )
         .and_then(|mut statement| {
             statement.query_row(params![machine_id.to_string()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })
         })
         .optional()
         .map_err(sql("reading machine"))?;
     let correlation = envelope.correlation_id.to_string();
-    let answering = |answers, inventoried| Answering {
+    let answering = |answers, inventoried, machine_key| Answering {
         machine_id,
+        machine_key,
         answers,
         inventoried,
     };
     Ok(match current {
         None => Err(format!("machine {machine_id} was never onboarded")),
-        Some((current, _, inventoried)) if current == correlation => {
-            Ok(answering(Answers::Onboarding, inventoried))
+        Some((current, _, inventoried, key)) if current == correlation => {
+            Ok(answering(Answers::Onboarding, inventoried, key))
         }
-        Some((_, Some(rescan), inventoried)) if rescans && rescan == correlation => {
-            Ok(answering(Answers::Rescan, inventoried))
+        Some((_, Some(rescan), inventoried, key)) if rescans && rescan == correlation => {
+            Ok(answering(Answers::Rescan, inventoried, key))
         }
-        Some((current, _, _)) => Err(format!(
+        Some((current, _, _, _)) => Err(format!(
             "stale: answers request {}, current request is {current}",
             envelope.correlation_id
         )),
@@ -777,6 +781,7 @@ fn on_scraped(
     }
     let Answering {
         machine_id,
+        machine_key,
         answers,
         inventoried,
     } = match current_machine_answering(tx, envelope, true)? {
@@ -822,12 +827,12 @@ fn on_scraped(
         .map_err(|e| ProjectionError::Corrupt(format!("inventory of {id}: {e}")))?;
     execute_cached(
         tx,
-        "INSERT INTO inventories (machine_id, inventory) VALUES (?1, ?2)
-         ON CONFLICT (machine_id) DO UPDATE SET inventory = excluded.inventory",
-        params![id, document],
+        "INSERT INTO inventories (machine_key, inventory) VALUES (?1, ?2)
+         ON CONFLICT (machine_key) DO UPDATE SET inventory = excluded.inventory",
+        params![machine_key, document],
     )
     .map_err(sql("recording inventory"))?;
-    replace_hardware(tx, &id, &data.inventory, inventoried)?;
+    replace_hardware(tx, machine_key, &data.inventory, inventoried)?;
     Ok(Effect {
         applied: Applied::Changed(machine_id),
         summary: line,
@@ -840,56 +845,56 @@ fn on_scraped(
 /// a rebuild, where every machine's first inventory comes, skips five lookups.
 fn replace_hardware(
     tx: &Transaction<'_>,
-    machine_id: &str,
+    machine_key: i64,
     inventory: &Inventory,
     inventoried: bool,
 ) -> Result<(), ProjectionError> {
     let deletes = if inventoried {
         &[
-            "DELETE FROM nics WHERE machine_id = ?1",
-            "DELETE FROM processors WHERE machine_id = ?1",
-            "DELETE FROM memory WHERE machine_id = ?1",
-            "DELETE FROM drives WHERE machine_id = ?1",
-            "DELETE FROM firmware WHERE machine_id = ?1",
+            "DELETE FROM nics WHERE machine_key = ?1",
+            "DELETE FROM processors WHERE machine_key = ?1",
+            "DELETE FROM memory WHERE machine_key = ?1",
+            "DELETE FROM drives WHERE machine_key = ?1",
+            "DELETE FROM firmware WHERE machine_key = ?1",
         ][..]
     } else {
         &[]
     };
     for delete in deletes {
         tx.prepare_cached(delete)
-            .and_then(|mut statement| statement.execute(params![machine_id]))
+            .and_then(|mut statement| statement.execute(params![machine_key]))
             .map_err(sql("clearing hardware rows"))?;
     }
     let mut nic = tx
         .prepare_cached(
-            "INSERT OR REPLACE INTO nics (machine_id, kind, interface, mac, permanent_mac)
+            "INSERT OR REPLACE INTO nics (machine_key, kind, interface, mac, permanent_mac)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(sql("preparing NIC insert"))?;
     let mut cpu = tx
         .prepare_cached(
-            "INSERT OR REPLACE INTO processors (machine_id, system_id, processor_id, socket,
+            "INSERT OR REPLACE INTO processors (machine_key, system_id, processor_id, socket,
                  processor_type, state, manufacturer, model, vendor, total_cores, total_threads)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .map_err(sql("preparing processor insert"))?;
     let mut dimm = tx
         .prepare_cached(
-            "INSERT OR REPLACE INTO memory (machine_id, system_id, module_id, state, capacity_mib,
+            "INSERT OR REPLACE INTO memory (machine_key, system_id, module_id, state, capacity_mib,
                  device_locator)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(sql("preparing memory insert"))?;
     let mut drive = tx
         .prepare_cached(
-            "INSERT OR REPLACE INTO drives (machine_id, system_id, path, serial, model,
+            "INSERT OR REPLACE INTO drives (machine_key, system_id, path, serial, model,
                  capacity_bytes, media_type, protocol)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(sql("preparing drive insert"))?;
     let mut firmware = tx
         .prepare_cached(
-            "INSERT OR REPLACE INTO firmware (machine_id, firmware_id, name, version)
+            "INSERT OR REPLACE INTO firmware (machine_key, firmware_id, name, version)
              VALUES (?1, ?2, ?3, ?4)",
         )
         .map_err(sql("preparing firmware insert"))?;
@@ -897,7 +902,7 @@ fn replace_hardware(
     for system in &inventory.systems {
         for interface in &system.ethernet_interfaces {
             nic.execute(params![
-                machine_id,
+                machine_key,
                 "host",
                 format!("{}/{}", system.id, interface.id),
                 interface.mac.map(|m| m.to_string()),
@@ -907,7 +912,7 @@ fn replace_hardware(
         }
         for processor in &system.processors {
             cpu.execute(params![
-                machine_id,
+                machine_key,
                 system.id,
                 processor.id,
                 processor.socket,
@@ -923,7 +928,7 @@ fn replace_hardware(
         }
         for module in &system.memory {
             dimm.execute(params![
-                machine_id,
+                machine_key,
                 system.id,
                 module.id,
                 module.state,
@@ -935,7 +940,7 @@ fn replace_hardware(
         for disk in &system.drives {
             drive
                 .execute(params![
-                    machine_id,
+                    machine_key,
                     system.id,
                     disk.path,
                     disk.serial,
@@ -950,7 +955,7 @@ fn replace_hardware(
     for manager in &inventory.managers {
         for interface in &manager.ethernet_interfaces {
             nic.execute(params![
-                machine_id,
+                machine_key,
                 "bmc",
                 format!("{}/{}", manager.id, interface.id),
                 interface.mac.map(|m| m.to_string()),
@@ -961,7 +966,7 @@ fn replace_hardware(
     }
     for item in &inventory.firmware {
         firmware
-            .execute(params![machine_id, item.id, item.name, item.version])
+            .execute(params![machine_key, item.id, item.name, item.version])
             .map_err(sql("inserting firmware"))?;
     }
     Ok(())

@@ -267,11 +267,11 @@ fn fleet(projection: &Projection, machines: u64, components: u64) {
             )
             .unwrap();
         let mut inventory = tx
-            .prepare("INSERT INTO inventories (machine_id, inventory) VALUES (?1, '{}')")
+            .prepare("INSERT INTO inventories (machine_key, inventory) VALUES (?1, '{}')")
             .unwrap();
         let mut item = tx
             .prepare(
-                "INSERT INTO firmware (machine_id, firmware_id, name, version)
+                "INSERT INTO firmware (machine_key, firmware_id, name, version)
                  VALUES (?1, ?2, ?3, ?4)",
             )
             .unwrap();
@@ -289,7 +289,8 @@ fn fleet(projection: &Projection, machines: u64, components: u64) {
             machine
                 .execute(rusqlite::params![id, mac.to_string(), model])
                 .unwrap();
-            inventory.execute(rusqlite::params![id]).unwrap();
+            let key = tx.last_insert_rowid();
+            inventory.execute(rusqlite::params![key]).unwrap();
             for c in 0..components {
                 let version = if n % 97 == 0 && c == n % components {
                     "1.0"
@@ -297,7 +298,7 @@ fn fleet(projection: &Projection, machines: u64, components: u64) {
                     "1.1"
                 };
                 item.execute(rusqlite::params![
-                    id,
+                    key,
                     format!("FW{c}"),
                     format!("Component {c}"),
                     version
@@ -325,7 +326,7 @@ fn the_items_are_read_in_one_scan_without_a_sort() {
     // sort of every item), no scan of the firmware per machine.
     assert_eq!(
         plan,
-        ["SCAN m", "SEARCH f USING PRIMARY KEY (machine_id=?)"],
+        ["SCAN m", "SEARCH f USING PRIMARY KEY (machine_key=?)"],
         "{plan:?}"
     );
     let reply = projection.firmware_drift().unwrap();

@@ -1,5 +1,6 @@
 //! The canonical export: every table as JSON Lines, tables in a fixed order, rows sorted by
-//! primary key, keys sorted within a row. Two projections of the same log export the same
+//! natural key, keys sorted within a row, machines named by id (their internal integer keys
+//! left out). Two projections of the same log export the same
 //! bytes, and so the same [`digest`].
 
 use std::io::Write;
@@ -7,7 +8,7 @@ use std::io::Write;
 use rusqlite::types::ValueRef;
 use sha2::{Digest, Sha256};
 
-use crate::schema::TABLES;
+use crate::schema::{MACHINE_KEY, TABLES};
 use crate::{sql, Projection, ProjectionError};
 
 impl Projection {
@@ -21,35 +22,7 @@ impl Projection {
     /// The canonical export, line by line into `out`, never held whole: at 100,000 machines
     /// it is about a gigabyte.
     pub fn write_canonical_export(&self, out: &mut impl Write) -> Result<(), ProjectionError> {
-        let mut line = Vec::new();
-        for (table, order) in TABLES {
-            let mut statement = self
-                .conn
-                .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
-                .map_err(sql("exporting"))?;
-            let names: Vec<String> = statement
-                .column_names()
-                .iter()
-                .map(|n| n.to_string())
-                .collect();
-            let mut rows = statement.query([]).map_err(sql("exporting"))?;
-            while let Some(row) = rows.next().map_err(sql("exporting"))? {
-                let mut object = serde_json::Map::new();
-                for (index, name) in names.iter().enumerate() {
-                    let value = row.get_ref(index).map_err(sql("exporting"))?;
-                    object.insert(name.clone(), json_value(value));
-                }
-                line.clear();
-                // A JSON value of strings and numbers always serialises.
-                let _ = serde_json::to_writer(
-                    &mut line,
-                    &serde_json::json!({ "table": table, "row": object }),
-                );
-                line.push(b'\n');
-                out.write_all(&line).map_err(ProjectionError::Export)?;
-            }
-        }
-        Ok(())
+        write_tables(&self.conn, TABLES, out)
     }
 
     /// The digest of the canonical export, computed as it is written.
@@ -65,6 +38,44 @@ impl Projection {
         let digest = digest(&export);
         Ok((export, digest))
     }
+}
+
+/// Each of `tables` (name and the query that lists its rows in order) as JSON Lines into
+/// `out`, leaving out machines' internal keys.
+pub(crate) fn write_tables(
+    conn: &rusqlite::Connection,
+    tables: &[(&str, &str)],
+    out: &mut impl Write,
+) -> Result<(), ProjectionError> {
+    let mut line = Vec::new();
+    for (table, query) in tables {
+        let mut statement = conn.prepare(query).map_err(sql("exporting"))?;
+        let names: Vec<String> = statement
+            .column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let mut rows = statement.query([]).map_err(sql("exporting"))?;
+        while let Some(row) = rows.next().map_err(sql("exporting"))? {
+            let mut object = serde_json::Map::new();
+            for (index, name) in names.iter().enumerate() {
+                if name == MACHINE_KEY {
+                    continue;
+                }
+                let value = row.get_ref(index).map_err(sql("exporting"))?;
+                object.insert(name.clone(), json_value(value));
+            }
+            line.clear();
+            // A JSON value of strings and numbers always serialises.
+            let _ = serde_json::to_writer(
+                &mut line,
+                &serde_json::json!({ "table": table, "row": object }),
+            );
+            line.push(b'\n');
+            out.write_all(&line).map_err(ProjectionError::Export)?;
+        }
+    }
+    Ok(())
 }
 
 /// A writer that passes what it is given on to `inner` and hashes it: [`digest`] of all

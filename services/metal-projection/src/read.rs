@@ -256,9 +256,11 @@ impl Projection {
         let mut statement = self
             .conn
             .prepare_cached(
-                "SELECT machine_id FROM nics WHERE mac = ?1 AND kind = 'host'
+                "SELECT m.machine_id FROM nics AS n JOIN machines AS m USING (machine_key)
+                 WHERE n.mac = ?1 AND n.kind = 'host'
                  UNION
-                 SELECT machine_id FROM nics WHERE permanent_mac = ?1 AND kind = 'host'
+                 SELECT m.machine_id FROM nics AS n JOIN machines AS m USING (machine_key)
+                 WHERE n.permanent_mac = ?1 AND n.kind = 'host'
                  LIMIT 2",
             )
             .map_err(sql("resolving host MAC"))?;
@@ -279,7 +281,7 @@ impl Projection {
         self.conn
             .prepare_cached(&format!(
                 "SELECT {MACHINE_COLUMNS} FROM machines
-                 LEFT JOIN inventories ON inventories.machine_id = machines.machine_id
+                 LEFT JOIN inventories ON inventories.machine_key = machines.machine_key
                  WHERE machines.machine_id = ?1"
             ))
             .and_then(|mut statement| {
@@ -477,7 +479,8 @@ impl Projection {
         let mut nics = self
             .conn
             .prepare_cached(
-                "SELECT mac, permanent_mac FROM nics WHERE machine_id = ?1 AND kind = 'host'",
+                "SELECT n.mac, n.permanent_mac FROM machines AS m JOIN nics AS n USING (machine_key)
+                 WHERE m.machine_id = ?1 AND n.kind = 'host'",
             )
             .map_err(sql("reading boot NICs"))?;
         let mut targets = Vec::with_capacity(rows.len());
@@ -647,16 +650,16 @@ impl Projection {
 // common version among the machines of their system model.
 
 /// Every versioned firmware item of every machine with a system model, machine by machine:
-/// `machines` scanned in key order and each one's firmware by primary key, so the order
-/// costs no sort. [`Projection::firmware_drift`] folds it in one pass into hash maps.
+/// `machines` scanned in (integer) key order and each one's firmware by primary key, so the
+/// order costs no sort. [`Projection::firmware_drift`] folds it in one pass into hash maps.
 /// (GROUP BY model, component and version sorts every item first: with 100,000 machines of
 /// 30 items each that took SQLite 5 to 8 s, where this scan and fold take about 1.3 s in a
 /// release build; `drift_tests::drift_at_fleet_scale` measures it.)
 pub(crate) const DRIFT_ITEMS: &str = "
 SELECT m.machine_id, m.bmc_mac, m.system_model, COALESCE(f.name, f.firmware_id), f.version
-FROM machines AS m CROSS JOIN firmware AS f ON f.machine_id = m.machine_id
+FROM machines AS m CROSS JOIN firmware AS f ON f.machine_key = m.machine_key
 WHERE m.system_model IS NOT NULL AND f.version IS NOT NULL
-ORDER BY m.machine_id";
+ORDER BY m.machine_key";
 
 /// Strings seen while folding (models, components, versions), each stored once.
 #[derive(Default)]
@@ -777,7 +780,7 @@ impl Projection {
             .conn
             .prepare_cached(
                 "SELECT COUNT(*), COALESCE(SUM(m.system_model IS NULL), 0)
-                 FROM inventories AS i JOIN machines AS m ON m.machine_id = i.machine_id",
+                 FROM inventories AS i JOIN machines AS m ON m.machine_key = i.machine_key",
             )
             .and_then(|mut statement| statement.query_row([], |row| row.try_into()))
             .map_err(sql("counting machines with an inventory"))?;
@@ -1066,10 +1069,10 @@ pub struct MachinesPage {
 const TEXT_FILTER: &str = "(
     instr(lower(m.system_model), ?T) > 0
     OR m.bmc_mac = ?M OR instr(m.bmc_mac, ?T) > 0
-    OR EXISTS (SELECT 1 FROM nics AS n WHERE n.machine_id = m.machine_id
+    OR EXISTS (SELECT 1 FROM nics AS n WHERE n.machine_key = m.machine_key
         AND (n.mac = ?M OR n.permanent_mac = ?M
              OR instr(n.mac, ?T) > 0 OR instr(n.permanent_mac, ?T) > 0))
-    OR EXISTS (SELECT 1 FROM inventories AS i WHERE i.machine_id = m.machine_id
+    OR EXISTS (SELECT 1 FROM inventories AS i WHERE i.machine_key = m.machine_key
         AND (i.inventory LIKE ?L ESCAPE '\\' OR instr(i.inventory, ?P) > 0)
         AND (EXISTS (SELECT 1 FROM json_each(i.inventory, '$.systems') AS s
                  WHERE instr(lower(s.value ->> '$.serial'), ?T) > 0)

@@ -6,21 +6,50 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::{sql, ProjectionError};
 
 /// The schema version this binary writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
-/// Tables in export order, each with its primary-key ordering.
+/// The column holding a machine's internal integer key: never exported (see [`TABLES`]).
+pub const MACHINE_KEY: &str = "machine_key";
+
+/// Tables in export order, each with the query that exports it sorted by its natural key.
+/// Tables keyed by [`MACHINE_KEY`] are exported with the machine's id in its place, so the
+/// export never depends on the order in which keys were given.
 pub const TABLES: &[(&str, &str)] = &[
-    ("meta", "id"),
-    ("machines", "machine_id"),
-    ("inventories", "machine_id"),
-    ("nics", "machine_id, kind, interface"),
-    ("processors", "machine_id, system_id, processor_id"),
-    ("memory", "machine_id, system_id, module_id"),
-    ("drives", "machine_id, system_id, path"),
-    ("firmware", "machine_id, firmware_id"),
-    ("tags", "machine_id, key"),
-    ("unknown_macs", "mac"),
-    ("events", "sequence"),
+    ("meta", "SELECT * FROM meta ORDER BY id"),
+    ("machines", "SELECT * FROM machines ORDER BY machine_id"),
+    (
+        "inventories",
+        "SELECT m.machine_id, t.* FROM machines AS m JOIN inventories AS t USING (machine_key)
+         ORDER BY m.machine_id",
+    ),
+    (
+        "nics",
+        "SELECT m.machine_id, t.* FROM machines AS m JOIN nics AS t USING (machine_key)
+         ORDER BY m.machine_id, t.kind, t.interface",
+    ),
+    (
+        "processors",
+        "SELECT m.machine_id, t.* FROM machines AS m JOIN processors AS t USING (machine_key)
+         ORDER BY m.machine_id, t.system_id, t.processor_id",
+    ),
+    (
+        "memory",
+        "SELECT m.machine_id, t.* FROM machines AS m JOIN memory AS t USING (machine_key)
+         ORDER BY m.machine_id, t.system_id, t.module_id",
+    ),
+    (
+        "drives",
+        "SELECT m.machine_id, t.* FROM machines AS m JOIN drives AS t USING (machine_key)
+         ORDER BY m.machine_id, t.system_id, t.path",
+    ),
+    (
+        "firmware",
+        "SELECT m.machine_id, t.* FROM machines AS m JOIN firmware AS t USING (machine_key)
+         ORDER BY m.machine_id, t.firmware_id",
+    ),
+    ("tags", "SELECT * FROM tags ORDER BY machine_id, key"),
+    ("unknown_macs", "SELECT * FROM unknown_macs ORDER BY mac"),
+    ("events", "SELECT * FROM events ORDER BY sequence"),
 ];
 
 const SCHEMA_V1: &str = "
@@ -184,6 +213,154 @@ ALTER TABLE machines ADD COLUMN bmc_lost INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE machines ADD COLUMN retire_id TEXT;
 ";
 
+/// Version 6: every machine has an integer key, given in order of first appearance, and the
+/// tables of its inventory are keyed by it instead of by its 36-character id. Machine ids
+/// are random, so a rebuild inserted each inventory's rows at random places in B-trees far
+/// larger than the page cache; keys in order of appearance make those inserts appends
+/// (replay 0.054 → 0.103 of the raw read at 1,000,002 events, docs/benchmarks.md).
+/// `machines` becomes a rowid table whose rowid is the key, its id a unique column. Existing
+/// machines get keys in the order of their first timeline event.
+const SCHEMA_V6: &str = "
+CREATE TABLE machines_v6 (
+    machine_key INTEGER PRIMARY KEY,
+    machine_id TEXT NOT NULL UNIQUE,
+    bmc_mac TEXT NOT NULL,
+    bmc_ip TEXT,
+    redfish_url TEXT,
+    state TEXT NOT NULL,
+    state_reason TEXT,
+    correlation_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    inventory_event_id TEXT,
+    system_model TEXT,
+    cpu_vendor TEXT,
+    cpu_count INTEGER NOT NULL DEFAULT 0,
+    memory_mib INTEGER NOT NULL DEFAULT 0,
+    host_nic_count INTEGER NOT NULL DEFAULT 0,
+    drive_count INTEGER NOT NULL DEFAULT 0,
+    rescan_correlation_id TEXT,
+    provision_id TEXT,
+    profile TEXT,
+    boot_spec TEXT,
+    provisioned_at TEXT,
+    expected_spec TEXT,
+    validation TEXT,
+    bmc_last_seen TEXT,
+    bmc_last_tried TEXT,
+    bmc_failing_since TEXT,
+    bmc_last_error TEXT,
+    bmc_lost INTEGER NOT NULL DEFAULT 0,
+    retire_id TEXT
+);
+INSERT INTO machines_v6 (machine_id, bmc_mac, bmc_ip, redfish_url, state, state_reason,
+    correlation_id, created_at, updated_at, inventory_event_id, system_model, cpu_vendor,
+    cpu_count, memory_mib, host_nic_count, drive_count, rescan_correlation_id, provision_id,
+    profile, boot_spec, provisioned_at, expected_spec, validation, bmc_last_seen,
+    bmc_last_tried, bmc_failing_since, bmc_last_error, bmc_lost, retire_id)
+SELECT machine_id, bmc_mac, bmc_ip, redfish_url, state, state_reason,
+    correlation_id, created_at, updated_at, inventory_event_id, system_model, cpu_vendor,
+    cpu_count, memory_mib, host_nic_count, drive_count, rescan_correlation_id, provision_id,
+    profile, boot_spec, provisioned_at, expected_spec, validation, bmc_last_seen,
+    bmc_last_tried, bmc_failing_since, bmc_last_error, bmc_lost, retire_id
+FROM machines
+ORDER BY (SELECT MIN(sequence) FROM events WHERE events.machine_id = machines.machine_id),
+    machine_id;
+
+CREATE TABLE inventories_v6 (
+    machine_key INTEGER PRIMARY KEY REFERENCES machines_v6 (machine_key),
+    inventory TEXT NOT NULL
+);
+INSERT INTO inventories_v6 (machine_key, inventory)
+    SELECT m.machine_key, i.inventory FROM inventories AS i JOIN machines_v6 AS m USING (machine_id);
+
+CREATE TABLE nics_v6 (
+    machine_key INTEGER NOT NULL REFERENCES machines_v6 (machine_key),
+    kind TEXT NOT NULL CHECK (kind IN ('host', 'bmc')),
+    interface TEXT NOT NULL,
+    mac TEXT,
+    permanent_mac TEXT,
+    PRIMARY KEY (machine_key, kind, interface)
+) WITHOUT ROWID;
+INSERT INTO nics_v6 SELECT m.machine_key, t.kind, t.interface, t.mac, t.permanent_mac
+    FROM nics AS t JOIN machines_v6 AS m USING (machine_id);
+
+CREATE TABLE processors_v6 (
+    machine_key INTEGER NOT NULL REFERENCES machines_v6 (machine_key),
+    system_id TEXT NOT NULL,
+    processor_id TEXT NOT NULL,
+    socket TEXT,
+    processor_type TEXT,
+    state TEXT,
+    manufacturer TEXT,
+    model TEXT,
+    vendor TEXT NOT NULL,
+    total_cores INTEGER,
+    total_threads INTEGER,
+    PRIMARY KEY (machine_key, system_id, processor_id)
+) WITHOUT ROWID;
+INSERT INTO processors_v6 SELECT m.machine_key, t.system_id, t.processor_id, t.socket,
+    t.processor_type, t.state, t.manufacturer, t.model, t.vendor, t.total_cores, t.total_threads
+    FROM processors AS t JOIN machines_v6 AS m USING (machine_id);
+
+CREATE TABLE memory_v6 (
+    machine_key INTEGER NOT NULL REFERENCES machines_v6 (machine_key),
+    system_id TEXT NOT NULL,
+    module_id TEXT NOT NULL,
+    state TEXT,
+    capacity_mib INTEGER,
+    device_locator TEXT,
+    PRIMARY KEY (machine_key, system_id, module_id)
+) WITHOUT ROWID;
+INSERT INTO memory_v6 SELECT m.machine_key, t.system_id, t.module_id, t.state, t.capacity_mib,
+    t.device_locator
+    FROM memory AS t JOIN machines_v6 AS m USING (machine_id);
+
+CREATE TABLE drives_v6 (
+    machine_key INTEGER NOT NULL REFERENCES machines_v6 (machine_key),
+    system_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    serial TEXT,
+    model TEXT,
+    capacity_bytes INTEGER,
+    media_type TEXT,
+    protocol TEXT,
+    PRIMARY KEY (machine_key, system_id, path)
+) WITHOUT ROWID;
+INSERT INTO drives_v6 SELECT m.machine_key, t.system_id, t.path, t.serial, t.model,
+    t.capacity_bytes, t.media_type, t.protocol
+    FROM drives AS t JOIN machines_v6 AS m USING (machine_id);
+
+CREATE TABLE firmware_v6 (
+    machine_key INTEGER NOT NULL REFERENCES machines_v6 (machine_key),
+    firmware_id TEXT NOT NULL,
+    name TEXT,
+    version TEXT,
+    PRIMARY KEY (machine_key, firmware_id)
+) WITHOUT ROWID;
+INSERT INTO firmware_v6 SELECT m.machine_key, t.firmware_id, t.name, t.version
+    FROM firmware AS t JOIN machines_v6 AS m USING (machine_id);
+
+DROP TABLE inventories;
+DROP TABLE nics;
+DROP TABLE processors;
+DROP TABLE memory;
+DROP TABLE drives;
+DROP TABLE firmware;
+DROP TABLE machines;
+ALTER TABLE machines_v6 RENAME TO machines;
+ALTER TABLE inventories_v6 RENAME TO inventories;
+ALTER TABLE nics_v6 RENAME TO nics;
+ALTER TABLE processors_v6 RENAME TO processors;
+ALTER TABLE memory_v6 RENAME TO memory;
+ALTER TABLE drives_v6 RENAME TO drives;
+ALTER TABLE firmware_v6 RENAME TO firmware;
+CREATE INDEX machines_by_bmc_mac ON machines (bmc_mac);
+CREATE INDEX nics_by_mac ON nics (mac, kind);
+CREATE INDEX nics_by_permanent_mac ON nics (permanent_mac, kind);
+CREATE INDEX drives_by_serial ON drives (serial);
+";
+
 /// Brings the schema to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     let version: i64 = conn
@@ -198,6 +375,24 @@ pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
+    // Version 6 drops and recreates `machines`, which other tables reference: SQLite's way
+    // is to suspend foreign keys around the transaction and check them before committing.
+    conn.execute_batch("PRAGMA foreign_keys = OFF")
+        .map_err(sql("suspending foreign keys for the migration"))?;
+    let migrated = migrate_in_transaction(conn, version);
+    conn.execute_batch("PRAGMA foreign_keys = ON")
+        .map_err(sql("restoring foreign keys after the migration"))?;
+    migrated?;
+    if version == 0 {
+        // A new file went through every version's tables, some created only to be dropped:
+        // compacting it (instant while empty) leaves only the current ones, packed.
+        conn.execute_batch("VACUUM")
+            .map_err(sql("compacting the new schema"))?;
+    }
+    Ok(())
+}
+
+fn migrate_in_transaction(conn: &mut Connection, version: i64) -> Result<(), ProjectionError> {
     let tx = conn.transaction().map_err(sql("starting migration"))?;
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)
@@ -218,6 +413,19 @@ pub fn migrate(conn: &mut Connection) -> Result<(), ProjectionError> {
     if version < 5 {
         tx.execute_batch(SCHEMA_V5)
             .map_err(sql("migrating schema to version 5"))?;
+    }
+    if version < 6 {
+        tx.execute_batch(SCHEMA_V6)
+            .map_err(sql("migrating schema to version 6"))?;
+    }
+    let dangling: Option<String> = tx
+        .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+        .optional()
+        .map_err(sql("checking foreign keys after the migration"))?;
+    if let Some(table) = dangling {
+        return Err(ProjectionError::Corrupt(format!(
+            "a row of {table} names a machine that does not exist"
+        )));
     }
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(sql("setting schema version"))?;
@@ -280,7 +488,10 @@ mod tests {
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
         let moved: Vec<(String, String)> = conn
-            .prepare("SELECT machine_id, inventory FROM inventories ORDER BY machine_id")
+            .prepare(
+                "SELECT m.machine_id, i.inventory FROM inventories AS i
+                 JOIN machines AS m USING (machine_key) ORDER BY m.machine_id",
+            )
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .expect("inventories");
         assert_eq!(moved, vec![("m-1".to_string(), "{\"a\":1}".to_string())]);
@@ -294,5 +505,117 @@ mod tests {
             )
             .expect("machine row");
         assert_eq!(kept, "e");
+    }
+
+    /// Version 5's export: every table by its primary key, machines named by id.
+    const V5_TABLES: &[(&str, &str)] = &[
+        ("meta", "SELECT * FROM meta ORDER BY id"),
+        ("machines", "SELECT * FROM machines ORDER BY machine_id"),
+        (
+            "inventories",
+            "SELECT * FROM inventories ORDER BY machine_id",
+        ),
+        (
+            "nics",
+            "SELECT * FROM nics ORDER BY machine_id, kind, interface",
+        ),
+        (
+            "processors",
+            "SELECT * FROM processors ORDER BY machine_id, system_id, processor_id",
+        ),
+        (
+            "memory",
+            "SELECT * FROM memory ORDER BY machine_id, system_id, module_id",
+        ),
+        (
+            "drives",
+            "SELECT * FROM drives ORDER BY machine_id, system_id, path",
+        ),
+        (
+            "firmware",
+            "SELECT * FROM firmware ORDER BY machine_id, firmware_id",
+        ),
+        ("tags", "SELECT * FROM tags ORDER BY machine_id, key"),
+        ("unknown_macs", "SELECT * FROM unknown_macs ORDER BY mac"),
+        ("events", "SELECT * FROM events ORDER BY sequence"),
+    ];
+
+    #[test]
+    fn version_5_gets_machine_keys_in_order_of_appearance_and_exports_the_same() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        for step in [
+            SCHEMA_V1,
+            SCHEMA_V2,
+            SCHEMA_V3,
+            SCHEMA_V4,
+            SCHEMA_V5,
+            "PRAGMA user_version = 5",
+        ] {
+            conn.execute_batch(step).expect("schema step");
+        }
+        // 'm-b' appeared first in the stream, 'm-a' second: keys follow the stream, the
+        // export machine ids.
+        conn.execute_batch(
+            "INSERT INTO machines (machine_id, bmc_mac, state, correlation_id, created_at,
+                 updated_at, inventory_event_id, system_model, cpu_count, provision_id,
+                 bmc_lost, retire_id)
+             VALUES ('m-a', '00:00:5e:00:53:01', 'inventoried', 'c1', 't1', 't2', 'e2', 'X1', 2,
+                     NULL, 0, NULL),
+                    ('m-b', '00:00:5e:00:53:02', 'armed', 'c2', 't0', 't3', 'e1', 'X2', 1, 'p',
+                     1, 'r');
+             INSERT INTO inventories VALUES ('m-a', '{\"a\":1}'), ('m-b', '{\"b\":2}');
+             INSERT INTO nics VALUES ('m-a', 'host', 'S/1', '52:54:00:00:00:01', NULL),
+                 ('m-a', 'bmc', 'M/1', '00:00:5e:00:53:01', NULL),
+                 ('m-b', 'host', 'S/1', '52:54:00:00:00:02', '52:54:00:00:00:03');
+             INSERT INTO processors VALUES ('m-a', 'S', 'CPU1', 's1', 'CPU', 'Enabled', 'Intel',
+                 'Xeon', 'intel', 8, 16), ('m-b', 'S', 'CPU1', NULL, NULL, NULL, NULL, NULL, 'amd',
+                 NULL, NULL);
+             INSERT INTO memory VALUES ('m-a', 'S', 'DIMM1', 'Enabled', 16384, 'A1'),
+                 ('m-b', 'S', 'DIMM1', NULL, NULL, NULL);
+             INSERT INTO drives VALUES ('m-a', 'S', 'd/1', 'SER1', 'SSD', 480000000000, 'SSD',
+                 'SATA'), ('m-b', 'S', 'd/1', 'SER2', NULL, NULL, NULL, NULL);
+             INSERT INTO firmware VALUES ('m-a', 'BIOS', 'BIOS', '1.0'),
+                 ('m-b', 'BIOS', 'BIOS', '1.1'), ('m-b', 'BMC', NULL, '2.0');
+             INSERT INTO tags VALUES ('m-b', 'role', 'storage');
+             INSERT INTO unknown_macs VALUES ('52:54:00:00:00:09', 't', 't', 1, 'unknown');
+             INSERT INTO events VALUES
+                 (1, 'e0', 'm-b', 'machine.onboard.requested', 't0', 'c2', NULL, 1, 'requested'),
+                 (2, 'e3', 'm-a', 'machine.onboard.requested', 't1', 'c1', NULL, 1, 'requested'),
+                 (3, 'e1', 'm-b', 'machine.hardware.scraped', 't3', 'c2', 'e0', 1, 'scraped'),
+                 (4, 'e2', 'm-a', 'machine.hardware.scraped', 't2', 'c1', 'e3', 1, 'scraped');
+             UPDATE meta SET last_sequence = 4;",
+        )
+        .expect("version 5 rows");
+        let mut before = Vec::new();
+        crate::export::write_tables(&conn, V5_TABLES, &mut before).expect("version 5 export");
+
+        migrate(&mut conn).expect("migration");
+
+        let mut after = Vec::new();
+        crate::export::write_tables(&conn, TABLES, &mut after).expect("version 6 export");
+        assert_eq!(
+            String::from_utf8_lossy(&after),
+            String::from_utf8_lossy(&before)
+        );
+        assert_eq!(before.iter().filter(|&&b| b == b'\n').count(), 23);
+        let keys: Vec<(String, i64)> = conn
+            .prepare("SELECT machine_id, machine_key FROM machines ORDER BY machine_key")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .expect("keys");
+        assert_eq!(keys, [("m-b".to_string(), 1), ("m-a".to_string(), 2)]);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("indexes");
+        assert_eq!(
+            indexes,
+            [
+                "drives_by_serial",
+                "events_by_machine",
+                "machines_by_bmc_mac",
+                "nics_by_mac",
+                "nics_by_permanent_mac"
+            ]
+        );
     }
 }
