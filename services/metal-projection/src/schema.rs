@@ -1,5 +1,6 @@
-//! The projection's tables. Every table has a natural primary key, so the canonical export
-//! can sort by it and never depends on rowids or insertion order.
+//! The projection's tables. Every row has a natural key (a machine's inventory rows theirs
+//! under the machine's id), so the canonical export sorts by it and never depends on rowids,
+//! machine keys or insertion order.
 
 use rusqlite::{Connection, OptionalExtension};
 
