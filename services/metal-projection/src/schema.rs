@@ -12,45 +12,64 @@ pub const SCHEMA_VERSION: i64 = 6;
 /// The column holding a machine's internal integer key: never exported (see [`TABLES`]).
 pub const MACHINE_KEY: &str = "machine_key";
 
-/// Tables in export order, each with the query that exports it sorted by its natural key.
-/// Tables keyed by [`MACHINE_KEY`] are exported with the machine's id in its place, so the
-/// export never depends on the order in which keys were given.
-pub const TABLES: &[(&str, &str)] = &[
-    ("meta", "SELECT * FROM meta ORDER BY id"),
-    ("machines", "SELECT * FROM machines ORDER BY machine_id"),
-    (
-        "inventories",
-        "SELECT m.machine_id, t.* FROM machines AS m JOIN inventories AS t USING (machine_key)
-         ORDER BY m.machine_id",
-    ),
-    (
-        "nics",
-        "SELECT m.machine_id, t.* FROM machines AS m JOIN nics AS t USING (machine_key)
-         ORDER BY m.machine_id, t.kind, t.interface",
-    ),
-    (
-        "processors",
-        "SELECT m.machine_id, t.* FROM machines AS m JOIN processors AS t USING (machine_key)
-         ORDER BY m.machine_id, t.system_id, t.processor_id",
-    ),
-    (
-        "memory",
-        "SELECT m.machine_id, t.* FROM machines AS m JOIN memory AS t USING (machine_key)
-         ORDER BY m.machine_id, t.system_id, t.module_id",
-    ),
-    (
-        "drives",
-        "SELECT m.machine_id, t.* FROM machines AS m JOIN drives AS t USING (machine_key)
-         ORDER BY m.machine_id, t.system_id, t.path",
-    ),
-    (
-        "firmware",
-        "SELECT m.machine_id, t.* FROM machines AS m JOIN firmware AS t USING (machine_key)
-         ORDER BY m.machine_id, t.firmware_id",
-    ),
-    ("tags", "SELECT * FROM tags ORDER BY machine_id, key"),
-    ("unknown_macs", "SELECT * FROM unknown_macs ORDER BY mac"),
-    ("events", "SELECT * FROM events ORDER BY sequence"),
+/// A table as the canonical export lists it.
+pub struct ExportedTable {
+    pub name: &'static str,
+    /// Keyed by [`MACHINE_KEY`]: exported with the machine's id in the key's place.
+    by_machine: bool,
+    /// The rest of its natural key, after the machine's id for a table keyed by machine.
+    order: &'static str,
+}
+
+impl ExportedTable {
+    const fn own(name: &'static str, order: &'static str) -> ExportedTable {
+        ExportedTable {
+            name,
+            by_machine: false,
+            order,
+        }
+    }
+
+    const fn by_machine(name: &'static str, order: &'static str) -> ExportedTable {
+        ExportedTable {
+            name,
+            by_machine: true,
+            order,
+        }
+    }
+
+    /// The query listing its rows sorted by natural key (machines by id, then the rest).
+    pub fn query(&self) -> String {
+        let (name, order) = (self.name, self.order);
+        if !self.by_machine {
+            return format!("SELECT * FROM {name} ORDER BY {order}");
+        }
+        let then = if order.is_empty() {
+            String::new()
+        } else {
+            format!(", {order}")
+        };
+        format!(
+            "SELECT m.machine_id, t.* FROM machines AS m JOIN {name} AS t USING (machine_key)
+             ORDER BY m.machine_id{then}"
+        )
+    }
+}
+
+/// Tables in export order. Tables keyed by [`MACHINE_KEY`] are exported with the machine's
+/// id in its place, so the export never depends on the order in which keys were given.
+pub const TABLES: &[ExportedTable] = &[
+    ExportedTable::own("meta", "id"),
+    ExportedTable::own("machines", "machine_id"),
+    ExportedTable::by_machine("inventories", ""),
+    ExportedTable::by_machine("nics", "t.kind, t.interface"),
+    ExportedTable::by_machine("processors", "t.system_id, t.processor_id"),
+    ExportedTable::by_machine("memory", "t.system_id, t.module_id"),
+    ExportedTable::by_machine("drives", "t.system_id, t.path"),
+    ExportedTable::by_machine("firmware", "t.firmware_id"),
+    ExportedTable::own("tags", "machine_id, key"),
+    ExportedTable::own("unknown_macs", "mac"),
+    ExportedTable::own("events", "sequence"),
 ];
 
 const SCHEMA_V1: &str = "
@@ -515,35 +534,17 @@ mod tests {
 
     /// Version 5's export: every table by its primary key, machines named by id.
     const V5_TABLES: &[(&str, &str)] = &[
-        ("meta", "SELECT * FROM meta ORDER BY id"),
-        ("machines", "SELECT * FROM machines ORDER BY machine_id"),
-        (
-            "inventories",
-            "SELECT * FROM inventories ORDER BY machine_id",
-        ),
-        (
-            "nics",
-            "SELECT * FROM nics ORDER BY machine_id, kind, interface",
-        ),
-        (
-            "processors",
-            "SELECT * FROM processors ORDER BY machine_id, system_id, processor_id",
-        ),
-        (
-            "memory",
-            "SELECT * FROM memory ORDER BY machine_id, system_id, module_id",
-        ),
-        (
-            "drives",
-            "SELECT * FROM drives ORDER BY machine_id, system_id, path",
-        ),
-        (
-            "firmware",
-            "SELECT * FROM firmware ORDER BY machine_id, firmware_id",
-        ),
-        ("tags", "SELECT * FROM tags ORDER BY machine_id, key"),
-        ("unknown_macs", "SELECT * FROM unknown_macs ORDER BY mac"),
-        ("events", "SELECT * FROM events ORDER BY sequence"),
+        ("meta", "id"),
+        ("machines", "machine_id"),
+        ("inventories", "machine_id"),
+        ("nics", "machine_id, kind, interface"),
+        ("processors", "machine_id, system_id, processor_id"),
+        ("memory", "machine_id, system_id, module_id"),
+        ("drives", "machine_id, system_id, path"),
+        ("firmware", "machine_id, firmware_id"),
+        ("tags", "machine_id, key"),
+        ("unknown_macs", "mac"),
+        ("events", "sequence"),
     ];
 
     #[test]
@@ -593,12 +594,16 @@ mod tests {
         )
         .expect("version 5 rows");
         let mut before = Vec::new();
-        crate::export::write_tables(&conn, V5_TABLES, &mut before).expect("version 5 export");
+        let v5 = V5_TABLES
+            .iter()
+            .map(|(name, order)| (*name, format!("SELECT * FROM {name} ORDER BY {order}")));
+        crate::export::write_tables(&conn, v5, &mut before).expect("version 5 export");
 
         migrate(&mut conn).expect("migration");
 
         let mut after = Vec::new();
-        crate::export::write_tables(&conn, TABLES, &mut after).expect("version 6 export");
+        let v6 = TABLES.iter().map(|table| (table.name, table.query()));
+        crate::export::write_tables(&conn, v6, &mut after).expect("version 6 export");
         assert_eq!(
             String::from_utf8_lossy(&after),
             String::from_utf8_lossy(&before)
