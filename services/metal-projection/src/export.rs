@@ -1,7 +1,7 @@
 //! The canonical export: every table as JSON Lines, tables in a fixed order, rows sorted by
 //! natural key, keys sorted within a row, machines named by id (their internal integer keys
-//! left out). Two projections of the same log export the same
-//! bytes, and so the same [`digest`].
+//! left out). Two projections of the same log export the same bytes, and so the same
+//! [`digest`].
 
 use std::io::Write;
 

@@ -438,6 +438,7 @@ impl Projection {
         only: Option<&[MachineId]>,
     ) -> Result<Vec<BootTarget>, ProjectionError> {
         type Row = (
+            i64,
             String,
             String,
             String,
@@ -446,8 +447,8 @@ impl Projection {
             Option<String>,
             Option<String>,
         );
-        let columns =
-            "machine_id, bmc_mac, state, provision_id, profile, boot_spec, provisioned_at";
+        let columns = "machine_key, machine_id, bmc_mac, state, provision_id, profile, boot_spec,
+             provisioned_at";
         let rows: Vec<Row> = match only {
             None => self
                 .conn
@@ -479,14 +480,13 @@ impl Projection {
         let mut nics = self
             .conn
             .prepare_cached(
-                "SELECT n.mac, n.permanent_mac FROM machines AS m JOIN nics AS n USING (machine_key)
-                 WHERE m.machine_id = ?1 AND n.kind = 'host'",
+                "SELECT mac, permanent_mac FROM nics WHERE machine_key = ?1 AND kind = 'host'",
             )
             .map_err(sql("reading boot NICs"))?;
         let mut targets = Vec::with_capacity(rows.len());
-        for (machine_id, bmc_mac, state, provision_id, profile, spec, at) in rows {
+        for (machine_key, machine_id, bmc_mac, state, provision_id, profile, spec, at) in rows {
             let pairs: Vec<(Option<String>, Option<String>)> = nics
-                .query_map(params![machine_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_map(params![machine_key], |row| Ok((row.get(0)?, row.get(1)?)))
                 .and_then(|rows| rows.collect())
                 .map_err(sql("reading boot NICs"))?;
             let mut macs = Vec::with_capacity(pairs.len() * 2);
