@@ -194,15 +194,21 @@ async fn read_chunks(
 
 /// The writing half of [`catch_up`], on a blocking thread: applies the chunks as they come,
 /// those waiting (up to [`REPLAY_TRANSACTION`] messages) in one transaction, and
-/// reports how many messages each transaction applied.
+/// reports how many messages each transaction applied. Applied chunks are freed on a
+/// thread of their own: freeing thousands of decoded messages is work the writer, replay's
+/// narrowest stage, need not do.
 fn write_chunks(
     mut projection: Projection,
     mut chunks: tokio::sync::mpsc::Receiver<Vec<DecodedMessage>>,
     counts: tokio::sync::mpsc::UnboundedSender<u64>,
 ) -> Result<(Projection, u64), ProjectionError> {
+    let (applied_chunks, to_free) = std::sync::mpsc::sync_channel::<Vec<DecodedMessage>>(4);
+    let freeing = std::thread::Builder::new()
+        .name("replay-free".into())
+        .spawn(move || to_free.into_iter().for_each(drop));
     let mut applied = 0u64;
     while let Some(first) = chunks.blocking_recv() {
-        // The chunks waiting now join the first one's transaction, up to its size.
+        // The chunks arriving meanwhile join the first one's transaction, up to its size.
         let mut taken = first.len();
         let waiting = std::iter::from_fn(|| {
             if taken >= REPLAY_TRANSACTION {
@@ -213,12 +219,19 @@ fn write_chunks(
             Some(next)
         });
         let counted = projection
-            .apply_decoded_chunks(std::iter::once(first).chain(waiting))?
+            .apply_decoded_chunks(std::iter::once(first).chain(waiting), |chunk| {
+                // Without the freeing thread (it could not start) the chunk is dropped here.
+                let _ = applied_chunks.send(chunk);
+            })?
             .iter()
             .filter(|r| **r != Applied::AlreadyApplied)
             .count() as u64;
         applied += counted;
         let _ = counts.send(counted);
+    }
+    drop(applied_chunks);
+    if let Ok(freeing) = freeing {
+        let _ = freeing.join();
     }
     Ok((projection, applied))
 }

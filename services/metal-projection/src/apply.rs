@@ -10,6 +10,8 @@ use metal_core::events::{
 };
 use metal_core::ids::raw_request_event_id;
 use metal_core::inventory::{CpuVendor, Inventory, InventorySummary};
+
+use hardware::HardwareRows;
 use metal_core::jetstream::StoredMessage;
 use metal_core::{subjects, Decoded, Envelope, MachineId};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -19,6 +21,7 @@ use uuid::Uuid;
 
 use crate::{schema, sql, BootRecords, Projection, ProjectionError};
 
+mod hardware;
 mod lifecycle;
 mod provisioning;
 pub use provisioning::StoredBootSpec;
@@ -66,11 +69,13 @@ impl Projection {
     }
 
     /// Applies chunks of messages decoded beforehand (on another thread, while this one
-    /// writes) in one transaction, each chunk dropped once applied; the result equals
-    /// [`Projection::apply_batch`] of all their messages.
+    /// writes) in one transaction, handing each chunk to `applied` once applied (to be
+    /// freed on another thread too); the result equals [`Projection::apply_batch`] of all
+    /// their messages.
     pub fn apply_decoded_chunks(
         &mut self,
         chunks: impl IntoIterator<Item = Vec<DecodedMessage>>,
+        mut applied: impl FnMut(Vec<DecodedMessage>),
     ) -> Result<Vec<Applied>, ProjectionError> {
         let tx = self
             .conn
@@ -79,6 +84,7 @@ impl Projection {
         let mut out = Vec::new();
         for chunk in chunks {
             out.extend(apply_in(&tx, &chunk, self.boot_records)?);
+            applied(chunk);
         }
         tx.commit().map_err(sql("committing"))?;
         Ok(out)
@@ -89,26 +95,25 @@ impl Projection {
 pub struct DecodedMessage {
     message: StoredMessage,
     decoded: Decoded,
-    /// A scraped inventory's typed data and what applying it writes, when decoding it
-    /// typed was possible; then `decoded` holds the header, with null data.
+    /// What applying a scraped inventory writes, when decoding it typed was possible;
+    /// then `decoded` holds the header, with null data.
     scrape: Option<Box<PreparedScrape>>,
 }
 
 impl DecodedMessage {
     /// Decodes `message`. A scraped inventory, the bulk of a stream, is decoded typed
-    /// straight from its JSON and its document encoded here, so that the thread applying
-    /// it only writes.
+    /// straight from its JSON, and its document and rows are worked out here, so that the
+    /// thread applying it only writes.
     pub fn new(message: StoredMessage) -> DecodedMessage {
         if message.subject == subjects::HARDWARE_SCRAPED {
             if let Some((header, data)) = metal_core::envelope::decode_event_as::<HardwareScraped>(
                 &message.subject,
                 &message.payload,
             ) {
-                let facts = ScrapeFacts::of(&data.inventory);
                 return DecodedMessage {
                     message,
                     decoded: Decoded::Event(header),
-                    scrape: Some(Box::new(PreparedScrape { data, facts })),
+                    scrape: Some(Box::new(PreparedScrape::of(data))),
                 };
             }
         }
@@ -121,14 +126,27 @@ impl DecodedMessage {
     }
 }
 
-/// A scraped inventory's data with what applying it writes, worked out beforehand.
+/// What applying a scraped inventory writes, worked out from its data alone.
+#[derive(Debug, PartialEq)]
 struct PreparedScrape {
-    data: HardwareScraped,
+    redfish_url: String,
     facts: ScrapeFacts,
+    hardware: HardwareRows,
+}
+
+impl PreparedScrape {
+    fn of(data: HardwareScraped) -> PreparedScrape {
+        PreparedScrape {
+            facts: ScrapeFacts::of(&data.inventory),
+            hardware: HardwareRows::of(&data.inventory),
+            redfish_url: data.redfish_url,
+        }
+    }
 }
 
 /// What applying a scraped inventory writes besides its hardware rows, worked out from the
 /// inventory alone.
+#[derive(Debug, PartialEq)]
 struct ScrapeFacts {
     /// The stored JSON document, or why it could not be encoded.
     document: Result<String, String>,
@@ -338,9 +356,9 @@ fn apply_event(
             Err(error) => bad_data(&error),
         },
         subjects::HARDWARE_SCRAPED => match scrape {
-            Some(PreparedScrape { data, facts }) => on_scraped(tx, envelope, data, facts)?,
+            Some(prepared) => on_scraped(tx, envelope, prepared)?,
             None => match envelope.data_as::<HardwareScraped>() {
-                Ok(data) => on_scraped(tx, envelope, &data, &ScrapeFacts::of(&data.inventory))?,
+                Ok(data) => on_scraped(tx, envelope, &PreparedScrape::of(data))?,
                 Err(error) => bad_data(&error),
             },
         },
@@ -766,9 +784,9 @@ pub(crate) fn vendor_name(vendor: CpuVendor) -> &'static str {
 fn on_scraped(
     tx: &Transaction<'_>,
     envelope: &Envelope,
-    data: &HardwareScraped,
-    facts: &ScrapeFacts,
+    scrape: &PreparedScrape,
 ) -> Result<Effect, ProjectionError> {
+    let facts = &scrape.facts;
     let line = facts.line.clone();
     if let Some(machine_id) = envelope.machine_id {
         lifecycle::bmc_outcome(
@@ -808,7 +826,7 @@ fn on_scraped(
          WHERE machine_id = ?1",
         params![
             id,
-            data.redfish_url,
+            scrape.redfish_url,
             format_time(envelope.time),
             envelope.event_id.to_string(),
             facts.system_model,
@@ -832,144 +850,11 @@ fn on_scraped(
         params![machine_key, document],
     )
     .map_err(sql("recording inventory"))?;
-    replace_hardware(tx, machine_key, &data.inventory, inventoried)?;
+    scrape.hardware.replace(tx, machine_key, inventoried)?;
     Ok(Effect {
         applied: Applied::Changed(machine_id),
         summary: line,
     })
-}
-
-/// Replaces the machine's NIC, CPU, memory, drive and firmware rows with the inventory's.
-/// Duplicate keys inside one inventory keep the last entry, never fail. A machine never
-/// `inventoried` before has no rows to delete (they are only written with its inventory):
-/// a rebuild, where every machine's first inventory comes, skips five lookups.
-fn replace_hardware(
-    tx: &Transaction<'_>,
-    machine_key: i64,
-    inventory: &Inventory,
-    inventoried: bool,
-) -> Result<(), ProjectionError> {
-    let deletes = if inventoried {
-        &[
-            "DELETE FROM nics WHERE machine_key = ?1",
-            "DELETE FROM processors WHERE machine_key = ?1",
-            "DELETE FROM memory WHERE machine_key = ?1",
-            "DELETE FROM drives WHERE machine_key = ?1",
-            "DELETE FROM firmware WHERE machine_key = ?1",
-        ][..]
-    } else {
-        &[]
-    };
-    for delete in deletes {
-        tx.prepare_cached(delete)
-            .and_then(|mut statement| statement.execute(params![machine_key]))
-            .map_err(sql("clearing hardware rows"))?;
-    }
-    let mut nic = tx
-        .prepare_cached(
-            "INSERT OR REPLACE INTO nics (machine_key, kind, interface, mac, permanent_mac)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(sql("preparing NIC insert"))?;
-    let mut cpu = tx
-        .prepare_cached(
-            "INSERT OR REPLACE INTO processors (machine_key, system_id, processor_id, socket,
-                 processor_type, state, manufacturer, model, vendor, total_cores, total_threads)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .map_err(sql("preparing processor insert"))?;
-    let mut dimm = tx
-        .prepare_cached(
-            "INSERT OR REPLACE INTO memory (machine_key, system_id, module_id, state, capacity_mib,
-                 device_locator)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(sql("preparing memory insert"))?;
-    let mut drive = tx
-        .prepare_cached(
-            "INSERT OR REPLACE INTO drives (machine_key, system_id, path, serial, model,
-                 capacity_bytes, media_type, protocol)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .map_err(sql("preparing drive insert"))?;
-    let mut firmware = tx
-        .prepare_cached(
-            "INSERT OR REPLACE INTO firmware (machine_key, firmware_id, name, version)
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .map_err(sql("preparing firmware insert"))?;
-    let int = |value: Option<u64>| value.map(|v| v.min(i64::MAX as u64) as i64);
-    for system in &inventory.systems {
-        for interface in &system.ethernet_interfaces {
-            nic.execute(params![
-                machine_key,
-                "host",
-                format!("{}/{}", system.id, interface.id),
-                interface.mac.map(|m| m.to_string()),
-                interface.permanent_mac.map(|m| m.to_string()),
-            ])
-            .map_err(sql("inserting host NIC"))?;
-        }
-        for processor in &system.processors {
-            cpu.execute(params![
-                machine_key,
-                system.id,
-                processor.id,
-                processor.socket,
-                processor.processor_type,
-                processor.state,
-                processor.manufacturer,
-                processor.model,
-                vendor_name(processor.vendor()),
-                int(processor.total_cores),
-                int(processor.total_threads),
-            ])
-            .map_err(sql("inserting processor"))?;
-        }
-        for module in &system.memory {
-            dimm.execute(params![
-                machine_key,
-                system.id,
-                module.id,
-                module.state,
-                int(module.capacity_mib),
-                module.device_locator,
-            ])
-            .map_err(sql("inserting memory module"))?;
-        }
-        for disk in &system.drives {
-            drive
-                .execute(params![
-                    machine_key,
-                    system.id,
-                    disk.path,
-                    disk.serial,
-                    disk.model,
-                    int(disk.capacity_bytes),
-                    disk.media_type,
-                    disk.protocol,
-                ])
-                .map_err(sql("inserting drive"))?;
-        }
-    }
-    for manager in &inventory.managers {
-        for interface in &manager.ethernet_interfaces {
-            nic.execute(params![
-                machine_key,
-                "bmc",
-                format!("{}/{}", manager.id, interface.id),
-                interface.mac.map(|m| m.to_string()),
-                interface.permanent_mac.map(|m| m.to_string()),
-            ])
-            .map_err(sql("inserting BMC NIC"))?;
-        }
-    }
-    for item in &inventory.firmware {
-        firmware
-            .execute(params![machine_key, item.id, item.name, item.version])
-            .map_err(sql("inserting firmware"))?;
-    }
-    Ok(())
 }
 
 struct TimelineRow<'a> {
@@ -1039,16 +924,12 @@ mod decoded_tests {
         };
         assert_eq!(header.data, serde_json::Value::Null);
         assert_eq!(header.event_id, whole.event_id);
-        assert_eq!(
-            Some(&prepared.data),
-            whole.data_as::<HardwareScraped>().ok().as_ref()
-        );
+        let data: HardwareScraped = whole.data_as().unwrap();
         assert_eq!(
             prepared.facts.document.as_deref().ok(),
-            serde_json::to_string(&prepared.data.inventory)
-                .ok()
-                .as_deref()
+            serde_json::to_string(&data.inventory).ok().as_deref()
         );
+        assert_eq!(prepared, &PreparedScrape::of(data));
         assert!(decoded[1].scrape.is_none(), "only scraped inventories");
         assert!(
             decoded[3].scrape.is_none(),

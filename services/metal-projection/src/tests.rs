@@ -61,7 +61,7 @@ pub(crate) fn check(
                 .collect()
         })
         .collect();
-    decoded.apply_decoded_chunks(chunks).unwrap();
+    decoded.apply_decoded_chunks(chunks, drop).unwrap();
     assert_eq!(
         String::from_utf8(single.canonical_export().unwrap()).unwrap(),
         String::from_utf8(decoded.canonical_export().unwrap()).unwrap(),
