@@ -101,15 +101,17 @@ const REPLAY_TRANSACTION: usize = 8 * MAX_BATCH;
 /// bounded by a few chunks, not by a transaction's worth of decoded messages.
 pub const READ_CHUNK: usize = 256;
 
-/// Decoded chunks waiting for the writer: the stream is read while SQLite writes.
+/// Chunks being decoded at once, and decoded chunks waiting for the writer: the stream is
+/// read and decoded while SQLite writes.
 pub const READ_AHEAD: usize = 2;
 
 /// Applies the stream to `projection` from its last sequence + 1 up to and including
 /// `until`, with a separate ordered read. Returns the projection and how many messages it
 /// applied.
 ///
-/// The read, the decoding and the writes are pipelined: this task reads chunks, has each
-/// decoded on the blocking pool and hands it to a blocking thread, which applies whatever
+/// The read, the decoding and the writes are pipelined: this task reads chunks, has them
+/// decoded on the blocking pool, a few at once, and hands them in order to a blocking
+/// thread, which applies whatever
 /// has arrived (up to [`REPLAY_TRANSACTION`] messages) in one transaction while the next
 /// chunks are read and decoded.
 pub async fn catch_up(
@@ -144,7 +146,8 @@ pub async fn catch_up(
 
 /// The reading half of [`catch_up`]: sends chunks of messages up to `until` to the writer
 /// until it has sent `until` (or the stream has a gap there), passing the writer's counts
-/// on to the meter meanwhile.
+/// on to the meter meanwhile. Up to [`READ_AHEAD`] chunks are decoded at once, on the
+/// blocking pool, while the next are read.
 async fn read_chunks(
     messages: impl futures::Stream<Item = Result<StoredMessage, JetStreamError>>,
     mut reached: u64,
@@ -153,38 +156,42 @@ async fn read_chunks(
     counts: &mut tokio::sync::mpsc::UnboundedReceiver<u64>,
     meter: &ReplayMeter,
 ) -> Result<(), ReplayError> {
-    let mut messages = std::pin::pin!(messages.ready_chunks(READ_CHUNK));
+    let decoded = messages
+        .ready_chunks(READ_CHUNK)
+        .map(|chunk| async move {
+            let chunk = chunk
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ReplayError::Stream)?;
+            tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .filter(|m| m.sequence <= until)
+                    .map(DecodedMessage::new)
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(ReplayError::Task)
+        })
+        .buffered(READ_AHEAD);
+    let mut decoded = std::pin::pin!(decoded);
     while reached < until {
         while let Ok(count) = counts.try_recv() {
             meter.applied(count);
         }
-        let Some(chunk) = messages.next().await else {
+        let Some(chunk) = decoded.next().await else {
             return Err(ReplayError::StreamEnded {
                 wanted: until,
                 reached,
             });
         };
-        let chunk: Vec<StoredMessage> = chunk
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ReplayError::Stream)?
-            .into_iter()
-            .filter(|m| m.sequence <= until)
-            .collect();
-        let Some(last) = chunk.last().map(|m| m.sequence) else {
+        let chunk = chunk?;
+        let Some(last) = chunk.last().map(DecodedMessage::sequence) else {
             // Everything in this chunk is past `until`: there is a gap in the stream.
             return Ok(());
         };
         reached = last;
-        let decoded = tokio::task::spawn_blocking(move || {
-            chunk
-                .into_iter()
-                .map(DecodedMessage::new)
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(ReplayError::Task)?;
-        if chunks.send(decoded).await.is_err() {
+        if chunks.send(chunk).await.is_err() {
             // The writer stopped: its error is the one to report.
             return Ok(());
         }

@@ -124,6 +124,11 @@ impl DecodedMessage {
             scrape: None,
         }
     }
+
+    /// The message's stream sequence.
+    pub fn sequence(&self) -> u64 {
+        self.message.sequence
+    }
 }
 
 /// What applying a scraped inventory writes, worked out from its data alone.
