@@ -94,7 +94,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Most messages one replay transaction applies: the scratch file has no journal, so a
 /// large transaction costs nothing but the dirty pages it holds in the page cache.
-const REPLAY_TRANSACTION: usize = 8 * MAX_BATCH;
+pub const REPLAY_TRANSACTION: usize = 8 * MAX_BATCH;
 
 /// Messages read and decoded together. Decoded, a scraped inventory is a tree of maps
 /// several times its JSON's size, so chunks are small and few wait: replay's memory stays

@@ -559,58 +559,97 @@ struct Answering {
     inventoried: bool,
 }
 
-/// Whether `envelope` answers the machine's current request (onboarding only, unless
-/// `rescans` says answers to the current rescan count too). Returns the reason to ignore
-/// it otherwise.
+/// What answering an event needs of its machine's row.
+struct MachineRow {
+    machine_key: i64,
+    correlation_id: String,
+    rescan_correlation_id: Option<String>,
+    inventoried: bool,
+    bmc: lifecycle::StoredBmcHealth,
+}
+
+/// The row of the machine `envelope` names, if it names one and that one exists.
+fn read_machine(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+) -> Result<Option<MachineRow>, ProjectionError> {
+    let Some(machine_id) = envelope.machine_id else {
+        return Ok(None);
+    };
+    tx.prepare_cached(&format!(
+        "SELECT machine_key, correlation_id, rescan_correlation_id,
+             inventory_event_id IS NOT NULL, {}
+         FROM machines WHERE machine_id = ?1",
+        lifecycle::BMC_HEALTH_COLUMNS
+    ))
+    .and_then(|mut statement| {
+        statement
+            .query_row(params![machine_id.to_string()], |row| {
+                Ok(MachineRow {
+                    machine_key: row.get(0)?,
+                    correlation_id: row.get(1)?,
+                    rescan_correlation_id: row.get(2)?,
+                    inventoried: row.get(3)?,
+                    bmc: lifecycle::StoredBmcHealth::from_row(row, 4)?,
+                })
+            })
+            .optional()
+    })
+    .map_err(sql("reading machine"))
+}
+
+/// Whether `envelope` answers the current request of its machine (`row`, as read):
+/// onboarding only, unless `rescans` says answers to the current rescan count too.
+/// Returns the reason to ignore it otherwise.
+fn answering(
+    envelope: &Envelope,
+    row: Option<&MachineRow>,
+    rescans: bool,
+) -> Result<Answering, String> {
+    let Some(machine_id) = envelope.machine_id else {
+        return Err("event names no machine".to_string());
+    };
+    let Some(row) = row else {
+        return Err(format!("machine {machine_id} was never onboarded"));
+    };
+    let correlation = envelope.correlation_id.to_string();
+    let answers = if row.correlation_id == correlation {
+        Answers::Onboarding
+    } else if rescans && row.rescan_correlation_id.as_deref() == Some(correlation.as_str()) {
+        Answers::Rescan
+    } else {
+        return Err(format!(
+            "stale: answers request {}, current request is {}",
+            envelope.correlation_id, row.correlation_id
+        ));
+    };
+    Ok(Answering {
+        machine_id,
+        machine_key: row.machine_key,
+        answers,
+        inventoried: row.inventoried,
+    })
+}
+
+/// Whether `envelope` answers the machine's current request: see [`answering`].
 fn current_machine_answering(
     tx: &Transaction<'_>,
     envelope: &Envelope,
     rescans: bool,
 ) -> Result<Result<Answering, String>, ProjectionError> {
-    let Some(machine_id) = envelope.machine_id else {
-        return Ok(Err("event names no machine".to_string()));
-    };
-    let current: Option<(String, Option<String>, bool, i64)> = tx
-        .prepare_cached(
-            "SELECT correlation_id, rescan_correlation_id, inventory_event_id IS NOT NULL,
-                 machine_key
-             FROM machines WHERE machine_id = ?1",
-        )
-        .and_then(|mut statement| {
-            statement.query_row(params![machine_id.to_string()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-        })
-        .optional()
-        .map_err(sql("reading machine"))?;
-    let correlation = envelope.correlation_id.to_string();
-    let answering = |answers, inventoried, machine_key| Answering {
-        machine_id,
-        machine_key,
-        answers,
-        inventoried,
-    };
-    Ok(match current {
-        None => Err(format!("machine {machine_id} was never onboarded")),
-        Some((current, _, inventoried, key)) if current == correlation => {
-            Ok(answering(Answers::Onboarding, inventoried, key))
-        }
-        Some((_, Some(rescan), inventoried, key)) if rescans && rescan == correlation => {
-            Ok(answering(Answers::Rescan, inventoried, key))
-        }
-        Some((current, _, _, _)) => Err(format!(
-            "stale: answers request {}, current request is {current}",
-            envelope.correlation_id
-        )),
-    })
+    Ok(answering(
+        envelope,
+        read_machine(tx, envelope)?.as_ref(),
+        rescans,
+    ))
 }
 
 /// Whether `envelope` answers the machine's current onboarding request.
 fn current_machine(
     tx: &Transaction<'_>,
     envelope: &Envelope,
-) -> Result<Result<MachineId, String>, ProjectionError> {
-    Ok(current_machine_answering(tx, envelope, false)?.map(|answering| answering.machine_id))
+) -> Result<Result<Answering, String>, ProjectionError> {
+    current_machine_answering(tx, envelope, false)
 }
 
 fn on_rescan_requested(
@@ -669,17 +708,17 @@ fn on_located(
         data.bmc_ip.as_deref().unwrap_or("unknown IP"),
         data.redfish_url,
     );
-    let machine_id = match current_machine(tx, envelope)? {
-        Ok(id) => id,
+    let (machine_id, machine_key) = match current_machine(tx, envelope)? {
+        Ok(found) => (found.machine_id, found.machine_key),
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
     };
     execute_cached(
         tx,
         "UPDATE machines SET state = 'located', state_reason = NULL, bmc_ip = ?2, redfish_url = ?3,
              updated_at = ?4
-         WHERE machine_id = ?1",
+         WHERE machine_key = ?1",
         params![
-            machine_id.to_string(),
+            machine_key,
             data.bmc_ip,
             data.redfish_url,
             format_time(envelope.time)
@@ -698,19 +737,14 @@ fn set_failed(
     state: &str,
     reason: &str,
 ) -> Result<Effect, ProjectionError> {
-    let machine_id = match current_machine(tx, envelope)? {
-        Ok(id) => id,
+    let (machine_id, machine_key) = match current_machine(tx, envelope)? {
+        Ok(found) => (found.machine_id, found.machine_key),
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {reason}"))),
     };
     execute_cached(
         tx,
-        "UPDATE machines SET state = ?2, state_reason = ?3, updated_at = ?4 WHERE machine_id = ?1",
-        params![
-            machine_id.to_string(),
-            state,
-            reason,
-            format_time(envelope.time)
-        ],
+        "UPDATE machines SET state = ?2, state_reason = ?3, updated_at = ?4 WHERE machine_key = ?1",
+        params![machine_key, state, reason, format_time(envelope.time)],
     )
     .map_err(sql("recording failure"))?;
     Ok(Effect {
@@ -793,10 +827,13 @@ fn on_scraped(
 ) -> Result<Effect, ProjectionError> {
     let facts = &scrape.facts;
     let line = facts.line.clone();
-    if let Some(machine_id) = envelope.machine_id {
-        lifecycle::bmc_outcome(
+    // One read of the machine's row serves its BMC health and whether this answers it.
+    let row = read_machine(tx, envelope)?;
+    if let Some(row) = &row {
+        lifecycle::record_bmc_outcome(
             tx,
-            machine_id,
+            row.machine_key,
+            row.bmc.clone(),
             envelope,
             lifecycle::BmcOutcome::Answered,
             None,
@@ -807,7 +844,7 @@ fn on_scraped(
         machine_key,
         answers,
         inventoried,
-    } = match current_machine_answering(tx, envelope, true)? {
+    } = match answering(envelope, row.as_ref(), true) {
         Ok(found) => found,
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
     };
@@ -815,7 +852,6 @@ fn on_scraped(
         Answers::Onboarding => line,
         Answers::Rescan => format!("rescan {line}"),
     };
-    let id = machine_id.to_string();
     // A rescan refreshes the inventory of a machine that may be armed or installed: its
     // state stays. Onboarding's answer makes it inventoried.
     let state = match answers {
@@ -828,9 +864,9 @@ fn on_scraped(
              state_reason = CASE WHEN ?11 IS NULL THEN state_reason END, redfish_url = ?2,
              updated_at = ?3, inventory_event_id = ?4, system_model = ?5,
              cpu_vendor = ?6, cpu_count = ?7, memory_mib = ?8, host_nic_count = ?9, drive_count = ?10
-         WHERE machine_id = ?1",
+         WHERE machine_key = ?1",
         params![
-            id,
+            machine_key,
             scrape.redfish_url,
             format_time(envelope.time),
             envelope.event_id.to_string(),
@@ -847,7 +883,7 @@ fn on_scraped(
     let document = facts
         .document
         .as_deref()
-        .map_err(|e| ProjectionError::Corrupt(format!("inventory of {id}: {e}")))?;
+        .map_err(|e| ProjectionError::Corrupt(format!("inventory of {machine_id}: {e}")))?;
     execute_cached(
         tx,
         "INSERT INTO inventories (machine_key, inventory) VALUES (?1, ?2)

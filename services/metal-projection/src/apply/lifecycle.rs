@@ -162,22 +162,62 @@ pub(super) fn bmc_outcome(
     outcome: BmcOutcome,
     error: Option<&str>,
 ) -> Result<(), ProjectionError> {
-    let id = machine_id.to_string();
-    type Row = (Option<String>, Option<String>, Option<String>);
-    let row: Option<Row> = tx
-        .prepare_cached(
-            "SELECT bmc_last_seen, bmc_last_tried, bmc_failing_since FROM machines
-             WHERE machine_id = ?1",
-        )
+    let row: Option<(i64, StoredBmcHealth)> = tx
+        .prepare_cached(&format!(
+            "SELECT machine_key, {BMC_HEALTH_COLUMNS} FROM machines WHERE machine_id = ?1"
+        ))
         .and_then(|mut statement| {
             statement
-                .query_row(params![id], |row| row.try_into())
+                .query_row(params![machine_id.to_string()], |row| {
+                    Ok((row.get(0)?, StoredBmcHealth::from_row(row, 1)?))
+                })
                 .optional()
         })
         .map_err(sql("reading BMC health"))?;
-    let Some((last_seen, last_tried, failing_since)) = row else {
-        return Ok(());
-    };
+    match row {
+        Some((machine_key, stored)) => {
+            record_bmc_outcome(tx, machine_key, stored, envelope, outcome, error)
+        }
+        None => Ok(()),
+    }
+}
+
+/// The columns of a machine's BMC health, as [`StoredBmcHealth::from_row`] reads them.
+pub(super) const BMC_HEALTH_COLUMNS: &str = "bmc_last_seen, bmc_last_tried, bmc_failing_since";
+
+/// A machine's BMC health as stored, read along with other columns of its row.
+#[derive(Debug, Clone)]
+pub(super) struct StoredBmcHealth {
+    last_seen: Option<String>,
+    last_tried: Option<String>,
+    failing_since: Option<String>,
+}
+
+impl StoredBmcHealth {
+    /// Reads [`BMC_HEALTH_COLUMNS`] from `row`, starting at column `first`.
+    pub(super) fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(StoredBmcHealth {
+            last_seen: row.get(first)?,
+            last_tried: row.get(first + 1)?,
+            failing_since: row.get(first + 2)?,
+        })
+    }
+}
+
+/// [`bmc_outcome`] for a machine whose row was read already.
+pub(super) fn record_bmc_outcome(
+    tx: &Transaction<'_>,
+    machine_key: i64,
+    stored: StoredBmcHealth,
+    envelope: &Envelope,
+    outcome: BmcOutcome,
+    error: Option<&str>,
+) -> Result<(), ProjectionError> {
+    let StoredBmcHealth {
+        last_seen,
+        last_tried,
+        failing_since,
+    } = stored;
     let parse = |text: Option<String>| -> Result<Option<OffsetDateTime>, ProjectionError> {
         text.map(|t| {
             OffsetDateTime::parse(&t, &Rfc3339)
@@ -216,9 +256,9 @@ pub(super) fn bmc_outcome(
         tx,
         "UPDATE machines SET bmc_last_seen = ?2, bmc_last_tried = ?3, bmc_failing_since = ?4,
              bmc_last_error = CASE WHEN ?6 THEN ?5 ELSE bmc_last_error END
-         WHERE machine_id = ?1",
+         WHERE machine_key = ?1",
         params![
-            id,
+            machine_key,
             text(last_seen),
             text(last_tried),
             text(failing_since),
