@@ -1,7 +1,7 @@
 //! A scraped inventory's NIC, CPU, memory, drive and firmware rows: worked out from the
 //! inventory alone (on replay's decoding threads, ahead of the writer), then written.
 
-use metal_core::inventory::Inventory;
+use metal_core::inventory::{Inventory, NetworkInterface};
 use rusqlite::{params, Transaction};
 
 use super::vendor_name;
@@ -23,6 +23,18 @@ struct NicRow {
     interface: String,
     mac: Option<String>,
     permanent_mac: Option<String>,
+}
+
+impl NicRow {
+    /// The row of `interface`, a NIC of the system or manager `owner`.
+    fn of(kind: &'static str, owner: &str, interface: &NetworkInterface) -> NicRow {
+        NicRow {
+            kind,
+            interface: format!("{owner}/{}", interface.id),
+            mac: interface.mac.map(|m| m.to_string()),
+            permanent_mac: interface.permanent_mac.map(|m| m.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -75,14 +87,12 @@ impl HardwareRows {
     pub(super) fn of(inventory: &Inventory) -> HardwareRows {
         let mut rows = HardwareRows::default();
         for system in &inventory.systems {
-            for interface in &system.ethernet_interfaces {
-                rows.nics.push(NicRow {
-                    kind: "host",
-                    interface: format!("{}/{}", system.id, interface.id),
-                    mac: interface.mac.map(|m| m.to_string()),
-                    permanent_mac: interface.permanent_mac.map(|m| m.to_string()),
-                });
-            }
+            rows.nics.extend(
+                system
+                    .ethernet_interfaces
+                    .iter()
+                    .map(|interface| NicRow::of("host", &system.id, interface)),
+            );
             rows.processors
                 .extend(system.processors.iter().map(|processor| ProcessorRow {
                     system_id: system.id.clone(),
@@ -116,14 +126,12 @@ impl HardwareRows {
                 }));
         }
         for manager in &inventory.managers {
-            for interface in &manager.ethernet_interfaces {
-                rows.nics.push(NicRow {
-                    kind: "bmc",
-                    interface: format!("{}/{}", manager.id, interface.id),
-                    mac: interface.mac.map(|m| m.to_string()),
-                    permanent_mac: interface.permanent_mac.map(|m| m.to_string()),
-                });
-            }
+            rows.nics.extend(
+                manager
+                    .ethernet_interfaces
+                    .iter()
+                    .map(|interface| NicRow::of("bmc", &manager.id, interface)),
+            );
         }
         rows.firmware
             .extend(inventory.firmware.iter().map(|item| FirmwareRow {
