@@ -96,9 +96,10 @@ async fn blocking<T: Send + 'static>(
 /// large transaction costs nothing but the dirty pages it holds in the page cache.
 pub const REPLAY_TRANSACTION: usize = 8 * MAX_BATCH;
 
-/// Messages read and decoded together. Decoded, a scraped inventory is a tree of maps
-/// several times its JSON's size, so chunks are small and few wait: replay's memory stays
-/// bounded by a few chunks, not by a transaction's worth of decoded messages.
+/// Messages read and decoded together. Decoded, a message is larger than its JSON (a
+/// scraped inventory's rows and document, other events' trees of maps), so chunks are
+/// small and few wait: replay's memory stays bounded by a few chunks, not by a
+/// transaction's worth of decoded messages.
 pub const READ_CHUNK: usize = 256;
 
 /// Chunks being decoded at once, and decoded chunks waiting for the writer: the stream is
@@ -111,9 +112,8 @@ pub const READ_AHEAD: usize = 2;
 ///
 /// The read, the decoding and the writes are pipelined: this task reads chunks, has them
 /// decoded on the blocking pool, a few at once, and hands them in order to a blocking
-/// thread, which applies whatever
-/// has arrived (up to [`REPLAY_TRANSACTION`] messages) in one transaction while the next
-/// chunks are read and decoded.
+/// thread, which applies whatever has arrived (up to [`REPLAY_TRANSACTION`] messages) in
+/// one transaction while the next chunks are read and decoded.
 pub async fn catch_up(
     stream: &Stream,
     projection: Projection,

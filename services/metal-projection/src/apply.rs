@@ -10,8 +10,6 @@ use metal_core::events::{
 };
 use metal_core::ids::raw_request_event_id;
 use metal_core::inventory::{CpuVendor, Inventory, InventorySummary};
-
-use hardware::HardwareRows;
 use metal_core::jetstream::StoredMessage;
 use metal_core::{subjects, Decoded, Envelope, MachineId};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -20,6 +18,7 @@ use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use crate::{schema, sql, BootRecords, Projection, ProjectionError};
+use hardware::HardwareRows;
 
 mod hardware;
 mod lifecycle;
@@ -576,12 +575,11 @@ fn read_machine(
     let Some(machine_id) = envelope.machine_id else {
         return Ok(None);
     };
-    tx.prepare_cached(&format!(
+    tx.prepare_cached(
         "SELECT machine_key, correlation_id, rescan_correlation_id,
-             inventory_event_id IS NOT NULL, {}
+             inventory_event_id IS NOT NULL, bmc_last_seen, bmc_last_tried, bmc_failing_since
          FROM machines WHERE machine_id = ?1",
-        lifecycle::BMC_HEALTH_COLUMNS
-    ))
+    )
     .and_then(|mut statement| {
         statement
             .query_row(params![machine_id.to_string()], |row| {
@@ -828,12 +826,12 @@ fn on_scraped(
     let facts = &scrape.facts;
     let line = facts.line.clone();
     // One read of the machine's row serves its BMC health and whether this answers it.
-    let row = read_machine(tx, envelope)?;
-    if let Some(row) = &row {
+    let mut row = read_machine(tx, envelope)?;
+    if let Some(row) = &mut row {
         lifecycle::record_bmc_outcome(
             tx,
             row.machine_key,
-            row.bmc.clone(),
+            std::mem::take(&mut row.bmc),
             envelope,
             lifecycle::BmcOutcome::Answered,
             None,

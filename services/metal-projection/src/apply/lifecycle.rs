@@ -163,9 +163,10 @@ pub(super) fn bmc_outcome(
     error: Option<&str>,
 ) -> Result<(), ProjectionError> {
     let row: Option<(i64, StoredBmcHealth)> = tx
-        .prepare_cached(&format!(
-            "SELECT machine_key, {BMC_HEALTH_COLUMNS} FROM machines WHERE machine_id = ?1"
-        ))
+        .prepare_cached(
+            "SELECT machine_key, bmc_last_seen, bmc_last_tried, bmc_failing_since FROM machines
+             WHERE machine_id = ?1",
+        )
         .and_then(|mut statement| {
             statement
                 .query_row(params![machine_id.to_string()], |row| {
@@ -182,11 +183,8 @@ pub(super) fn bmc_outcome(
     }
 }
 
-/// The columns of a machine's BMC health, as [`StoredBmcHealth::from_row`] reads them.
-pub(super) const BMC_HEALTH_COLUMNS: &str = "bmc_last_seen, bmc_last_tried, bmc_failing_since";
-
 /// A machine's BMC health as stored, read along with other columns of its row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub(super) struct StoredBmcHealth {
     last_seen: Option<String>,
     last_tried: Option<String>,
@@ -194,7 +192,8 @@ pub(super) struct StoredBmcHealth {
 }
 
 impl StoredBmcHealth {
-    /// Reads [`BMC_HEALTH_COLUMNS`] from `row`, starting at column `first`.
+    /// Reads `bmc_last_seen, bmc_last_tried, bmc_failing_since` from `row`, in that order
+    /// from column `first`.
     pub(super) fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
         Ok(StoredBmcHealth {
             last_seen: row.get(first)?,
