@@ -825,26 +825,28 @@ fn on_scraped(
 ) -> Result<Effect, ProjectionError> {
     let facts = &scrape.facts;
     let line = facts.line.clone();
-    // One read of the machine's row serves its BMC health and whether this answers it.
-    let mut row = read_machine(tx, envelope)?;
-    if let Some(row) = &mut row {
-        lifecycle::record_bmc_outcome(
-            tx,
-            row.machine_key,
-            std::mem::take(&mut row.bmc),
-            envelope,
-            lifecycle::BmcOutcome::Answered,
-            None,
-        )?;
-    }
+    // One read of the machine's row serves its BMC health and whether this answers it,
+    // and one update stores both (every scrape counts for the health, stale ones too).
+    let row = read_machine(tx, envelope)?;
+    let found = answering(envelope, row.as_ref(), true);
+    let Some(row) = row else {
+        let why = found.err().unwrap_or_default();
+        return Ok(Effect::recorded(format!("ignored ({why}): {line}")));
+    };
+    let health = row
+        .bmc
+        .after(envelope, lifecycle::BmcOutcome::Answered, None)?;
     let Answering {
         machine_id,
         machine_key,
         answers,
         inventoried,
-    } = match answering(envelope, row.as_ref(), true) {
+    } = match found {
         Ok(found) => found,
-        Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {line}"))),
+        Err(why) => {
+            health.write(tx, row.machine_key)?;
+            return Ok(Effect::recorded(format!("ignored ({why}): {line}")));
+        }
     };
     let line = match answers {
         Answers::Onboarding => line,
@@ -861,21 +863,27 @@ fn on_scraped(
         "UPDATE machines SET state = COALESCE(?11, state),
              state_reason = CASE WHEN ?11 IS NULL THEN state_reason END, redfish_url = ?2,
              updated_at = ?3, inventory_event_id = ?4, system_model = ?5,
-             cpu_vendor = ?6, cpu_count = ?7, memory_mib = ?8, host_nic_count = ?9, drive_count = ?10
+             cpu_vendor = ?6, cpu_count = ?7, memory_mib = ?8, host_nic_count = ?9, drive_count = ?10,
+             bmc_last_seen = ?12, bmc_last_tried = ?13, bmc_failing_since = ?14,
+             bmc_last_error = CASE WHEN ?16 THEN ?15 ELSE bmc_last_error END
          WHERE machine_key = ?1",
-        params![
-            machine_key,
-            scrape.redfish_url,
-            format_time(envelope.time),
-            envelope.event_id.to_string(),
-            facts.system_model,
-            facts.vendor,
-            facts.cpu_count as i64,
-            facts.memory_mib as i64,
-            facts.host_nic_count as i64,
-            facts.drive_count as i64,
-            state,
-        ],
+        rusqlite::params_from_iter(
+            params![
+                machine_key,
+                scrape.redfish_url,
+                format_time(envelope.time),
+                envelope.event_id.to_string(),
+                facts.system_model,
+                facts.vendor,
+                facts.cpu_count as i64,
+                facts.memory_mib as i64,
+                facts.host_nic_count as i64,
+                facts.drive_count as i64,
+                state,
+            ]
+            .iter()
+            .chain(&health.values()),
+        ),
     )
     .map_err(sql("recording inventory"))?;
     let document = facts

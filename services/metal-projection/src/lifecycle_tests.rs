@@ -356,3 +356,25 @@ fn every_rescan_outcome_counts_in_event_time_order() {
     assert_eq!(health.failing_since, None);
     assert_eq!(health.last_seen, Some(at(12)));
 }
+
+#[test]
+fn a_stale_answer_stores_no_inventory_but_says_the_bmc_answers() {
+    // The first rescan's inventory comes after the second rescan was asked for and has
+    // failed: it answers a request that is no longer current, and the BMC did answer.
+    let first = rescan(10, BMC, Some(3));
+    let second = rescan(11, BMC, Some(3));
+    let silent = scrape_failed_kind(&second, ScrapeFailureKind::Unreachable, "refused");
+    let mut late = scraped(&first, inventory("R7525", "AMD EPYC", &[HOST]));
+    late.time = at(20);
+    let detail = after(&[first, second, silent, late])
+        .machine(BMC)
+        .unwrap()
+        .unwrap();
+    assert_eq!(detail.bmc_health.failing_since, None);
+    assert_eq!(detail.bmc_health.last_seen, Some(at(20)));
+    assert_eq!(
+        detail.machine.system_model.as_deref(),
+        Some("DL360"),
+        "the stale inventory is not stored"
+    );
+}

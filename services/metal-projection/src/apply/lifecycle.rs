@@ -212,61 +212,107 @@ pub(super) fn record_bmc_outcome(
     outcome: BmcOutcome,
     error: Option<&str>,
 ) -> Result<(), ProjectionError> {
-    let StoredBmcHealth {
-        last_seen,
-        last_tried,
-        failing_since,
-    } = stored;
-    let parse = |text: Option<String>| -> Result<Option<OffsetDateTime>, ProjectionError> {
-        text.map(|t| {
-            OffsetDateTime::parse(&t, &Rfc3339)
-                .map_err(|e| ProjectionError::Corrupt(format!("BMC health time {t:?}: {e}")))
-        })
-        .transpose()
-    };
-    let (mut last_seen, mut last_tried, mut failing_since) =
-        (parse(last_seen)?, parse(last_tried)?, parse(failing_since)?);
-    let time = envelope.time;
-    let mut last_error = None;
-    let mut error_changed = false;
-    last_tried = Some(last_tried.map_or(time, |t| t.max(time)));
-    match outcome {
-        BmcOutcome::Answered => {
-            last_seen = Some(last_seen.map_or(time, |t| t.max(time)));
-            if failing_since.is_some_and(|since| since <= time) {
-                failing_since = None;
-                error_changed = true;
+    stored
+        .after(envelope, outcome, error)?
+        .write(tx, machine_key)
+}
+
+impl StoredBmcHealth {
+    /// The health after `outcome`, at the envelope's time.
+    pub(super) fn after<'a>(
+        self,
+        envelope: &Envelope,
+        outcome: BmcOutcome,
+        error: Option<&'a str>,
+    ) -> Result<BmcHealthUpdate<'a>, ProjectionError> {
+        let parse = |text: Option<String>| -> Result<Option<OffsetDateTime>, ProjectionError> {
+            text.map(|t| {
+                OffsetDateTime::parse(&t, &Rfc3339)
+                    .map_err(|e| ProjectionError::Corrupt(format!("BMC health time {t:?}: {e}")))
+            })
+            .transpose()
+        };
+        let (mut last_seen, mut last_tried, mut failing_since) = (
+            parse(self.last_seen)?,
+            parse(self.last_tried)?,
+            parse(self.failing_since)?,
+        );
+        let time = envelope.time;
+        let mut last_error = None;
+        let mut error_changed = false;
+        last_tried = Some(last_tried.map_or(time, |t| t.max(time)));
+        match outcome {
+            BmcOutcome::Answered => {
+                last_seen = Some(last_seen.map_or(time, |t| t.max(time)));
+                if failing_since.is_some_and(|since| since <= time) {
+                    failing_since = None;
+                    error_changed = true;
+                }
+                if let Some(error) = error {
+                    last_error = Some(error);
+                    error_changed = true;
+                }
             }
-            if let Some(error) = error {
-                last_error = Some(error);
-                error_changed = true;
+            BmcOutcome::Silent => {
+                if last_seen.is_none_or(|seen| time > seen) {
+                    failing_since = Some(failing_since.map_or(time, |since| since.min(time)));
+                    last_error = error;
+                    error_changed = true;
+                }
             }
         }
-        BmcOutcome::Silent => {
-            if last_seen.is_none_or(|seen| time > seen) {
-                failing_since = Some(failing_since.map_or(time, |since| since.min(time)));
-                last_error = error;
-                error_changed = true;
-            }
-        }
-    }
-    let text = |t: Option<OffsetDateTime>| t.map(format_time);
-    execute_cached(
-        tx,
-        "UPDATE machines SET bmc_last_seen = ?2, bmc_last_tried = ?3, bmc_failing_since = ?4,
-             bmc_last_error = CASE WHEN ?6 THEN ?5 ELSE bmc_last_error END
-         WHERE machine_key = ?1",
-        params![
-            machine_key,
-            text(last_seen),
-            text(last_tried),
-            text(failing_since),
+        let text = |t: Option<OffsetDateTime>| t.map(format_time);
+        Ok(BmcHealthUpdate {
+            last_seen: text(last_seen),
+            last_tried: text(last_tried),
+            failing_since: text(failing_since),
             last_error,
-            error_changed
-        ],
-    )
-    .map_err(sql("recording BMC health"))?;
-    Ok(())
+            error_changed,
+        })
+    }
+}
+
+/// A machine's BMC health after an outcome, ready to store: on its own, or with the rest
+/// of an update of the machine's row ([`BmcHealthUpdate::values`]).
+pub(super) struct BmcHealthUpdate<'a> {
+    last_seen: Option<String>,
+    last_tried: Option<String>,
+    failing_since: Option<String>,
+    last_error: Option<&'a str>,
+    /// Whether `bmc_last_error` takes `last_error`; otherwise it stays.
+    error_changed: bool,
+}
+
+impl BmcHealthUpdate<'_> {
+    /// The values, in this order, of `bmc_last_seen`, `bmc_last_tried`,
+    /// `bmc_failing_since`, then `bmc_last_error` and whether it changes (`bmc_last_error =
+    /// CASE WHEN <changes> THEN <error> ELSE bmc_last_error END`).
+    pub(super) fn values(&self) -> [&dyn rusqlite::ToSql; 5] {
+        [
+            &self.last_seen,
+            &self.last_tried,
+            &self.failing_since,
+            &self.last_error,
+            &self.error_changed,
+        ]
+    }
+
+    pub(super) fn write(
+        &self,
+        tx: &Transaction<'_>,
+        machine_key: i64,
+    ) -> Result<(), ProjectionError> {
+        let [seen, tried, failing, error, error_changed] = self.values();
+        execute_cached(
+            tx,
+            "UPDATE machines SET bmc_last_seen = ?2, bmc_last_tried = ?3, bmc_failing_since = ?4,
+                 bmc_last_error = CASE WHEN ?6 THEN ?5 ELSE bmc_last_error END
+             WHERE machine_key = ?1",
+            params![machine_key, seen, tried, failing, error, error_changed],
+        )
+        .map_err(sql("recording BMC health"))?;
+        Ok(())
+    }
 }
 
 pub(super) fn on_bmc_lost(
