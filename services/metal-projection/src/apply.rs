@@ -735,7 +735,19 @@ fn set_failed(
     state: &str,
     reason: &str,
 ) -> Result<Effect, ProjectionError> {
-    let (machine_id, machine_key) = match current_machine(tx, envelope)? {
+    mark_failed(tx, envelope, current_machine(tx, envelope)?, state, reason)
+}
+
+/// [`set_failed`] with whether the event answers its machine's current onboarding found
+/// already.
+fn mark_failed(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    found: Result<Answering, String>,
+    state: &str,
+    reason: &str,
+) -> Result<Effect, ProjectionError> {
+    let (machine_id, machine_key) = match found {
         Ok(found) => (found.machine_id, found.machine_key),
         Err(why) => return Ok(Effect::recorded(format!("ignored ({why}): {reason}"))),
     };
@@ -788,26 +800,31 @@ fn on_scrape_failed(
         data.reason,
         data.attempts
     );
-    if let (Some(machine_id), Some(outcome)) = (
-        envelope.machine_id,
-        lifecycle::BmcOutcome::of_failure(data.kind),
-    ) {
-        lifecycle::bmc_outcome(tx, machine_id, envelope, outcome, Some(&reason))?;
+    // One read of the machine's row serves its BMC health and whether this answers it.
+    let mut row = read_machine(tx, envelope)?;
+    if let (Some(row), Some(outcome)) = (&mut row, lifecycle::BmcOutcome::of_failure(data.kind)) {
+        lifecycle::record_bmc_outcome(
+            tx,
+            row.machine_key,
+            std::mem::take(&mut row.bmc),
+            envelope,
+            outcome,
+            Some(&reason),
+        )?;
     }
-    if let Ok(Answering {
-        machine_id,
-        answers: Answers::Rescan,
-        ..
-    }) = current_machine_answering(tx, envelope, true)?
-    {
+    match answering(envelope, row.as_ref(), true) {
         // A failed rescan is history, not a downgrade: the last good inventory, the
         // state and so bootability stay.
-        return Ok(Effect {
+        Ok(Answering {
+            machine_id,
+            answers: Answers::Rescan,
+            ..
+        }) => Ok(Effect {
             applied: Applied::Changed(machine_id),
             summary: format!("rescan failed, keeping the last inventory: {reason}"),
-        });
+        }),
+        found => mark_failed(tx, envelope, found, "scrape_failed", &reason),
     }
-    set_failed(tx, envelope, "scrape_failed", &reason)
 }
 
 pub(crate) fn vendor_name(vendor: CpuVendor) -> &'static str {

@@ -150,37 +150,23 @@ impl BmcOutcome {
     }
 }
 
-/// Records a scrape's outcome in the BMC's health. Every scrape of the machine counts, not
-/// only the current request's answer: overlapping rescans of a silent BMC each end in a
-/// failure after the next one was asked for. Outcomes may arrive out of order, so each is
-/// placed by its event time: a failure older than the last answer changes nothing, and an
-/// answer ends an outage only if it came after the outage began.
-pub(super) fn bmc_outcome(
+/// Records a scrape's outcome in the health of the BMC of the machine at `machine_key`, whose
+/// health as `stored` its caller read with the rest of its row. Every scrape of the machine
+/// counts, not only the current request's answer: overlapping rescans of a silent BMC each
+/// end in a failure after the next one was asked for. Outcomes may arrive out of order, so
+/// each is placed by its event time: a failure older than the last answer changes nothing,
+/// and an answer ends an outage only if it came after the outage began.
+pub(super) fn record_bmc_outcome(
     tx: &Transaction<'_>,
-    machine_id: MachineId,
+    machine_key: i64,
+    stored: StoredBmcHealth,
     envelope: &Envelope,
     outcome: BmcOutcome,
     error: Option<&str>,
 ) -> Result<(), ProjectionError> {
-    let row: Option<(i64, StoredBmcHealth)> = tx
-        .prepare_cached(
-            "SELECT machine_key, bmc_last_seen, bmc_last_tried, bmc_failing_since FROM machines
-             WHERE machine_id = ?1",
-        )
-        .and_then(|mut statement| {
-            statement
-                .query_row(params![machine_id.to_string()], |row| {
-                    Ok((row.get(0)?, StoredBmcHealth::from_row(row, 1)?))
-                })
-                .optional()
-        })
-        .map_err(sql("reading BMC health"))?;
-    match row {
-        Some((machine_key, stored)) => {
-            record_bmc_outcome(tx, machine_key, stored, envelope, outcome, error)
-        }
-        None => Ok(()),
-    }
+    stored
+        .after(envelope, outcome, error)?
+        .write(tx, machine_key)
 }
 
 /// A machine's BMC health as stored, read along with other columns of its row.
@@ -201,23 +187,7 @@ impl StoredBmcHealth {
             failing_since: row.get(first + 2)?,
         })
     }
-}
 
-/// [`bmc_outcome`] for a machine whose row was read already.
-pub(super) fn record_bmc_outcome(
-    tx: &Transaction<'_>,
-    machine_key: i64,
-    stored: StoredBmcHealth,
-    envelope: &Envelope,
-    outcome: BmcOutcome,
-    error: Option<&str>,
-) -> Result<(), ProjectionError> {
-    stored
-        .after(envelope, outcome, error)?
-        .write(tx, machine_key)
-}
-
-impl StoredBmcHealth {
     /// The health after `outcome`, at the envelope's time.
     pub(super) fn after<'a>(
         self,
