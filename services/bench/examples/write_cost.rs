@@ -1,6 +1,7 @@
 //! What replay's writer, its narrowest stage, costs alone: onboardings decoded beforehand
 //! (as replay's decoding threads do) applied to a scratch projection in replay's
-//! transactions, with no NATS and no decoding on the clock. Each round builds a new file.
+//! transactions, with no NATS and no decoding on the clock. Each round builds a new file;
+//! the last one's rows are then written again at SQLite's floor (`bench::floor`).
 //!
 //! `cargo run --release -p bench --example write_cost [MACHINES]`: absolute rates of one
 //! thread, for comparing changes to `metal_projection::apply` with each other on one
@@ -64,11 +65,45 @@ fn main() -> anyhow::Result<()> {
         );
         drop(applied_chunks);
         drop(projection);
-        std::fs::remove_file(&path)?;
         println!(
             "| {round} | {:.0} | {:.1} |",
             events as f64 / elapsed,
             elapsed * 1e6 / machines as f64
+        );
+        if round == ROUNDS {
+            floor(&path, &dir.path().join("floor.db"), events, machines)?;
+        }
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
+/// The SQLite floor of the last round's rows (`bench::floor`), in all and table by table.
+fn floor(
+    rebuilt: &std::path::Path,
+    into: &std::path::Path,
+    events: usize,
+    machines: u64,
+) -> anyhow::Result<()> {
+    let floor = bench::floor::sqlite_floor(rebuilt, into)?;
+    let seconds = floor.elapsed.as_secs_f64();
+    println!(
+        "| SQLite floor: its {} rows ({:.1} an onboarding), one cached INSERT a row | {:.0} | {:.1} |",
+        floor.rows,
+        floor.rows as f64 / machines as f64,
+        events as f64 / seconds,
+        seconds * 1e6 / machines as f64
+    );
+    println!();
+    println!("| table | rows | µs a row | share of the floor |");
+    println!("|---|---|---|---|");
+    for table in floor.tables.iter().filter(|t| t.rows > 1) {
+        println!(
+            "| {} | {} | {:.2} | {:.0} % |",
+            table.name,
+            table.rows,
+            table.elapsed.as_secs_f64() * 1e6 / table.rows as f64,
+            table.elapsed.as_secs_f64() * 100.0 / seconds
         );
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! What the benchmark binaries share: the one summary row each adds to the table
 //! `scripts/bench` prints at the end, and the stream messages of a realistic onboarding.
 
+pub mod floor;
+
 /// Appends `| bench | size | figure | goal | verdict |` to the file `METAL_BENCH_SUMMARY`
 /// names, when it is set (by `scripts/bench`); nothing otherwise. With `METAL_BENCH_QUICK`
 /// set (`scripts/bench quick`) the verdict is left out.

@@ -37,8 +37,9 @@ pub use read::{BootFacts, BootTarget, MachinesPage, MachinesQuery, RescanCandida
 const LIVE_PAGE_CACHE_KIB: i64 = -16 * 1024;
 
 /// The same for a scratch file being rebuilt from the stream: large, since a rebuild
-/// inserts rows all over every table and lives only as long as the replay.
-const SCRATCH_PAGE_CACHE_KIB: i64 = -64 * 1024;
+/// inserts rows all over every table and lives only as long as the replay. Public for the
+/// replay benchmark's SQLite floor, which writes with the rebuild's settings.
+pub const SCRATCH_PAGE_CACHE_KIB: i64 = -64 * 1024;
 
 /// WAL pages between automatic checkpoints (SQLite's default is 1,000): a checkpoint writes
 /// every page the WAL holds back into the file, so a page many small batches dirtied
