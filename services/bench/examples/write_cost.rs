@@ -95,16 +95,6 @@ fn floor(
         seconds * 1e6 / machines as f64
     );
     println!();
-    println!("| table | rows | µs a row | share of the floor |");
-    println!("|---|---|---|---|");
-    for table in floor.tables.iter().filter(|t| t.rows > 1) {
-        println!(
-            "| {} | {} | {:.2} | {:.0} % |",
-            table.name,
-            table.rows,
-            table.elapsed.as_secs_f64() * 1e6 / table.rows as f64,
-            table.elapsed.as_secs_f64() * 100.0 / seconds
-        );
-    }
+    print!("{}", floor.table_shares());
     Ok(())
 }

@@ -3,8 +3,9 @@
 //! table after table, in replay's transaction size, with the rebuild's scratch settings.
 //! Nothing is read, decided or looked up while it runs (every table's rows are loaded into
 //! memory beforehand: loading each table just before inserting it made the inserts two to
-//! three times slower, the allocator's free lists being churned under SQLite's page
-//! cache), so no writer that stores the same rows can be faster.
+//! three times slower, for reasons not pinned down; perf showed malloc's consolidation and
+//! reads of the source file among the samples), so no writer that stores the same rows can
+//! be faster.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,6 +19,25 @@ pub struct Floor {
     pub elapsed: Duration,
     pub rows: usize,
     pub tables: Vec<TableFloor>,
+}
+
+impl Floor {
+    /// The tables with more than one row as a Markdown table: rows, µs a row, share.
+    pub fn table_shares(&self) -> String {
+        let seconds = self.elapsed.as_secs_f64();
+        let mut out =
+            String::from("| table | rows | µs a row | share of the floor |\n|---|---|---|---|\n");
+        for table in self.tables.iter().filter(|t| t.rows > 1) {
+            out.push_str(&format!(
+                "| {} | {} | {:.2} | {:.0} % |\n",
+                table.name,
+                table.rows,
+                table.elapsed.as_secs_f64() * 1e6 / table.rows as f64,
+                table.elapsed.as_secs_f64() * 100.0 / seconds
+            ));
+        }
+        out
+    }
 }
 
 pub struct TableFloor {

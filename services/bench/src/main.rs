@@ -222,18 +222,7 @@ async fn main() -> anyhow::Result<()> {
         floor.rows,
         floor.rows as f64 / machines as f64
     );
-    println!("| table | rows | µs a row | share of the floor |");
-    println!("|---|---|---|---|");
-    let floor_seconds = floor.elapsed.as_secs_f64();
-    for table in floor.tables.iter().filter(|t| t.rows > 1) {
-        println!(
-            "| {} | {} | {:.2} | {:.0} % |",
-            table.name,
-            table.rows,
-            table.elapsed.as_secs_f64() * 1e6 / table.rows as f64,
-            table.elapsed.as_secs_f64() * 100.0 / floor_seconds
-        );
-    }
+    print!("{}", floor.table_shares());
     let ratio = replay_rate / raw_rate;
     bench::summary_row(
         "replay",
