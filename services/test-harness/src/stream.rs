@@ -21,23 +21,44 @@ pub async fn publish_stored(js: &async_nats::jetstream::Context, message: &Store
         .sequence
 }
 
-/// Every message stored now, in order (stops at the stream's current last sequence).
+/// Every message stored now, in order (stops at the stream's current last sequence);
+/// panics naming why when they cannot all be read.
 pub async fn read_all(client: &async_nats::Client) -> Vec<StoredMessage> {
     try_read_all(client).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// [`read_all`], or why the stream cannot be read right now (a cluster electing its
-/// stream's leader, say).
+/// stream's leader, say): never a shorter list.
 pub async fn try_read_all(client: &async_nats::Client) -> Result<Vec<StoredMessage>, String> {
-    try_read_from(client, 1).await
+    match read_to_end(client, 1).await? {
+        (messages, None) => Ok(messages),
+        (_, Some(why)) => Err(why),
+    }
 }
 
-/// The messages stored now from sequence `from` on, in order; or why the stream cannot be
-/// read right now. A follower calls it again from after the last message it got.
+/// The messages stored now from sequence `from` on, in order, as many as could be read
+/// (perhaps not all: a follower calls it again from after the last message it got); or
+/// why the stream cannot be read right now.
 pub async fn try_read_from(
     client: &async_nats::Client,
     from: u64,
 ) -> Result<Vec<StoredMessage>, String> {
+    Ok(read_to_end(client, from).await?.0)
+}
+
+/// How long a read may take, all stalls and re-reads included, before it is given up.
+const READ_DEADLINE: Duration = Duration::from_secs(60);
+/// How long one subscription may go without a message before it is read again from where
+/// it stopped: an ordered consumer can stall while a cluster moves the stream's leader.
+const STALL: Duration = Duration::from_secs(10);
+
+/// The messages from `from` to the stream's last sequence now, in order, and why the read
+/// stopped short of it, if it did. A read that stalls or fails part way is taken up again
+/// after the last message it got, until [`READ_DEADLINE`].
+async fn read_to_end(
+    client: &async_nats::Client,
+    from: u64,
+) -> Result<(Vec<StoredMessage>, Option<String>), String> {
     let js = async_nats::jetstream::new(client.clone());
     let mut stream = metal_core::jetstream::ensure_stream(&js)
         .await
@@ -45,24 +66,41 @@ pub async fn try_read_from(
     let last = metal_core::jetstream::last_sequence(&mut stream)
         .await
         .map_err(|e| format!("cannot read stream info: {e}"))?;
-    let mut out = Vec::new();
-    if last < from.max(1) {
-        return Ok(out);
-    }
-    let messages = follow_stream(&stream, from.max(1))
-        .await
-        .map_err(|e| format!("cannot read stream: {e}"))?;
-    let mut messages = std::pin::pin!(messages);
-    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(10), messages.next()).await
-    {
-        let message = item.map_err(|e| format!("stream read failed: {e}"))?;
-        let sequence = message.sequence;
-        out.push(message);
-        if sequence >= last {
-            break;
+    let mut out: Vec<StoredMessage> = Vec::new();
+    let deadline = tokio::time::Instant::now() + READ_DEADLINE;
+    let mut next = from.max(1);
+    while next <= last {
+        let why = match follow_stream(&stream, next).await {
+            Err(e) => format!("cannot read stream: {e}"),
+            Ok(messages) => {
+                let mut messages = std::pin::pin!(messages);
+                loop {
+                    match tokio::time::timeout(STALL, messages.next()).await {
+                        Ok(Some(Ok(message))) => {
+                            next = message.sequence + 1;
+                            out.push(message);
+                            if next > last {
+                                return Ok((out, None));
+                            }
+                        }
+                        Ok(Some(Err(e))) => break format!("stream read failed: {e}"),
+                        Ok(None) => break "the subscription ended".to_string(),
+                        Err(_) => break format!("no message for {STALL:?}"),
+                    }
+                }
+            }
+        };
+        if tokio::time::Instant::now() >= deadline {
+            let why = format!(
+                "the stream's messages up to {last} were not all read in {READ_DEADLINE:?}: \
+                 stopped before {next} ({why})"
+            );
+            return Ok((out, Some(why)));
         }
+        eprintln!("reading the stream again from {next} (of {last}): {why}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(out)
+    Ok((out, None))
 }
 
 /// The envelopes stored now (synthesised for raw requests), each validated against schemas/.
