@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use metal_core::config::ProjectorConfig;
-use metal_core::jetstream::{ensure_stream, last_sequence, JetStreamError};
+use metal_core::jetstream::{last_sequence, stream_with_retry};
 use metal_projection::follow::{follow, FollowError};
 use metal_projection::LiveProjection;
 
@@ -29,8 +29,6 @@ pub use replay::{rebuild, ReplayError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
-    #[error("cannot set up the stream")]
-    Stream(#[source] JetStreamError),
     #[error("cannot open the projection")]
     Open(#[source] FollowError),
     #[error("following the stream failed")]
@@ -47,7 +45,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProjectorError> {
     let js = async_nats::jetstream::new(client.clone());
-    let stream = ensure_stream(&js).await.map_err(ProjectorError::Stream)?;
+    let shutdown = metal_core::Shutdown::spawn_from(shutdown);
+    // A projector started before NATS, or with a cluster still electing leaders, waits.
+    let stopped = shutdown.wait();
+    tokio::pin!(stopped);
+    let Some(stream) = stream_with_retry(&js, &mut stopped).await else {
+        return Ok(());
+    };
     let database = config.database.clone();
     let live = LiveProjection::open_checked(database.clone())
         .await
@@ -69,8 +73,6 @@ pub async fn run(
             }
         }
     }
-
-    let shutdown = metal_core::Shutdown::spawn_from(shutdown);
 
     let follower = {
         let live = live.clone();

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metal_core::config::{Config, LocatorConfig};
-use metal_core::jetstream::{ensure_consumer, ensure_stream, DurableConsumer};
+use metal_core::jetstream::{consumer_with_retry, DurableConsumer};
 use metal_core::responder::{self, Handler, Input, Outcome};
 use metal_core::Mac;
 use time::OffsetDateTime;
@@ -226,8 +226,13 @@ pub async fn run(
         tracing::warn!("no locator source is configured; every onboarding will fail to locate its BMC (see docs/configuration.md)");
     }
     let js = async_nats::jetstream::new(client.clone());
-    let stream = ensure_stream(&js).await?;
-    let consumer = ensure_consumer(&stream, DurableConsumer::Locator).await?;
+    // A service started before NATS, or with a cluster still electing leaders, waits.
+    tokio::pin!(shutdown);
+    let Some((_, consumer)) =
+        consumer_with_retry(&js, DurableConsumer::Locator, &mut shutdown).await
+    else {
+        return Ok(());
+    };
     let locate_service = service::start(&client).await.map_err(|error| {
         anyhow::anyhow!(
             "cannot start the {} service: {error}",

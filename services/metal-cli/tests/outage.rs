@@ -1,12 +1,16 @@
 //! `metal-cli onboard` while NATS is away: it says what it waits for, gives up at its
 //! `--timeout` with a clear error, and when NATS comes back within it, stores its request
 //! once (every try carries the same `Nats-Msg-Id`). With NATS up but no stream, it fails at
-//! once saying so.
+//! once saying so. Services started while NATS is away wait for it, then work.
+
+mod common;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use metal_core::subjects;
+use common::{printed, System};
+use metal_core::{subjects, Mac, MachineId};
+use test_harness::mockup::serve_mockup;
 use test_harness::nats::NatsServer;
 
 const BMC: &str = "02:00:5e:10:00:81";
@@ -87,4 +91,28 @@ async fn onboard_waits_for_nats_and_stores_its_request_once() {
         .collect();
     assert_eq!(requests.len(), 1, "one request stored: {requests:?}");
     assert_eq!(requests[0].event_id.to_string(), request_id);
+}
+
+/// After a power cut the servers may boot before the NATS nodes: every service, started
+/// while NATS is away, waits for it rather than exiting, and an onboarding then goes through
+/// the locator, the scraper and the projector as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_started_before_nats_wait_for_it_then_onboard() {
+    const LATE_BMC: &str = "02:00:5e:10:00:82";
+    let folder = test_harness::paths::mockup_folders()
+        .into_iter()
+        .next()
+        .expect("a Redfish mockup");
+    let bmc = serve_mockup(&folder).await;
+    let mac = Mac::parse_device(LATE_BMC).unwrap();
+    let system = System::start_before_nats(vec![(mac, bmc.base_url())]).await;
+    let output = system
+        .cli_async(&["onboard", LATE_BMC, "--timeout", "90"])
+        .await;
+    assert!(output.status.success(), "{}", printed(&output));
+    let machine = MachineId::from_bmc_mac(&mac).to_string();
+    system
+        .wait_inventoried(&machine, Duration::from_secs(60))
+        .await;
+    system.stop().await;
 }

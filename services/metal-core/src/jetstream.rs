@@ -182,24 +182,41 @@ pub async fn ensure_consumer(
         .map_err(|e| wrap(Box::new(e)))
 }
 
+/// Runs `attempt` until it succeeds, again a second after each failure (NATS away, a
+/// cluster still electing its leaders), logging `cannot {what}, retrying`; `None` once
+/// `stop` resolves first, even mid-attempt.
+pub async fn retry_until_stopped<T, A>(
+    what: &str,
+    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    mut attempt: impl FnMut() -> A,
+) -> Option<T>
+where
+    A: std::future::Future<Output = Result<T, JetStreamError>>,
+{
+    loop {
+        tokio::select! {
+            _ = stop.as_mut() => return None,
+            result = attempt() => match result {
+                Ok(value) => return Some(value),
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_chain(&error), "cannot {what}, retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.as_mut() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// Ensures the stream, retrying every second while NATS is away; `None` once `stop`
 /// resolves first. For services that must keep serving while NATS is down.
 pub async fn stream_with_retry(
     js: &jetstream::Context,
     stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Option<stream::Stream> {
-    loop {
-        match ensure_stream(js).await {
-            Ok(stream) => return Some(stream),
-            Err(error) => {
-                tracing::warn!(error = %crate::error_chain(&error), "cannot ensure stream, retrying");
-                tokio::select! {
-                    _ = stop.as_mut() => return None,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
+    retry_until_stopped("ensure stream", stop, || ensure_stream(js)).await
 }
 
 /// Ensures the stream and the durable consumer, retrying every second while NATS is away;
@@ -209,19 +226,12 @@ pub async fn consumer_with_retry(
     which: DurableConsumer,
     stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Option<(stream::Stream, consumer::Consumer<consumer::pull::Config>)> {
-    loop {
-        let stream = stream_with_retry(js, stop).await?;
-        match ensure_consumer(&stream, which).await {
-            Ok(consumer) => return Some((stream, consumer)),
-            Err(error) => {
-                tracing::warn!(error = %crate::error_chain(&error), "cannot ensure consumer, retrying");
-                tokio::select! {
-                    _ = stop.as_mut() => return None,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
+    retry_until_stopped("ensure stream and consumer", stop, || async {
+        let stream = ensure_stream(js).await?;
+        let consumer = ensure_consumer(&stream, which).await?;
+        Ok((stream, consumer))
+    })
+    .await
 }
 
 /// Publishes an event with its id as `Nats-Msg-Id` and waits for the PubAck, so the

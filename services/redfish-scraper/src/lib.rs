@@ -37,7 +37,7 @@ pub mod walk;
 use std::future::Future;
 use std::sync::Arc;
 
-use metal_core::jetstream::{ensure_consumer, ensure_stream, DurableConsumer, JetStreamError};
+use metal_core::jetstream::{consumer_with_retry, retry_until_stopped, DurableConsumer};
 
 pub use error::RedfishError;
 pub use handler::ScrapeHandler;
@@ -45,35 +45,41 @@ pub use source::RedfishSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot set up JetStream")]
-    JetStream(#[source] JetStreamError),
     #[error("cannot set up the Redfish client")]
     Setup(#[source] RedfishError),
 }
 
 /// Runs the scraper until `shutdown` resolves: ensures the `MACHINES` stream and the
-/// `redfish-scraper` durable consumer from nats/, then answers every `machine.bmc.located`,
-/// `machine.rescan.requested`, `machine.profile.assigned` and `machine.power.requested`.
+/// `redfish-scraper` durable consumer from nats/ (waiting while NATS cannot), then answers
+/// every `machine.bmc.located`, `machine.rescan.requested`, `machine.profile.assigned` and
+/// `machine.power.requested`.
 pub async fn run(
     config: metal_core::config::Config,
     client: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let js = async_nats::jetstream::new(client);
-    let stream = ensure_stream(&js).await.map_err(RunError::JetStream)?;
-    let consumer = ensure_consumer(&stream, DurableConsumer::RedfishScraper)
-        .await
-        .map_err(RunError::JetStream)?;
-    let raw = metal_core::jetstream::ensure_raw_store(&js)
-        .await
-        .map_err(RunError::JetStream)?;
     let concurrency = config.redfish.global_concurrency.max(1);
-    let handler = ScrapeHandler::new(config.redfish)
-        .map_err(RunError::Setup)?
-        .with_storage(handler::Storage {
-            raw,
-            stream: stream.clone(),
-        });
+    // A bad Redfish setting is said at once, not after waiting for NATS.
+    let handler = ScrapeHandler::new(config.redfish).map_err(RunError::Setup)?;
+    let js = async_nats::jetstream::new(client);
+    // A service started before NATS, or with a cluster still electing leaders, waits.
+    tokio::pin!(shutdown);
+    let Some((stream, consumer)) =
+        consumer_with_retry(&js, DurableConsumer::RedfishScraper, &mut shutdown).await
+    else {
+        return Ok(());
+    };
+    let Some(raw) = retry_until_stopped("ensure the raw bundle store", &mut shutdown, || {
+        metal_core::jetstream::ensure_raw_store(&js)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let handler = handler.with_storage(handler::Storage {
+        raw,
+        stream: stream.clone(),
+    });
     let handler = Arc::new(handler);
     tracing::info!(
         concurrency,

@@ -106,6 +106,16 @@ impl SecuredNats {
     }
 }
 
+/// How [`System::start_as`] starts NATS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Plain,
+    /// nats/auth.conf over TLS, every service as its own user.
+    Secured,
+    /// Plain, but away while the services start.
+    NatsLater,
+}
+
 pub struct System {
     pub nats: NatsServer,
     /// Set when NATS runs with nats/auth.conf over TLS ([`System::start_secured`]).
@@ -149,7 +159,13 @@ impl System {
         static_bmcs: Vec<(Mac, String)>,
         adjust: impl FnOnce(&mut Config),
     ) -> System {
-        System::start_as(static_bmcs, adjust, false).await
+        System::start_as(static_bmcs, adjust, Start::Plain).await
+    }
+
+    /// [`System::start`] with NATS away while every service starts: it comes up a few
+    /// seconds later, as after a power cut where the servers boot before the NATS nodes.
+    pub async fn start_before_nats(static_bmcs: Vec<(Mac, String)>) -> System {
+        System::start_as(static_bmcs, |_| {}, Start::NatsLater).await
     }
 
     /// [`System::start_with`] on a NATS server that runs nats/auth.conf over TLS, every
@@ -158,7 +174,7 @@ impl System {
         static_bmcs: Vec<(Mac, String)>,
         adjust: impl FnOnce(&mut Config),
     ) -> System {
-        System::start_as(static_bmcs, adjust, true).await
+        System::start_as(static_bmcs, adjust, Start::Secured).await
     }
 
     /// A client as `user` on this system's NATS: its own user when secured.
@@ -169,16 +185,19 @@ impl System {
     async fn start_as(
         static_bmcs: Vec<(Mac, String)>,
         adjust: impl FnOnce(&mut Config),
-        secured: bool,
+        start: Start,
     ) -> System {
         let dir = tempfile::tempdir().unwrap();
-        let (nats, secured) = if secured {
+        let (mut nats, secured) = if start == Start::Secured {
             let (secured, setup) = SecuredNats::prepare(dir.path());
             (NatsServer::start_with_setup(setup), Some(secured))
         } else {
             (NatsServer::start(), None)
         };
         let client = connect(&nats, secured.as_ref(), "admin").await;
+        if start == Start::NatsLater {
+            nats.kill();
+        }
         let mut config = Config {
             nats_url: nats.url(),
             ..Config::default()
@@ -225,7 +244,7 @@ impl System {
         {
             let (config, client, shutdown) = (
                 config.clone(),
-                connect(&nats, secured.as_ref(), "locator").await,
+                service_client(&nats, secured.as_ref(), "locator", start).await,
                 stopped(&stop_rx),
             );
             tasks.push(tokio::spawn(async move {
@@ -237,7 +256,7 @@ impl System {
         {
             let (config, client, shutdown) = (
                 config.clone(),
-                connect(&nats, secured.as_ref(), "redfish-scraper").await,
+                service_client(&nats, secured.as_ref(), "redfish-scraper", start).await,
                 stopped(&stop_rx),
             );
             tasks.push(tokio::spawn(async move {
@@ -249,7 +268,7 @@ impl System {
         {
             let (config, client, shutdown) = (
                 config.clone(),
-                connect(&nats, secured.as_ref(), "inventory-projector").await,
+                service_client(&nats, secured.as_ref(), "inventory-projector", start).await,
                 stopped(&stop_rx),
             );
             tasks.push(tokio::spawn(async move {
@@ -261,7 +280,7 @@ impl System {
         {
             let (config, client, shutdown) = (
                 config.clone(),
-                connect(&nats, secured.as_ref(), "boot-api").await,
+                service_client(&nats, secured.as_ref(), "boot-api", start).await,
                 stopped(&stop_rx),
             );
             let key = boot_api::TokenKey::new("test", E2E_TOKEN_KEY.as_bytes().to_vec())
@@ -276,7 +295,7 @@ impl System {
         {
             let (config, client, shutdown) = (
                 config.clone(),
-                connect(&nats, secured.as_ref(), "validator").await,
+                service_client(&nats, secured.as_ref(), "validator", start).await,
                 stopped(&stop_rx),
             );
             let checked = validator::Checked::from_config(&config.validator).expect("validator");
@@ -289,7 +308,7 @@ impl System {
         {
             let (config, client, shutdown) = (
                 config.clone(),
-                connect(&nats, secured.as_ref(), "web").await,
+                service_client(&nats, secured.as_ref(), "web", start).await,
                 stopped(&stop_rx),
             );
             let profiles =
@@ -299,6 +318,12 @@ impl System {
                     .await
                     .expect("web");
             }));
+        }
+        if start == Start::NatsLater {
+            // Longer than two JetStream requests wait (5 s each; getting or else creating
+            // the stream takes two): every service's first try at it has failed by then.
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            nats.start_again();
         }
         // The services create the stream as they start; a request before it would fail.
         let js = async_nats::jetstream::new(client.clone());
@@ -446,6 +471,22 @@ impl System {
                 .expect("service task");
         }
     }
+}
+
+/// A service's client; with NATS still away ([`Start::NatsLater`]), one made as the
+/// binaries make theirs, which waits for it.
+async fn service_client(
+    nats: &NatsServer,
+    secured: Option<&SecuredNats>,
+    user: &str,
+    start: Start,
+) -> async_nats::Client {
+    if start == Start::NatsLater {
+        return metal_core::jetstream::connect(&nats.url(), user)
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    }
+    connect(nats, secured, user).await
 }
 
 /// A client of `nats` as `user` when it is secured, else an open one.
