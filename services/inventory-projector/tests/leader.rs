@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use metal_core::subjects;
 use test_harness::nats::NatsCluster;
 use tokio::time::Instant;
 
@@ -23,18 +22,7 @@ impl Drop for Projector {
 }
 
 fn start_projector(url: &str, database: &std::path::Path) -> Projector {
-    let child = Command::new(env!("CARGO_BIN_EXE_inventory-projector"))
-        .arg("--nats-url")
-        .arg(url)
-        .arg("--database")
-        .arg(database)
-        .env_remove("METAL_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start inventory-projector");
-    Projector(child)
+    Projector(common::start_projector(url, database))
 }
 
 /// The projector's last applied sequence once it reaches `at_least`, or the test fails
@@ -79,17 +67,7 @@ async fn the_projector_follows_on_within_seconds_when_its_consumers_node_dies() 
         .await
         .unwrap();
     let js = jetstream::new(client.clone());
-    let mut machines = metal_core::jetstream::stream_config().unwrap();
-    machines.num_replicas = 3;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(error) = js.create_stream(machines.clone()).await {
-        assert!(
-            Instant::now() < deadline,
-            "the cluster never took the stream: {error}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let mut stream = js.get_stream(subjects::STREAM).await.unwrap();
+    let mut stream = test_harness::stream::create_replicated(&js, 3).await;
     let all = common::onboardings(20, 0x31, "ProLiant DL325 Gen10 Plus", "AMD EPYC 7302P");
     let (before, after) = all.split_at(all.len() / 2);
     common::publish(js.clone(), before.to_vec()).await;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use metal_core::jetstream::ensure_stream;
@@ -12,20 +12,6 @@ use metal_projection::Projection;
 use test_harness::nats::NatsServer;
 
 const MACHINES: u64 = 1500;
-
-fn start_projector(server: &NatsServer, database: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_inventory-projector"))
-        .arg("--nats-url")
-        .arg(server.url())
-        .arg("--database")
-        .arg(database)
-        .env_remove("METAL_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start inventory-projector")
-}
 
 async fn wait_for_sequence(client: &async_nats::Client, at_least: u64) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -62,7 +48,7 @@ async fn killed_and_restarted_projector_applies_every_event_exactly_once() {
     let js = async_nats::jetstream::new(client.clone());
     ensure_stream(&js).await.unwrap();
 
-    let mut projector = start_projector(&server, &database);
+    let mut projector = common::start_projector(&server.url(), &database);
     common::publish(js.clone(), first.to_vec()).await;
     // Kill it as soon as it has applied something: most of the first half is still to come.
     let seen = wait_for_sequence(&client, 1).await;
@@ -71,7 +57,7 @@ async fn killed_and_restarted_projector_applies_every_event_exactly_once() {
     common::publish(js.clone(), second.to_vec()).await;
 
     // The server goes down and comes back (same port, same store) under a running projector.
-    let mut projector = start_projector(&server, &database);
+    let mut projector = common::start_projector(&server.url(), &database);
     let resumed = wait_for_sequence(&client, seen).await;
     server.restart();
     let client = server.connect().await;

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use metal_core::config::{Config, StaticBmc};
-use metal_core::jetstream::stream_config;
 use metal_core::{subjects, Mac};
 use metal_projection::{BootRecords, Projection};
 use test_harness::fake_bmc::{self, FakeBmcSpec, FakeFleet, PowerSpec, ResetTypes};
@@ -141,16 +140,7 @@ async fn the_stream_leader_dies_mid_onboarding_and_mid_provisioning_and_nothing_
     let js = jetstream::new(client.clone());
 
     // The operator's step for a cluster: the stream and the bucket at three replicas.
-    let mut machines = stream_config().unwrap();
-    machines.num_replicas = 3;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(error) = js.create_stream(machines.clone()).await {
-        assert!(
-            Instant::now() < deadline,
-            "the cluster never took the stream: {error}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    test_harness::stream::create_replicated(&js, 3).await;
     js.create_object_store(jetstream::object_store::Config {
         bucket: subjects::RAW_BUCKET.to_string(),
         storage: jetstream::stream::StorageType::File,

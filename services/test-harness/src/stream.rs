@@ -21,6 +21,28 @@ pub async fn publish_stored(js: &async_nats::jetstream::Context, message: &Store
         .sequence
 }
 
+/// The operator's step for a cluster: the MACHINES stream, as nats/ configures it, at
+/// `replicas` replicas; tried again for up to a minute while a new cluster elects its meta
+/// leader.
+pub async fn create_replicated(
+    js: &async_nats::jetstream::Context,
+    replicas: usize,
+) -> async_nats::jetstream::stream::Stream {
+    let mut machines = metal_core::jetstream::stream_config().expect("nats/ stream config");
+    machines.num_replicas = replicas;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match js.create_stream(machines.clone()).await {
+            Ok(stream) => return stream,
+            Err(error) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cluster never took the stream: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Every message stored now, in order (stops at the stream's current last sequence);
 /// panics naming why when they cannot all be read.
 pub async fn read_all(client: &async_nats::Client) -> Vec<StoredMessage> {

@@ -1,6 +1,8 @@
 //! What the projector's NATS tests share: a log of onboardings, publishing it with the
-//! fixtures' sequences, and asking the query service for status.
+//! fixtures' sequences, starting the projector binary, and asking the query service for
+//! status.
 
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
@@ -52,4 +54,20 @@ pub async fn status(client: &async_nats::Client) -> Option<Status> {
     .ok()?
     .ok()?;
     serde_json::from_slice(&reply.payload).ok()
+}
+
+/// Starts the inventory-projector binary on `url` with its projection at `database`.
+#[allow(dead_code)] // Not every test binary starts the process.
+pub fn start_projector(url: &str, database: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_inventory-projector"))
+        .arg("--nats-url")
+        .arg(url)
+        .arg("--database")
+        .arg(database)
+        .env_remove("METAL_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start inventory-projector")
 }
